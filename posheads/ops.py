@@ -1,0 +1,443 @@
+"""Stable softplus functions and fused count log-likelihoods (pure torch, no Pyro).
+
+Notation: ``s(x) = softplus_beta(x) = log(1 + exp(beta * x)) / beta`` and ``z = beta * x``.
+
+Every function here is finite, with finite gradients, for every finite input of
+float16, bfloat16, float32 and float64; reduced-precision inputs are computed in
+float32 and rounded once. All functions broadcast like torch.
+
+Where posheads differs from ``torch.nn.functional.softplus``
+------------------------------------------------------------
+torch switches to the linear branch ``s(x) = x`` wherever ``beta * x > threshold``.
+Below the point where ``exp(-z)`` drops under half an ulp of ``z`` the two branches
+round to different floats, so the switch is a visible downward step: with the default
+threshold 20 in float64, torch's softplus drops by ``exp(-20) = 2.1e-9`` at ``x = 20``
+and is not monotone. posheads takes the linear branch only where it is exact in the
+dtype of the input, at ``z > max(threshold, z_exact)`` with ``z_exact`` 36 for float64,
+16 for float32 and 8 for float16/bfloat16 (see :func:`linear_switch`). The result is
+non-decreasing and continuous in every dtype. Values equal torch's everywhere except
+for ``threshold < z <= z_exact``, where posheads returns the smooth value and torch
+returns ``x``; they differ there by at most ``exp(-threshold) / beta`` (2.1e-9 for
+float64 with the default threshold; float32, float16 and bfloat16 with the default
+threshold are not affected at all). A threshold above ``z_exact`` changes no value,
+and is capped where ``exp(z)`` would overflow, so large thresholds never give ``inf``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "linear_switch",
+    "log_softplus",
+    "negative_binomial_softplus_log_prob",
+    "poisson_softplus_log_prob",
+    "softplus",
+    "softplus_inverse",
+]
+
+# z beyond which log1p(exp(z)) rounds to z (measured: 33.3 in float64, 14.7 in float32,
+# 6.3 in float16 and 4.2 in bfloat16), rounded up with a margin.
+_EXACT = {torch.float64: 36.0, torch.float32: 16.0, torch.float16: 8.0, torch.bfloat16: 8.0}
+# Cap of the switch: exp(z) is finite below it in the dtype the kernel computes in
+# (float16 and bfloat16 are computed in float32).
+_NO_OVERFLOW = {torch.float64: 700.0}
+_DEFAULT_NO_OVERFLOW = 80.0
+# Below z = -20 the two-term expansion log s = z - log(beta) - exp(z)/2 is exact to
+# working precision (the next term, 5 exp(2z)/24, is < 1e-18), and it keeps log s
+# finite where exp(z) underflows.
+_ASYMPTOTIC = -20.0
+
+
+def _check_args(beta: float, threshold: float) -> None:
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    if not (isinstance(threshold, (int, float)) and threshold > 0):
+        raise ValueError(f"threshold must be a number > 0, got {threshold!r}")
+
+
+def linear_switch(dtype: torch.dtype, threshold: float = 20.0) -> float:
+    """Return the ``z = beta * x`` above which softplus is computed as ``x``.
+
+    Parameters
+    ----------
+    dtype : torch.dtype
+        Floating dtype of the input.
+    threshold : float
+        The requested threshold (as in ``torch.nn.functional.softplus``).
+
+    Returns
+    -------
+    float
+        ``threshold`` raised to the point where the linear branch is exact in
+        ``dtype`` and capped where ``exp(z)`` would overflow.
+    """
+    exact = _EXACT.get(dtype, 16.0)
+    return min(max(float(threshold), exact), _NO_OVERFLOW.get(dtype, _DEFAULT_NO_OVERFLOW))
+
+
+def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    dtype = torch.get_default_dtype()
+    floats = [t.dtype for t in tensors if t is not None and t.is_floating_point()]
+    if floats:
+        dtype = floats[0]
+        for d in floats[1:]:
+            dtype = torch.promote_types(dtype, d)
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _as_tensor(x, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A tensor from ``x``; a Python number takes the floating dtype of ``like``."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if like is not None:
+        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
+        return torch.as_tensor(x, dtype=dtype, device=like.device)
+    return torch.as_tensor(x, dtype=torch.get_default_dtype())
+
+
+def _reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum a broadcast gradient back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.dim() - len(shape)
+    if extra > 0:
+        grad = grad.sum(dim=tuple(range(extra)))
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if dims:
+        grad = grad.sum(dim=dims, keepdim=True)
+    return grad
+
+
+def _branches(x: torch.Tensor, beta: float, switch: float):
+    """Pieces of the softplus family shared by forward and backward passes.
+
+    Every branch is evaluated on an input masked into its own safe range, so that
+    autograd through these expressions (double backward) never meets ``inf * 0``.
+
+    Returns
+    -------
+    s, log_s, sig, dlog : Tensor
+        ``s(x)``, ``log s(x)``, ``s'(x) = sigmoid(z)`` and ``d log s / dx``.
+    """
+    z = x * beta if beta != 1.0 else x
+    lin = z > switch
+    zc = torch.where(lin, torch.zeros_like(z), z)  # z <= switch: exp(zc) is finite
+    u = torch.exp(zc)
+    l1p = torch.log1p(u)  # beta * s on the smooth branch, > 0 unless u underflows
+    tiny = zc < _ASYMPTOTIC
+    l1p_safe = torch.where(tiny, torch.ones_like(l1p), l1p)
+    x_safe = torch.where(lin, x, torch.ones_like(x))  # x > 0 on the linear branch
+    log_beta = math.log(beta)
+
+    s = torch.where(lin, x, l1p / beta if beta != 1.0 else l1p)
+    log_s_smooth = torch.where(tiny, zc - 0.5 * u, torch.log(l1p_safe)) - log_beta
+    log_s = torch.where(lin, torch.log(x_safe), log_s_smooth)
+    sig_smooth = torch.sigmoid(zc)
+    sig = torch.where(lin, torch.ones_like(x), sig_smooth)
+    # d log s / dx = beta * sigmoid(z) / log1p(exp(z)) -> beta * (1 - exp(z)/2) as z -> -inf
+    rho = torch.where(tiny, 1.0 - 0.5 * u, sig_smooth / l1p_safe)
+    dlog = torch.where(lin, 1.0 / x_safe, beta * rho)
+    return s, log_s, sig, dlog
+
+
+def softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
+    """Softplus ``log(1 + exp(beta * x)) / beta``, continuous and non-decreasing.
+
+    Parameters
+    ----------
+    x : Tensor, shape ``(...)``
+        Input.
+    beta : float
+        Softness, ``> 0``; larger is closer to ReLU.
+    threshold : float
+        ``beta * x`` above which the linear branch ``x`` may be used, as in
+        ``torch.nn.functional.softplus``; it is raised to where that branch is exact
+        in the dtype (see the module docstring for where this differs from torch).
+
+    Returns
+    -------
+    Tensor, shape ``(...)``
+        Positive values, same dtype and device as ``x``.
+
+    Examples
+    --------
+    >>> softplus(torch.tensor([-800.0, 0.0, 800.0], dtype=torch.float64))
+    tensor([0.0000, 0.6931, 800.0000], dtype=torch.float64)
+    """
+    _check_args(beta, threshold)
+    return F.softplus(x, beta=beta, threshold=linear_switch(x.dtype, threshold))
+
+
+class _SoftplusInverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, beta, switch):
+        ctx.save_for_backward(y)
+        ctx.beta, ctx.switch = beta, switch
+        return _softplus_inverse_value(y, beta, switch)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * _softplus_inverse_grad(y, ctx.beta, ctx.switch), None, None
+
+
+def _softplus_inverse_value(y, beta, switch):
+    z = y * beta if beta != 1.0 else y
+    # -expm1(-z) is z for tiny z (no cancellation) and 1 for large z (no overflow).
+    smooth = torch.log(-torch.expm1(-z))
+    if beta != 1.0:
+        smooth = smooth / beta
+    return torch.where(z > switch, y, y + smooth)
+
+
+def _softplus_inverse_grad(y, beta, switch):
+    z = y * beta if beta != 1.0 else y
+    lin = z > switch
+    z_safe = torch.where(lin, torch.ones_like(z), z)
+    # d/dy = 1 / sigmoid(beta * s^-1(y)) = 1 / (1 - exp(-z)); it exceeds the largest
+    # float only for sub-normal y, where it is clamped to stay finite.
+    big = torch.finfo(y.dtype).max
+    d = torch.reciprocal(-torch.expm1(-z_safe)).clamp(max=big)
+    return torch.where(lin, torch.ones_like(y), d)
+
+
+def softplus_inverse(y: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
+    """Inverse of :func:`softplus`: ``y + log(-expm1(-beta * y)) / beta``.
+
+    Exact to a few ulps for round trips on both sides of the linear switch. Tends to
+    ``log(beta * y) / beta`` for tiny ``y`` and to ``y`` for large ``y``.
+
+    Parameters
+    ----------
+    y : Tensor, shape ``(...)``
+        Positive values. Out of domain, torch's conventions: ``-inf`` at ``y = 0``,
+        NaN for ``y < 0``.
+    beta, threshold : float
+        As in :func:`softplus`.
+
+    Returns
+    -------
+    Tensor, shape ``(...)``
+
+    Examples
+    --------
+    >>> softplus_inverse(torch.tensor([1e-30, 0.6931471805599453, 100.0], dtype=torch.float64))
+    tensor([-69.0776,   0.0000, 100.0000], dtype=torch.float64)
+    """
+    _check_args(beta, threshold)
+    dtype = y.dtype
+    compute = _compute_dtype(y)
+    switch = linear_switch(dtype, threshold)
+    out = _SoftplusInverse.apply(y.to(compute), float(beta), switch)
+    return out.to(dtype)
+
+
+class _LogSoftplus(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, beta, switch):
+        ctx.save_for_backward(x)
+        ctx.beta, ctx.switch = beta, switch
+        return _branches(x, beta, switch)[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * _branches(x, ctx.beta, ctx.switch)[3], None, None
+
+
+def log_softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
+    """``log(softplus(x))``, which tends to ``x - log(beta)`` instead of ``-inf``.
+
+    Parameters
+    ----------
+    x : Tensor, shape ``(...)``
+    beta, threshold : float
+        As in :func:`softplus`.
+
+    Returns
+    -------
+    Tensor, shape ``(...)``
+        Finite for every finite ``x``; the gradient tends to ``beta`` as ``x -> -inf``.
+
+    Examples
+    --------
+    >>> log_softplus(torch.tensor([-1000.0, 0.0]))
+    tensor([-1000.0000,    -0.3665])
+    """
+    _check_args(beta, threshold)
+    dtype = x.dtype
+    compute = _compute_dtype(x)
+    out = _LogSoftplus.apply(x.to(compute), float(beta), linear_switch(dtype, threshold))
+    return out.to(dtype)
+
+
+class _PoissonSoftplusLogProb(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, eta, y, exposure, beta, switch):
+        ctx.save_for_backward(eta, y, exposure)
+        ctx.beta, ctx.switch = beta, switch
+        s, log_s, _, _ = _branches(eta, beta, switch)
+        if exposure is None:
+            return y * log_s - s - torch.lgamma(y + 1.0)
+        return y * (log_s + torch.log(exposure)) - exposure * s - torch.lgamma(y + 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        eta, y, exposure = ctx.saved_tensors
+        s, log_s, sig, dlog = _branches(eta, ctx.beta, ctx.switch)
+        t = 1.0 if exposure is None else exposure
+        g_eta = g_y = g_t = None
+        if ctx.needs_input_grad[0]:
+            # d/d eta = sigmoid(z) (y / s - t), with sigmoid(z) / s = dlog kept finite.
+            g_eta = _reduce_to(grad * (y * dlog - t * sig), eta.shape)
+        if ctx.needs_input_grad[1]:
+            log_mu = log_s if exposure is None else log_s + torch.log(exposure)
+            g_y = _reduce_to(grad * (log_mu - torch.digamma(y + 1.0)), y.shape)
+        if exposure is not None and ctx.needs_input_grad[2]:
+            g_t = _reduce_to(grad * (y / exposure - s), exposure.shape)
+        return g_eta, g_y, g_t, None, None
+
+
+def _prepare(eta, *others):
+    """Cast ``eta`` and the other tensors to one floating compute dtype."""
+    eta = _as_tensor(eta)
+    others = [None if o is None else _as_tensor(o, like=eta) for o in others]
+    compute = _compute_dtype(eta, *others)
+    out_dtype = eta.dtype if eta.is_floating_point() else compute
+    for o in others:
+        if o is not None and o.is_floating_point():
+            out_dtype = torch.promote_types(out_dtype, o.dtype)
+    cast = [None if o is None else o.to(compute) for o in others]
+    return eta.to(compute), cast, out_dtype
+
+
+def poisson_softplus_log_prob(
+    eta: torch.Tensor,
+    y: torch.Tensor,
+    beta: float = 1.0,
+    threshold: float = 20.0,
+    exposure: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Poisson log-likelihood of counts ``y`` with mean ``exposure * softplus(eta)``.
+
+    ``y log(mu) - mu - lgamma(y + 1)`` with ``log(mu)`` from :func:`log_softplus`, in
+    one autograd node whose hand-derived backward saves only the inputs:
+    ``d/d eta = sigmoid(beta * eta) * (y / s - t)``.
+
+    Parameters
+    ----------
+    eta : Tensor, shape broadcastable with ``y``
+        Linear predictor.
+    y : Tensor
+        Counts (non-negative; integer or floating dtype). Not validated here: the
+        distributions layer does that.
+    beta, threshold : float
+        As in :func:`softplus`.
+    exposure : Tensor, optional
+        Positive exposure ``t`` multiplying the mean; gradients flow to it too.
+
+    Returns
+    -------
+    Tensor, shape ``broadcast(eta, y, exposure)``
+        Finite for every finite ``eta``, with finite gradients.
+    """
+    _check_args(beta, threshold)
+    eta_c, (y_c, t_c), out_dtype = _prepare(eta, y, exposure)
+    switch = linear_switch(out_dtype, threshold)
+    out = _PoissonSoftplusLogProb.apply(eta_c, y_c, t_c, float(beta), switch)
+    return out.to(out_dtype)
+
+
+class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, eta, y, r, exposure, beta, switch):
+        ctx.save_for_backward(eta, y, r, exposure)
+        ctx.beta, ctx.switch = beta, switch
+        _, log_s, _, _ = _branches(eta, beta, switch)
+        d = _nb_logit(log_s, r, exposure)
+        return (
+            torch.lgamma(y + r)
+            - torch.lgamma(r)
+            - torch.lgamma(y + 1.0)
+            - y * F.softplus(-d, threshold=_NO_OVERFLOW_SP)
+            - r * F.softplus(d, threshold=_NO_OVERFLOW_SP)
+        )
+
+    @staticmethod
+    def backward(ctx, grad):
+        eta, y, r, exposure = ctx.saved_tensors
+        _, log_s, _, dlog = _branches(eta, ctx.beta, ctx.switch)
+        d = _nb_logit(log_s, r, exposure)
+        p = torch.sigmoid(d)  # mu / (r + mu)
+        q = torch.sigmoid(-d)  # r / (r + mu)
+        # dl/dd = r (y - mu) / (r + mu) = y q - r p, with d = log(mu) - log(r).
+        dl_dd = y * q - r * p
+        g_eta = g_y = g_r = g_t = None
+        if ctx.needs_input_grad[0]:
+            g_eta = _reduce_to(grad * dl_dd * dlog, eta.shape)
+        if ctx.needs_input_grad[1]:
+            dy = torch.digamma(y + r) - torch.digamma(y + 1.0)
+            dy = dy - F.softplus(-d, threshold=_NO_OVERFLOW_SP)
+            g_y = _reduce_to(grad * dy, y.shape)
+        if ctx.needs_input_grad[2]:
+            dr = torch.digamma(y + r) - torch.digamma(r)
+            dr = dr - F.softplus(d, threshold=_NO_OVERFLOW_SP) - dl_dd / r
+            g_r = _reduce_to(grad * dr, r.shape)
+        if exposure is not None and ctx.needs_input_grad[3]:
+            g_t = _reduce_to(grad * dl_dd / exposure, exposure.shape)
+        return g_eta, g_y, g_r, g_t, None, None
+
+
+# softplus of the NB logit uses torch's kernel with a switch where its linear branch is
+# exact in float64 (and hence in float32).
+_NO_OVERFLOW_SP = 36.0
+
+
+def _nb_logit(log_s, r, exposure):
+    """``d = log(mu) - log(r)``: the logit of ``mu / (r + mu)``."""
+    log_mu = log_s if exposure is None else log_s + torch.log(exposure)
+    return log_mu - torch.log(r)
+
+
+def negative_binomial_softplus_log_prob(
+    eta: torch.Tensor,
+    y: torch.Tensor,
+    total_count: torch.Tensor,
+    beta: float = 1.0,
+    threshold: float = 20.0,
+    exposure: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """NB2 log-likelihood of counts ``y`` with mean ``mu = exposure * softplus(eta)``.
+
+    The variance is ``mu + mu**2 / total_count``. Written with ``d = log(mu) - log(r)``
+    as ``lgamma(y + r) - lgamma(r) - lgamma(y + 1) - y softplus(-d) - r softplus(d)``,
+    which stays finite for tiny and huge means alike. One autograd node with a
+    hand-derived backward for ``eta``, ``total_count`` (and ``y`` and ``exposure``)
+    that saves only its inputs.
+
+    Parameters
+    ----------
+    eta : Tensor
+        Linear predictor.
+    y : Tensor
+        Counts.
+    total_count : Tensor or float
+        Concentration ``r > 0`` (the NB2 dispersion is ``1 / r``).
+    beta, threshold : float
+        As in :func:`softplus`.
+    exposure : Tensor, optional
+        Positive exposure multiplying the mean.
+
+    Returns
+    -------
+    Tensor, shape ``broadcast(eta, y, total_count, exposure)``
+    """
+    _check_args(beta, threshold)
+    eta_c, (y_c, r_c, t_c), out_dtype = _prepare(eta, y, total_count, exposure)
+    switch = linear_switch(out_dtype, threshold)
+    out = _NegativeBinomialSoftplusLogProb.apply(eta_c, y_c, r_c, t_c, float(beta), switch)
+    return out.to(out_dtype)

@@ -1,0 +1,1 @@
+"""posheads test suite (mirrors the package layout)."""
