@@ -174,15 +174,16 @@ def softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> tor
 
 class _SoftplusInverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y, beta, switch):
+    def forward(ctx, y, beta, switch, big):
         ctx.save_for_backward(y)
-        ctx.beta, ctx.switch = beta, switch
+        ctx.beta, ctx.switch, ctx.big = beta, switch, big
         return _softplus_inverse_value(y, beta, switch)
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
-        return grad * _softplus_inverse_grad(y, ctx.beta, ctx.switch), None, None
+        d = _softplus_inverse_grad(y, ctx.beta, ctx.switch, ctx.big)
+        return grad * d, None, None, None
 
 
 def _softplus_inverse_value(y, beta, switch):
@@ -194,13 +195,15 @@ def _softplus_inverse_value(y, beta, switch):
     return torch.where(z > switch, y, y + smooth)
 
 
-def _softplus_inverse_grad(y, beta, switch):
+def _softplus_inverse_grad(y, beta, switch, big):
     z = y * beta if beta != 1.0 else y
     lin = z > switch
     z_safe = torch.where(lin, torch.ones_like(z), z)
     # d/dy = 1 / sigmoid(beta * s^-1(y)) = 1 / (1 - exp(-z)); it exceeds the largest
-    # float only for sub-normal y, where it is clamped to stay finite.
-    big = torch.finfo(y.dtype).max
+    # float only for tiny y, where it is clamped to stay finite. ``big`` is the largest
+    # float of the *input* dtype, not of the compute dtype: clamping float16 (bfloat16)
+    # gradients at float32's max made them inf once cast back, for y < 1.5e-5
+    # (sub-normal y).
     d = torch.reciprocal(-torch.expm1(-z_safe)).clamp(max=big)
     return torch.where(lin, torch.ones_like(y), d)
 
@@ -229,10 +232,13 @@ def softplus_inverse(y: torch.Tensor, beta: float = 1.0, threshold: float = 20.0
     tensor([-69.0776,   0.0000, 100.0000], dtype=torch.float64)
     """
     _check_args(beta, threshold)
-    dtype = y.dtype
     compute = _compute_dtype(y)
+    # An integer y gives a floating result (as torch.log does); casting back to its
+    # dtype truncated it silently.
+    dtype = y.dtype if y.is_floating_point() else compute
     switch = linear_switch(dtype, threshold)
-    out = _SoftplusInverse.apply(y.to(compute), float(beta), switch)
+    big = torch.finfo(dtype).max
+    out = _SoftplusInverse.apply(y.to(compute), float(beta), switch, big)
     return out.to(dtype)
 
 
@@ -269,8 +275,9 @@ def log_softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) ->
     tensor([-1000.0000,    -0.3665])
     """
     _check_args(beta, threshold)
-    dtype = x.dtype
     compute = _compute_dtype(x)
+    # An integer x gives a floating result, as in softplus_inverse.
+    dtype = x.dtype if x.is_floating_point() else compute
     out = _LogSoftplus.apply(x.to(compute), float(beta), linear_switch(dtype, threshold))
     return out.to(dtype)
 
