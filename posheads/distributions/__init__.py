@@ -1,0 +1,54 @@
+"""Pyro distributions parameterised by a real linear predictor ``eta`` under a softplus link.
+
+Every distribution here is a :class:`pyro.distributions.TorchDistribution`, so it works in
+``pyro.sample``, ``Predictive``, ``.expand`` and ``.to_event``. The mean (or, for the
+Normal family, the scale) is ``low + softplus_beta(eta)``, computed with the guarded ops
+of :mod:`posheads.ops`; ``beta``, ``threshold`` and ``low`` are Python floats.
+
+Counts: ``SoftplusPoisson``, ``SoftplusNegativeBinomial`` (NB2, variance
+``mu + mu**2 / concentration``), ``SoftplusZeroInflatedPoisson``,
+``SoftplusZeroInflatedNegativeBinomial`` and ``SoftplusHurdlePoisson``.
+Positive and real values: ``SoftplusGamma``, ``SoftplusLogNormal``, ``SoftplusNormal``.
+
+Where ``low`` and ``exposure`` go
+---------------------------------
+For counts the mean of the count part is ``rate = exposure * (low + softplus(eta))``:
+``low`` is a floor on the rate *per unit of exposure*, so it scales with exposure like the
+rest of the rate (a unit observed twice as long has twice the floor). With ``low == 0``
+this is ``exposure * softplus(eta)``, and ``log_prob`` is one call of the fused ops
+(finite, with finite gradients, for every finite ``eta``). With ``low > 0`` it is computed
+from ``log(low + softplus(eta)) = logaddexp(log(low), log_softplus(eta))``, which is finite
+too.
+
+Numerical notes
+---------------
+* Count samples are integer-valued float tensors. ``torch.poisson`` overflows past ``2**63``;
+  above a rate of 1e12 a rounded normal draw is used, which at that rate is the Poisson
+  law to float precision (skewness ``rate**-0.5 = 1e-6``), and rates are capped at the
+  largest float so a sample is never ``inf``.
+* For the continuous families, a term ``value / mean`` (Gamma) or ``(value - loc)**2 /
+  scale**2`` (Normal) is computed in log space and continued linearly past
+  ``sqrt(finfo.max)``: there the true log density is below ``-1e19`` in float32 and
+  ``-1e154`` in float64, and the continuation keeps ``log_prob`` and its gradient finite
+  (with the right sign) instead of ``-inf``/NaN.
+"""
+
+from .continuous import SoftplusGamma, SoftplusLogNormal, SoftplusNormal
+from .counts import (
+    SoftplusHurdlePoisson,
+    SoftplusNegativeBinomial,
+    SoftplusPoisson,
+    SoftplusZeroInflatedNegativeBinomial,
+    SoftplusZeroInflatedPoisson,
+)
+
+__all__ = [
+    "SoftplusGamma",
+    "SoftplusHurdlePoisson",
+    "SoftplusLogNormal",
+    "SoftplusNegativeBinomial",
+    "SoftplusNormal",
+    "SoftplusPoisson",
+    "SoftplusZeroInflatedNegativeBinomial",
+    "SoftplusZeroInflatedPoisson",
+]

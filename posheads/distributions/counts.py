@@ -1,0 +1,312 @@
+"""Count distributions under a softplus link: Poisson, NB2, zero-inflated and hurdle.
+
+The count families are mixins (``_PoissonCounts``, ``_NegativeBinomialCounts``) providing
+``_count_log_prob``, ``_count_sample`` and ``_count_moments`` to the shared
+``SoftplusCounts`` base; ``_ZeroInflated`` wraps any of them with structural zeros.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch.distributions import constraints
+
+from .. import ops
+from ._base import SoftplusCounts, as_float, log1mexp, sample_poisson
+
+__all__ = [
+    "SoftplusHurdlePoisson",
+    "SoftplusNegativeBinomial",
+    "SoftplusPoisson",
+    "SoftplusZeroInflatedNegativeBinomial",
+    "SoftplusZeroInflatedPoisson",
+]
+
+
+class _PoissonCounts:
+    """Poisson count part (mixin for ``SoftplusCounts``)."""
+
+    def _count_log_prob(self, value):
+        if self.low == 0:
+            return ops.poisson_softplus_log_prob(
+                self.eta, value, self.beta, self.threshold, self._exposure)
+        return value * self.log_rate - self.rate - torch.lgamma(value + 1.0)
+
+    def _count_sample(self, shape):
+        return sample_poisson(self.rate.expand(shape))
+
+    def _count_moments(self):
+        rate = self.rate
+        return rate, rate
+
+
+class _NegativeBinomialCounts:
+    """NB2 count part with ``concentration`` r (mixin for ``SoftplusCounts``)."""
+
+    def _count_log_prob(self, value):
+        r = self.concentration
+        if self.low == 0:
+            return ops.negative_binomial_softplus_log_prob(
+                self.eta, value, r, self.beta, self.threshold, self._exposure)
+        d = self.log_rate - torch.log(r)  # logit of mu / (r + mu), finite for any mu
+        return (torch.lgamma(value + r) - torch.lgamma(r) - torch.lgamma(value + 1.0)
+                - value * ops.softplus(-d) - r * ops.softplus(d))
+
+    def _count_sample(self, shape):
+        r = self.concentration.expand(shape)
+        # Gamma-Poisson mixture: lambda = mu * G / r with G ~ Gamma(r, 1) has mean mu and
+        # variance mu**2 / r.
+        gamma = torch.distributions.Gamma(r, torch.ones_like(r)).sample()
+        return sample_poisson(self.rate.expand(shape) * (gamma / r))
+
+    def _count_moments(self):
+        mu = self.rate
+        return mu, mu * (1.0 + mu / self.concentration)
+
+
+class _ZeroInflated:
+    """Structural zeros with probability ``gate = sigmoid(gate_logits)`` (mixin)."""
+
+    @property
+    def gate(self):
+        return torch.sigmoid(self.gate_logits)
+
+    @property
+    def mean(self):
+        return torch.sigmoid(-self.gate_logits) * self._count_moments()[0]
+
+    @property
+    def variance(self):
+        # E[y^2] - E[y]^2 = (1 - pi) (var + pi mu^2), written without cancellation
+        mu, var = self._count_moments()
+        pi = self.gate
+        return (1.0 - pi) * (var + pi * mu * mu)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        value = as_float(value, self.eta)
+        g = self.gate_logits
+        log_count = self._count_log_prob(value) - ops.softplus(g)  # log(1 - pi) + log p(y)
+        log_zero = torch.logaddexp(-ops.softplus(-g), log_count)  # log(pi + (1 - pi) p(0))
+        return torch.where(value == 0, log_zero, log_count)
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            counts = self._count_sample(shape)
+            structural = torch.bernoulli(self.gate.expand(shape)).bool()
+            return counts.masked_fill(structural, 0.0)
+
+
+# ---------------------------------------------------------------- count distributions
+class SoftplusPoisson(_PoissonCounts, SoftplusCounts):
+    """Poisson with rate ``exposure * (low + softplus_beta(eta))``.
+
+    Parameters
+    ----------
+    eta : Tensor or float, shape ``batch_shape``
+        Linear predictor (any real number).
+    beta, threshold : float
+        Softness and linear-branch threshold of the softplus (see :mod:`posheads.ops`).
+    low : float
+        Floor of the rate per unit exposure, ``>= 0``.
+    exposure : Tensor, optional
+        Positive exposure multiplying the rate; broadcast with ``eta``.
+    validate_args : bool, optional
+        Check parameters and, in ``log_prob``, that values are non-negative whole numbers.
+
+    Examples
+    --------
+    >>> d = SoftplusPoisson(torch.tensor([0.0, 2.0]))
+    >>> d.log_prob(torch.tensor([1.0, 3.0])).shape
+    torch.Size([2])
+    """
+
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, *, beta=1.0, threshold=20.0, low=0.0, exposure=None,
+                 validate_args=None):
+        params = {"eta": eta, "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)
+
+
+class SoftplusNegativeBinomial(_NegativeBinomialCounts, SoftplusCounts):
+    """NB2 with mean ``mu = exposure * (low + softplus(eta))``, variance ``mu + mu**2 / r``.
+
+    Parameters
+    ----------
+    eta : Tensor or float
+        Linear predictor.
+    concentration : Tensor or float
+        ``r > 0`` (``total_count`` of torch's ``NegativeBinomial``); ``1 / r`` is the
+        dispersion. Broadcast with ``eta`` to ``batch_shape``.
+    beta, threshold, low, exposure, validate_args
+        As in :class:`SoftplusPoisson`.
+
+    Examples
+    --------
+    >>> d = SoftplusNegativeBinomial(torch.zeros(3), concentration=2.0)
+    >>> d.sample((5,)).shape
+    torch.Size([5, 3])
+    """
+
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "concentration": constraints.positive,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, concentration, *, beta=1.0, threshold=20.0, low=0.0,
+                 exposure=None, validate_args=None):
+        params = {"eta": eta, "concentration": concentration, "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)
+
+
+class SoftplusZeroInflatedPoisson(_ZeroInflated, _PoissonCounts, SoftplusCounts):
+    """Zero-inflated Poisson: a zero with probability ``sigmoid(gate_logits)``, else Poisson.
+
+    ``log P(0) = logaddexp(-softplus(-g), -softplus(g) - rate)`` and
+    ``log P(y > 0) = -softplus(g) + log Poisson(y | rate)``, with ``rate`` as in
+    :class:`SoftplusPoisson`.
+
+    Parameters
+    ----------
+    eta : Tensor or float
+        Linear predictor of the Poisson part.
+    gate_logits : Tensor or float
+        Logits of the structural-zero probability; broadcast with ``eta``.
+    beta, threshold, low, exposure, validate_args
+        As in :class:`SoftplusPoisson`.
+
+    Examples
+    --------
+    >>> d = SoftplusZeroInflatedPoisson(torch.tensor(1.0), gate_logits=torch.tensor(-1.0))
+    >>> float(d.mean) < float(d.rate)
+    True
+    """
+
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "gate_logits": constraints.real,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, gate_logits, *, beta=1.0, threshold=20.0, low=0.0,
+                 exposure=None, validate_args=None):
+        params = {"eta": eta, "gate_logits": gate_logits, "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)
+
+
+class SoftplusZeroInflatedNegativeBinomial(
+        _ZeroInflated, _NegativeBinomialCounts, SoftplusCounts):
+    """Zero-inflated NB2: a zero with probability ``sigmoid(gate_logits)``, else NB2.
+
+    Parameters
+    ----------
+    eta, concentration : Tensor or float
+        As in :class:`SoftplusNegativeBinomial`.
+    gate_logits : Tensor or float
+        Logits of the structural-zero probability.
+    beta, threshold, low, exposure, validate_args
+        As in :class:`SoftplusPoisson`.
+
+    Examples
+    --------
+    >>> d = SoftplusZeroInflatedNegativeBinomial(0.5, 2.0, gate_logits=torch.zeros(4))
+    >>> d.batch_shape
+    torch.Size([4])
+    """
+
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "concentration": constraints.positive,
+        "gate_logits": constraints.real,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, concentration, gate_logits, *, beta=1.0, threshold=20.0,
+                 low=0.0, exposure=None, validate_args=None):
+        params = {"eta": eta, "concentration": concentration, "gate_logits": gate_logits,
+                  "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)
+
+
+class SoftplusHurdlePoisson(_PoissonCounts, SoftplusCounts):
+    """Hurdle Poisson: zero with probability ``sigmoid(gate_logits)``, else zero-truncated.
+
+    ``log P(0) = -softplus(-g)``; for ``y > 0``,
+    ``log P(y) = -softplus(g) + log Poisson(y | rate) - log(1 - exp(-rate))``, where the
+    last term is computed from ``log(rate)`` when ``rate`` underflows, so ``log_prob`` is
+    finite for every finite ``eta`` (as ``rate -> 0`` the positive part puts its mass on 1).
+
+    Parameters
+    ----------
+    eta : Tensor or float
+        Linear predictor of the (untruncated) Poisson rate.
+    gate_logits : Tensor or float
+        Logits of ``P(y = 0)``.
+    beta, threshold, low, exposure, validate_args
+        As in :class:`SoftplusPoisson`.
+
+    Examples
+    --------
+    >>> d = SoftplusHurdlePoisson(torch.tensor(-30.0), gate_logits=torch.tensor(0.0))
+    >>> d.log_prob(torch.tensor(1.0))  # log(1/2): the positive part is all at 1
+    tensor(-0.6931)
+    """
+
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "gate_logits": constraints.real,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, gate_logits, *, beta=1.0, threshold=20.0, low=0.0,
+                 exposure=None, validate_args=None):
+        params = {"eta": eta, "gate_logits": gate_logits, "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)
+
+    @property
+    def gate(self):
+        """Probability of a zero, ``sigmoid(gate_logits)``."""
+        return torch.sigmoid(self.gate_logits)
+
+    def _truncated_mean(self):
+        # rate / (1 - exp(-rate)) in log space: tends to 1 as the rate underflows
+        return torch.exp(self.log_rate - log1mexp(self.rate, self.log_rate))
+
+    @property
+    def mean(self):
+        return torch.sigmoid(-self.gate_logits) * self._truncated_mean()
+
+    @property
+    def variance(self):
+        # E[y^2] = (1 - pi) m (1 + rate) for the zero-truncated mean m
+        p_pos, m = torch.sigmoid(-self.gate_logits), self._truncated_mean()
+        return p_pos * m * (1.0 + self.rate - p_pos * m)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        value = as_float(value, self.eta)
+        g = self.gate_logits
+        log_pos = self._count_log_prob(value) - log1mexp(self.rate, self.log_rate)
+        return torch.where(value == 0, -ops.softplus(-g), log_pos - ops.softplus(g))
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            rate = self.rate.expand(shape)
+            # Zero-truncated Poisson, exactly: the first event of a rate-`rate` process on
+            # [0, 1] given one occurs is at t = -log1p(u expm1(-rate)) / rate, and the events
+            # after it number Poisson(rate (1 - t)). No rejection, fine for tiny rates.
+            u = torch.rand_like(rate)
+            rest = (rate + torch.log1p(u * torch.expm1(-rate))).clamp(min=0)
+            counts = 1.0 + sample_poisson(rest)
+            zero = torch.bernoulli(self.gate.expand(shape)).bool()
+            return counts.masked_fill(zero, 0.0)
