@@ -4,10 +4,29 @@ The layers, from the bottom up: :mod:`posheads.ops` (stable tensor functions),
 :mod:`posheads.transforms` and :mod:`posheads.constraints`, :mod:`posheads.distributions`,
 :mod:`posheads.heads`, :mod:`posheads.models`, :mod:`posheads.inference`,
 :mod:`posheads.posterior`, :mod:`posheads.estimators`, :mod:`posheads.datasets` and
-:mod:`posheads.cli`. Importing ``posheads`` itself is cheap: the estimators are loaded
-on first use.
+:mod:`posheads.cli`. Importing ``posheads`` itself is cheap: the estimators (re-exported
+here) load on first use.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_ESTIMATORS = (
+    "HurdlePoissonSoftplusRegressor",
+    "NegativeBinomialSoftplusRegressor",
+    "PoissonSoftplusRegressor",
+    "ZeroInflatedPoissonSoftplusRegressor",
+)
+
+__all__ = ["__version__", *_ESTIMATORS]
+
+
+def __getattr__(name):
+    if name in _ESTIMATORS:
+        return getattr(importlib.import_module("posheads.estimators"), name)
+    raise AttributeError(f"module 'posheads' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,477 @@
+"""The private base of the softplus-link GLM estimators.
+
+One base class does the work (validation, the choice of engine, prediction, scoring,
+summaries, persistence); the public estimators in :mod:`posheads.estimators.glm` only
+choose a likelihood. The engines and the model live in lower layers:
+:class:`posheads.models.glm.SoftplusGLM` and :mod:`posheads.inference`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._summary import coefficient_table
+from ._validation import (
+    check_counts,
+    check_exposure,
+    check_sample_weight,
+    resolve_device,
+    resolve_dtype,
+    to_torch,
+)
+
+__all__ = ["SoftplusGLMRegressor"]
+
+# beta="auto": candidate softness values for the profile likelihood, then a golden-section
+# refinement on log(beta) around the best one.
+_BETA_GRID = np.geomspace(0.05, 20.0, 13)
+
+
+class SoftplusGLMRegressor(RegressorMixin, BaseEstimator):
+    """Base of the softplus-link count regressors (not for direct use)."""
+
+    _likelihood = "poisson"
+    _integer_counts = False
+    _parameter_constraints: ClassVar[dict] = {
+        "alpha": [Interval(numbers.Real, 0.0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "beta": [Interval(numbers.Real, 0.0, None, closed="neither"), StrOptions({"auto"})],
+        "threshold": [Interval(numbers.Real, 0.0, None, closed="neither")],
+        "inference": [StrOptions({"map", "laplace", "svi", "nuts"})],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0.0, None, closed="neither")],
+        "num_samples": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_warmup": [Interval(numbers.Integral, 0, None, closed="left")],
+        "num_chains": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "learning_rate": [Interval(numbers.Real, 0.0, None, closed="neither")],
+        "device": [str, torch.device],
+        "dtype": [str, torch.dtype, type],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha=1.0,
+        fit_intercept=True,
+        beta=1.0,
+        threshold=20.0,
+        inference="map",
+        max_iter=100,
+        tol=1e-6,
+        num_samples=1000,
+        num_warmup=500,
+        num_chains=1,
+        num_steps=2000,
+        batch_size=None,
+        learning_rate=0.01,
+        device="auto",
+        dtype="float64",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.beta = beta
+        self.threshold = threshold
+        self.inference = inference
+        self.max_iter = max_iter
+        self.tol = tol
+        self.num_samples = num_samples
+        self.num_warmup = num_warmup
+        self.num_chains = num_chains
+        self.num_steps = num_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # ------------------------------------------------------------------ tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.target_tags.positive_only = True
+        return tags
+
+    # ------------------------------------------------------------- validation
+    def _validate_fit_data(self, X, y, sample_weight, exposure):
+        X, y = validate_data(
+            self, X, y, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32],
+            y_numeric=True, reset=True, copy=False,
+        )
+        check_counts(y, integer=self._integer_counts)
+        w = check_sample_weight(sample_weight, X, dtype=np.float64)
+        t = check_exposure(exposure, X.shape[0], np.float64)
+        return X, np.asarray(y, dtype=np.float64), w, t
+
+    def _validate_X(self, X, exposure=None):
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc", "coo"],
+                          dtype=[np.float64, np.float32], reset=False)
+        return X, check_exposure(exposure, X.shape[0], np.float64)
+
+    def _torch(self, a):
+        return to_torch(a, device=self._device, dtype=self._dtype)
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, X, y, sample_weight=None, exposure=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Features. A sparse ``X`` stays sparse in the MAP engine.
+        y : array-like of shape (n_samples,)
+            Counts (non-negative).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Row weights: a weight of 2 counts a row twice, a weight of 0 drops it.
+        exposure : array-like of shape (n_samples,), default=None
+            Positive exposure ``t``: the mean is ``t * softplus(eta)``.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._validate_params()
+        X, y, w, t = self._validate_fit_data(X, y, sample_weight, exposure)
+        self._device = resolve_device(self.device)
+        self._dtype = resolve_dtype(self.dtype)
+        data = self._glm_data(X, y, w, t)
+        if self.beta == "auto":
+            beta = self._profile_beta(data, w)
+        else:
+            beta = float(self.beta)
+        self.posterior_ = self._fit_engine(data, w, beta)
+        self.beta_ = beta
+        self._set_fitted_attributes()
+        return self
+
+    def _glm_data(self, X, y, w, t):
+        from posheads.models.glm import GLMData
+
+        return GLMData(
+            X=self._torch(X), y=self._torch(y),
+            exposure=self._torch(t), weights=self._torch(w),
+        )
+
+    def _coef_scale(self, weight_sum):
+        # scikit-learn's objective, sum w d / (2 sum w) + alpha / 2 |coef|^2, is a Gaussian
+        # prior of precision alpha * sum(w) on the coefficients (intercept unpenalised).
+        return None if self.alpha == 0 else 1.0 / math.sqrt(self.alpha * float(weight_sum))
+
+    def _model(self, beta, w):
+        from posheads.models.glm import SoftplusGLM
+
+        coef_scale = self._coef_scale(np.sum(w))
+        return SoftplusGLM(
+            self._likelihood, beta=beta, threshold=float(self.threshold),
+            fit_intercept=self.fit_intercept, coef_scale=coef_scale, intercept_scale=None,
+        )
+
+    def _fit_engine(self, data, w, beta):
+        from posheads import inference
+
+        model = self._model(beta, w)
+        seed = _seed(self.random_state)
+        init = None
+        if self.warm_start and hasattr(self, "posterior_"):
+            init = self.posterior_.extra.get("map")
+        if self.inference == "map":
+            return inference.fit_map(model, data, max_iter=self.max_iter, tol=self.tol,
+                                     init=init, verbose=self.verbose, seed=seed)
+        if self.inference == "laplace":
+            return inference.fit_laplace(model, data, num_samples=self.num_samples, seed=seed,
+                                         max_iter=self.max_iter, tol=self.tol, init=init)
+        if self.inference == "nuts":
+            return inference.fit_nuts(model, data, num_samples=self.num_samples,
+                                      num_warmup=self.num_warmup, num_chains=self.num_chains,
+                                      seed=seed, verbose=self.verbose)
+        return inference.fit_svi(model, data, num_steps=self.num_steps,
+                                 learning_rate=self.learning_rate,
+                                 subsample_size=self.batch_size, num_samples=self.num_samples,
+                                 seed=seed, verbose=self.verbose)
+
+    def _profile_beta(self, data, w):
+        """Choose beta by profile likelihood: maximise the MAP log joint over log(beta)."""
+        from posheads import inference
+
+        def objective(log_beta):
+            post = inference.fit_map(self._model(math.exp(log_beta), w), data,
+                                     max_iter=self.max_iter, tol=self.tol)
+            return -float(post.extra["log_joint"])
+
+        grid = np.log(_BETA_GRID)
+        values = [objective(b) for b in grid]
+        i = int(np.argmin(values))
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+        return math.exp(_golden_section(objective, lo, hi, tol=1e-2))
+
+    def _set_fitted_attributes(self):
+        post = self.posterior_
+        means = post.point_estimate()
+        coef = means.get("coef")
+        self.coef_ = coef.detach().cpu().numpy().astype(np.float64)
+        self.intercept_ = float(means["intercept"]) if self.fit_intercept else 0.0
+        self.n_iter_ = int(post.extra.get("n_iter", 0))
+        if "concentration" in means:
+            self.concentration_ = float(means["concentration"])
+            self.dispersion_ = 1.0 / self.concentration_
+        if "gate_intercept" in means:
+            self.gate_intercept_ = float(means["gate_intercept"])
+            self.gate_coef_ = means["gate_coef"].detach().cpu().numpy().astype(np.float64)
+
+    # ------------------------------------------------------------- predicting
+    def _linear_predictor(self, X):
+        X, _ = self._validate_X(X)
+        return X @ self.coef_ + self.intercept_
+
+    def predict(self, X, exposure=None):
+        """Expected counts ``exposure * softplus(intercept + X @ coef)`` (posterior mean).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        exposure : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        X, t = self._validate_X(X, exposure)
+        mean = self.posterior_.predict_mean(self._torch(X), exposure=self._torch(t))
+        return mean.detach().cpu().numpy().astype(np.float64)
+
+    def predict_interval(self, X, coverage=0.9, exposure=None):
+        """Central posterior-predictive interval of the counts (plug-in for MAP).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, 2)
+            Lower and upper bounds, whole numbers.
+        """
+        if not 0 < coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
+        X, t = self._validate_X(X, exposure)
+        lo, hi = self.posterior_.predict_interval(self._torch(X), coverage=coverage,
+                                                  exposure=self._torch(t),
+                                                  seed=_seed(self.random_state))
+        return np.stack([lo.cpu().numpy(), hi.cpu().numpy()], axis=1).astype(np.float64)
+
+    def sample_posterior_predictive(self, X, n_samples=1000, exposure=None, random_state=None):
+        """Draws of counts from the posterior predictive, shape ``(n_samples, n_rows)``."""
+        X, t = self._validate_X(X, exposure)
+        draws = self.posterior_.sample_predictive(self._torch(X), n_samples,
+                                                  exposure=self._torch(t),
+                                                  seed=_seed(random_state))
+        return draws.cpu().numpy()
+
+    def score(self, X, y, sample_weight=None):
+        """D², the fraction of Poisson deviance explained (as scikit-learn's GLMs).
+
+        Returns
+        -------
+        float
+        """
+        mu = self.predict(X)
+        y = np.asarray(y, dtype=np.float64)
+        check_counts(y, integer=False)
+        w = check_sample_weight(sample_weight, mu[:, None], dtype=np.float64)
+        y_bar = np.average(y, weights=w)
+        dev = np.sum(w * _poisson_unit_deviance(y, mu))
+        dev_null = np.sum(w * _poisson_unit_deviance(y, np.full_like(y, y_bar)))
+        return 1.0 - dev / dev_null
+
+    # --------------------------------------------------------------- reports
+    def summary(self, coverage=0.9):
+        """Coefficient table with intervals and average marginal effects on the count scale."""
+        check_is_fitted(self)
+        return coefficient_table(self, coverage=coverage)
+
+    def to_inference_data(self):
+        """The fit as ``arviz.InferenceData`` (posterior, predictive, log-likelihood, data)."""
+        check_is_fitted(self)
+        return self.posterior_.to_inference_data()
+
+
+    # ----------------------------------------------------------- streaming
+    def partial_fit(self, X, y, sample_weight=None, exposure=None):
+        """One SVI step on a mini-batch, for data that arrives in pieces.
+
+        The batch's log-likelihood is scaled to all rows seen so far, so after a pass
+        over a stream the variational posterior reflects every row; the L2 prior has
+        precision ``alpha`` times the weight seen so far, as in :meth:`fit`. Uses a
+        mean-field Gaussian guide and ``learning_rate``; ``beta="auto"`` is not
+        available here (use a fixed ``beta``).
+
+        Returns
+        -------
+        self : object
+        """
+        from pyro.infer.autoguide import AutoNormal
+        from pyro.infer.autoguide.initialization import init_to_value
+
+        from posheads import inference
+        from posheads.inference.svi import SVIState
+
+        first = not hasattr(self, "_svi_state")
+        if first:
+            self._validate_params()
+            if self.beta == "auto":
+                raise ValueError("partial_fit needs a fixed beta, not 'auto'")
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc", "coo"],
+                             dtype=[np.float64, np.float32], y_numeric=True, reset=first)
+        check_counts(y, integer=self._integer_counts)
+        w = check_sample_weight(sample_weight, X, dtype=np.float64)
+        t = check_exposure(exposure, X.shape[0], np.float64)
+        if first:
+            self._device = resolve_device(self.device)
+            self._dtype = resolve_dtype(self.dtype)
+            self.beta_ = float(self.beta)
+            self._weight_seen = 0.0
+            self._rows_seen = 0
+            model = self._model(self.beta_, w)
+            # Start the guide at the first batch's MAP: flat priors cannot be sampled for
+            # a start, and the MAP is seconds away from where SVI would end up.
+            first_data = self._glm_data(X, np.asarray(y, dtype=np.float64), w, t)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                start = inference.fit_map(model, first_data, max_iter=self.max_iter).extra["map"]
+            init = init_to_value(values={k: v.detach() for k, v in start.items()})
+            guide = AutoNormal(model, init_loc_fn=init, init_scale=0.01)
+            self._svi_state = SVIState(model, guide,
+                                       learning_rate=self.learning_rate,
+                                       seed=_seed(self.random_state))
+        self._weight_seen += float(np.sum(w))
+        self._rows_seen += X.shape[0]
+        state = self._svi_state
+        state.model.coef_scale = self._coef_scale(self._weight_seen)
+        data = self._glm_data(X, np.asarray(y, dtype=np.float64), w, t)
+        kwargs = {"X": data.X, "y": data.y, "exposure": data.exposure, "weights": data.weights}
+        state.step(kwargs, total_size=self._rows_seen)
+        self._finish_partial_fit(state, data, kwargs)
+        return self
+
+    def _finish_partial_fit(self, state, data, kwargs):
+        from posheads.posterior import Posterior
+
+        draws = state.sample(self.num_samples, kwargs)
+        samples = {k: v[None] for k, v in draws.items()}
+        self.posterior_ = Posterior(state.model, samples, method="svi", data=data,
+                                    extra={"elbo": list(state.losses)})
+        self._set_fitted_attributes()
+        self.n_iter_ = state.num_steps
+
+    # ----------------------------------------------------------- persistence
+    def save(self, path):
+        """Write the fitted estimator to the folder ``path`` in posheads' safe format.
+
+        Parameters as JSON, arrays and posterior draws as tensors read back with
+        ``torch.load(weights_only=True)``: loading never runs pickled code.
+        """
+        from ._persist import save
+
+        check_is_fitted(self)
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read an estimator written by :meth:`save`."""
+        from ._persist import load
+
+        est = load(path)
+        if not isinstance(est, cls):
+            raise ValueError(f"{path} holds a {type(est).__name__}, not a {cls.__name__}")
+        return est
+
+    def _get_state(self) -> dict:
+        post = self.posterior_
+        model = post.model
+        state = {k: v for k, v in vars(self).items()
+                 if k.endswith("_") and not k.startswith("_") and k != "posterior_"}
+        if "feature_names_in_" in state:
+            state["feature_names_in_"] = [str(n) for n in state["feature_names_in_"]]
+        state["coef_scale"] = model.coef_scale
+        state["posterior"] = {
+            "samples": dict(post.samples),
+            "method": post.method,
+            "num_chains": int(post.num_chains),
+            "sample_stats": dict(post.sample_stats or {}),
+            "extra": {k: v for k, v in post.extra.items()
+                      if isinstance(v, (torch.Tensor, int, float, bool))},
+        }
+        return state
+
+    def _set_state(self, state: dict) -> None:
+        from posheads.models.glm import SoftplusGLM
+        from posheads.posterior import Posterior
+
+        state = dict(state)
+        post = state.pop("posterior")
+        coef_scale = state.pop("coef_scale")
+        if "feature_names_in_" in state:
+            state["feature_names_in_"] = np.asarray(state["feature_names_in_"], dtype=object)
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._device = resolve_device(self.device)
+        self._dtype = resolve_dtype(self.dtype)
+        model = SoftplusGLM(self._likelihood, beta=self.beta_, threshold=float(self.threshold),
+                            fit_intercept=self.fit_intercept, coef_scale=coef_scale,
+                            intercept_scale=None)
+        samples = {k: v.to(self._device) for k, v in post["samples"].items()}
+        self.posterior_ = Posterior(model, samples, method=post["method"], data=None,
+                                    num_chains=post["num_chains"],
+                                    sample_stats=post["sample_stats"] or None,
+                                    extra=post["extra"])
+
+
+def _poisson_unit_deviance(y, mu):
+    # 2 (y log(y / mu) - (y - mu)) with 0 log 0 = 0; mu is floored at the smallest float
+    # so a predicted zero mean gives a large, finite deviance.
+    mu = np.maximum(mu, np.finfo(np.float64).tiny)
+    ratio = np.where(y > 0, y / mu, 1.0)
+    return 2.0 * (np.where(y > 0, y * np.log(ratio), 0.0) - (y - mu))
+
+
+def _seed(random_state) -> int | None:
+    """A torch seed from a scikit-learn ``random_state`` (None stays None: fresh entropy)."""
+    if random_state is None:
+        return None
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def _golden_section(f, lo, hi, tol):
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return (a + b) / 2
+

@@ -1,0 +1,93 @@
+"""A safe on-disk format for fitted estimators: JSON for parameters, tensors for the rest.
+
+``save(est, folder)`` writes ``estimator.json`` (class, version, ``get_params()`` and
+plain fitted attributes) and ``tensors.pt`` (posterior draws and other arrays) written by
+``torch.save`` and read back with ``weights_only=True``, so loading never runs pickled
+code. Pickling the estimator still works for scikit-learn users who want it.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+
+__all__ = ["load", "save"]
+
+_FORMAT = 1
+
+
+def _jsonable(value):
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def save(est, folder) -> None:
+    """Write a fitted estimator to ``folder`` (created if missing)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    params = est.get_params(deep=False)
+    if not isinstance(params.get("random_state"), (numbers.Integral, type(None))):
+        params["random_state"] = None  # a RandomState object is not data; record "unseeded"
+    state = est._get_state()
+    plain = {k: _jsonable(v) for k, v in state.items() if not isinstance(v, (np.ndarray, dict))}
+    arrays = {k: torch.as_tensor(v) for k, v in state.items() if isinstance(v, np.ndarray)}
+    nested = {k: v for k, v in state.items() if isinstance(v, dict)}
+    meta = {
+        "format": _FORMAT,
+        "posheads_version": __version__,
+        "class": type(est).__name__,
+        "params": {k: _jsonable(v) for k, v in params.items()},
+        "attributes": plain,
+    }
+    (folder / "estimator.json").write_text(json.dumps(meta, indent=2))
+    torch.save({"arrays": arrays, "nested": _to_cpu(nested)}, folder / "tensors.pt")
+
+
+def load(folder):
+    """Read an estimator written by :func:`save` (any posheads estimator class)."""
+    import posheads.estimators as estimators
+
+    folder = Path(folder)
+    meta_path = folder / "estimator.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{folder} holds no saved posheads estimator (estimator.json missing)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != _FORMAT:
+        raise ValueError(f"unsupported format {meta.get('format')!r} in {meta_path}")
+    cls = getattr(estimators, meta["class"], None)
+    if cls is None:
+        raise ValueError(f"unknown estimator class {meta['class']!r} in {meta_path}")
+    blob = torch.load(folder / "tensors.pt", map_location="cpu", weights_only=True)
+    est = cls(**meta["params"])
+    state = dict(meta["attributes"])
+    state.update({k: v.numpy() for k, v in blob["arrays"].items()})
+    state.update(blob["nested"])
+    est._set_state(state)
+    return est
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_cpu(v) for v in obj]
+    return obj

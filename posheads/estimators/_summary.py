@@ -1,0 +1,135 @@
+"""The coefficient table of a fitted GLM estimator, like statsmodels' ``summary()``.
+
+Estimates are posterior means (the mode itself for MAP), ``std_err`` posterior standard
+deviations and the interval central quantiles of the draws. A MAP fit has no draws, so
+its table uses the Laplace approximation at the mode (the Gaussian with the inverse
+Hessian as covariance: Wald intervals for the coefficients).
+
+Under a softplus link a coefficient is not a log rate ratio: ``d E[y] / d x_j`` is
+``t * sigmoid(beta * eta) * w_j``, close to ``w_j`` counts per unit of ``x_j`` where the
+predictor is large. The table therefore also gives the average marginal effect (AME) on
+the count scale, ``mean_i d E[y_i] / d x_ij``, with its interval over the draws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = ["coefficient_table"]
+
+_LAPLACE_DRAWS = 4000
+
+
+def _draws_of(est):
+    """Posterior draws of every site, ``{site: (S, ...)}`` (Laplace draws for a MAP fit)."""
+    post = est.posterior_
+    if post.method != "map":
+        return post.draws()
+    if post.data is None:
+        raise ValueError("this MAP fit was loaded without its training data, so its "
+                         "Laplace intervals cannot be computed; refit to get a summary")
+    from posheads.inference import fit_laplace
+
+    lap = fit_laplace(post.model, post.data, num_samples=_LAPLACE_DRAWS, seed=0,
+                      init=post.extra["map"], jacobian=False)
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in lap.samples.items()}
+
+
+def _marginal_effects(est, draws) -> np.ndarray:
+    """Per-draw average marginal effects of each feature on the expected count, (S, p).
+
+    ``E[y_i]`` depends on ``x_ij`` only through the linear predictors, so
+    ``d E[y_i] / d x_ij = dE/d eta_i * coef_j + dE/d gate_i * gate_coef_j``; one backward
+    pass gives ``dE/d eta`` and ``dE/d gate`` for every draw and row at once.
+    """
+    post = est.posterior_
+    model, data = post.model, post.data
+    X = data.X
+    eta = _linear(X, draws.get("intercept"), draws["coef"]).requires_grad_(True)
+    r = draws["concentration"][:, None] if "concentration" in draws else None
+    gate = None
+    if "gate_coef" in draws:
+        Z = X if data.X_zero is None else data.X_zero
+        gate = _linear(Z, draws.get("gate_intercept"), draws["gate_coef"]).requires_grad_(True)
+    mean = model.count_distribution(eta, r, gate, data.exposure, validate_args=False).mean
+    inputs = [eta] if gate is None else [eta, gate]
+    grads = torch.autograd.grad(mean.sum(), inputs)
+    ame = grads[0].mean(dim=1, keepdim=True) * draws["coef"]
+    if gate is not None:
+        ame = ame + grads[1].mean(dim=1, keepdim=True) * draws["gate_coef"]
+    return ame.detach().cpu().numpy()
+
+
+def _linear(X, intercept, coef):
+    """``(S, n)`` linear predictors for draws ``coef`` of shape ``(S, p)``; X may be sparse."""
+    eta = (X @ coef.t()).t()
+    return eta if intercept is None else eta + intercept[:, None]
+
+
+def coefficient_table(est, coverage: float = 0.9) -> pd.DataFrame:
+    """Coefficient table of a fitted estimator.
+
+    Parameters
+    ----------
+    est : fitted SoftplusGLMRegressor
+    coverage : float
+        Probability mass of the intervals.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per parameter (``intercept``, the features, ``concentration``,
+        ``gate_intercept``, ``gate:<feature>``) with columns ``estimate``, ``std_err``,
+        ``lower``, ``upper`` and, for the features, ``ame``, ``ame_lower``, ``ame_upper``.
+    """
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
+    draws = {k: v.detach() for k, v in _draws_of(est).items()}
+    names = list(getattr(est, "feature_names_in_", [f"x{j}" for j in range(est.n_features_in_)]))
+    q = [(1 - coverage) / 2, (1 + coverage) / 2]
+    rows = []
+
+    def add(label, values):
+        v = values.cpu().numpy().astype(np.float64)
+        lo, hi = np.quantile(v, q)
+        rows.append({"parameter": label, "estimate": v.mean(), "std_err": v.std(ddof=1),
+                     "lower": lo, "upper": hi})
+
+    point = est.posterior_.point_estimate() if est.posterior_.method == "map" else None
+    if "intercept" in draws:
+        add("intercept", draws["intercept"])
+    for j, name in enumerate(names):
+        add(name, draws["coef"][:, j])
+    if "concentration" in draws:
+        add("concentration", draws["concentration"])
+    if "gate_intercept" in draws:
+        add("gate_intercept", draws["gate_intercept"])
+    for j, name in enumerate(names if "gate_coef" in draws else []):
+        add(f"gate:{name}", draws["gate_coef"][:, j])
+    table = pd.DataFrame(rows).set_index("parameter")
+    if point is not None:
+        # A MAP fit reports the mode itself; the draws only give its spread.
+        for site, label in [("intercept", "intercept"), ("concentration", "concentration"),
+                            ("gate_intercept", "gate_intercept")]:
+            if site in point:
+                table.loc[label, "estimate"] = float(point[site])
+        table.loc[names, "estimate"] = point["coef"].cpu().numpy()
+        if "gate_coef" in point:
+            table.loc[[f"gate:{n}" for n in names], "estimate"] = point["gate_coef"].cpu().numpy()
+    ame = _marginal_effects(est, _thin(draws, 1000))
+    table["ame"] = np.nan
+    table["ame_lower"] = np.nan
+    table["ame_upper"] = np.nan
+    table.loc[names, "ame"] = ame.mean(axis=0)
+    table.loc[names, "ame_lower"] = np.quantile(ame, q[0], axis=0)
+    table.loc[names, "ame_upper"] = np.quantile(ame, q[1], axis=0)
+    return table
+
+
+def _thin(draws: dict, at_most: int) -> dict:
+    """Every k-th draw so that at most ``at_most`` remain (marginal effects cost S passes)."""
+    n = next(iter(draws.values())).shape[0]
+    step = max(1, -(-n // at_most))
+    return {k: v[::step] for k, v in draws.items()}

@@ -1,0 +1,122 @@
+"""Input checks shared by the estimators: arrays in, clear ``ValueError`` out.
+
+Nothing here modifies what the caller passed: arrays are copied on conversion.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils.validation import _check_sample_weight, check_array
+
+__all__ = [
+    "check_counts",
+    "check_exposure",
+    "check_sample_weight",
+    "resolve_device",
+    "resolve_dtype",
+    "to_torch",
+]
+
+
+def resolve_device(device) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; anything else goes to ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {device!r}"
+        ) from exc
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """Map ``"float64"``, ``"float32"``, numpy or torch dtypes to a torch floating dtype."""
+    table = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64,
+             "float": torch.float32}
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64):
+        return dtype
+    key = dtype if isinstance(dtype, str) else getattr(np.dtype(dtype), "name", None)
+    if key not in table:
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    return table[key]
+
+
+def check_counts(y: np.ndarray, *, integer: bool, name: str = "y") -> np.ndarray:
+    """Check a target of counts: finite, non-negative and, where needed, whole numbers.
+
+    Parameters
+    ----------
+    y : ndarray, shape ``(n_samples,)``
+        Already validated as a numeric 1-D array.
+    integer : bool
+        Whether the likelihood needs whole-number counts.
+
+    Returns
+    -------
+    ndarray
+        ``y`` itself (never modified).
+    """
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"Input {name} contains NaN or infinity: counts must be finite.")
+    if np.any(y < 0):
+        raise ValueError(
+            f"Some value(s) of {name} are out of the valid range of the loss: "
+            "counts must be >= 0, and there are negative values."
+        )
+    if integer and np.any(y != np.floor(y)):
+        raise ValueError(
+            f"Some value(s) of {name} are not whole numbers: this likelihood models counts "
+            "0, 1, 2, ... (round them, or use PoissonSoftplusRegressor, which accepts "
+            "non-negative real targets as a quasi-likelihood)."
+        )
+    return y
+
+
+def check_sample_weight(sample_weight, X, dtype) -> np.ndarray:
+    """scikit-learn's weight check plus: weights must be finite and not all zero."""
+    w = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight contains NaN or infinity.")
+    if not np.any(w > 0):
+        raise ValueError("sample_weight must have at least one positive entry.")
+    return w
+
+
+def check_exposure(exposure, n_samples: int, dtype) -> np.ndarray | None:
+    """Validate a per-row exposure: 1-D, length ``n_samples``, finite and ``> 0``."""
+    if exposure is None:
+        return None
+    if isinstance(exposure, numbers.Number):
+        exposure = np.full(n_samples, float(exposure))
+    t = check_array(exposure, ensure_2d=False, dtype=dtype, input_name="exposure",
+                    ensure_all_finite=True)
+    if t.ndim != 1:
+        raise ValueError(f"exposure must be 1-D, got an array of shape {t.shape}.")
+    if t.shape[0] != n_samples:
+        raise ValueError(
+            f"exposure has {t.shape[0]} entries but X has {n_samples} rows: they must match."
+        )
+    if np.any(t <= 0):
+        raise ValueError("exposure must be > 0 for every row (a rate needs a positive time).")
+    return t
+
+
+def to_torch(a, *, device: torch.device, dtype: torch.dtype):
+    """A numpy array or scipy sparse matrix as a torch tensor (sparse stays sparse: CSR)."""
+    if a is None:
+        return None
+    if sp.issparse(a):
+        csr = sp.csr_matrix(a)
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(csr.indptr, dtype=torch.int64),
+            torch.as_tensor(csr.indices, dtype=torch.int64),
+            torch.as_tensor(csr.data, dtype=dtype),
+            size=csr.shape,
+        ).to(device)
+    return torch.as_tensor(np.array(a, dtype=np.float64 if dtype == torch.float64 else np.float32,
+                                    copy=True), device=device)

@@ -1,0 +1,111 @@
+"""The ``posheads`` command, run as a subprocess the way a user runs it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def run(*args, cwd=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "posheads", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=600,
+    )
+    return proc
+
+
+@pytest.fixture(scope="module")
+def biochem_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "bio.csv"
+    proc = run("datasets", "export", "biochemists", path)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def test_help_on_every_subcommand():
+    for sub in ["demo", "fit", "predict", "datasets"]:
+        proc = run(sub, "--help")
+        assert proc.returncode == 0
+        assert "example:" in proc.stdout
+
+
+def test_datasets_list():
+    proc = run("datasets")
+    assert proc.returncode == 0
+    for name in ["biochemists", "nmes1988", "seatbelts", "nyc_departures_daily"]:
+        assert name in proc.stdout
+
+
+def test_fit_predict_round_trip(biochem_csv, tmp_path):
+    model = tmp_path / "model"
+    proc = run("fit", biochem_csv, "--target", "art", "--model", "negative-binomial",
+               "--out", model, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "ment" in proc.stdout and "D2" in proc.stdout
+    assert (model / "estimator.json").is_file() and (model / "features.json").is_file()
+    preds = tmp_path / "preds.csv"
+    proc = run("predict", model, biochem_csv, "--out", preds, "--coverage", "0.8")
+    assert proc.returncode == 0, proc.stderr
+    out = pd.read_csv(preds)
+    assert list(out.columns) == ["mean", "lower", "upper"]
+    assert len(out) == 915
+    assert np.all(out["lower"] <= out["upper"])
+    # The mean of the predictions matches the mean count (an intercept model property).
+    assert abs(out["mean"].mean() - pd.read_csv(biochem_csv)["art"].mean()) < 0.05
+
+
+def _fails(proc, needle):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_bad_input_missing_file(tmp_path):
+    _fails(run("fit", tmp_path / "nope.csv", "--target", "y"), "no such file")
+
+
+def test_bad_input_missing_column(biochem_csv, tmp_path):
+    out = tmp_path / "m"
+    _fails(run("fit", biochem_csv, "--target", "articles", "--out", out), "missing column")
+    assert not out.exists()
+
+
+def test_bad_input_target(tmp_path):
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [1, -2, 3, 0]})
+    frame.to_csv(tmp_path / "neg.csv", index=False)
+    _fails(run("fit", tmp_path / "neg.csv", "--target", "y"), "negative")
+    frame.assign(y=["a", "b", "c", "d"]).to_csv(tmp_path / "text.csv", index=False)
+    _fails(run("fit", tmp_path / "text.csv", "--target", "y"), "not numeric")
+
+
+def test_bad_input_nan_feature(tmp_path):
+    frame = pd.DataFrame({"x": [1.0, np.nan, 3.0, 4.0], "y": [1, 2, 3, 0]})
+    frame.to_csv(tmp_path / "nan.csv", index=False)
+    out = tmp_path / "m"
+    _fails(run("fit", tmp_path / "nan.csv", "--target", "y", "--out", out), "missing value")
+    assert not out.exists()
+
+
+def test_bad_input_model_dir(biochem_csv, tmp_path):
+    _fails(run("predict", tmp_path, biochem_csv), "not a model folder")
+    (tmp_path / "features.json").write_text("{not json")
+    _fails(run("predict", tmp_path, biochem_csv), "cannot read the model")
+
+
+def test_debug_shows_traceback(tmp_path):
+    proc = run("fit", tmp_path / "nope.csv", "--target", "y", "--debug")
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_fast(tmp_path):
+    proc = run("demo", "--fast", "--out", tmp_path, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    for name in ["scikit-learn Poisson", "posheads NB, softplus, NUTS"]:
+        assert name in proc.stdout
+    assert (tmp_path / "nmes1988_demo.png").stat().st_size > 10_000
