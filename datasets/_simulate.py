@@ -4,7 +4,7 @@ Both draw every random quantity from one ``numpy.random.default_rng(random_state
 fixed order, so a given ``random_state`` always gives the same data. Counts are drawn from
 
 * ``"poisson"``: ``y ~ Poisson(mu)``;
-* ``"negative_binomial"``: mean ``mu``, concentration ``r = dispersion``, variance
+* ``"negative_binomial"``: mean ``mu``, concentration ``r``, variance
   ``mu + mu**2 / r``, drawn as the gamma-Poisson mixture ``lam ~ Gamma(r, mu / r)``,
   ``y ~ Poisson(lam)``;
 * ``"zero_inflated_poisson"``: ``y = 0`` with probability ``pi = zero_inflation``, else
@@ -57,15 +57,15 @@ def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _check_noise(likelihood, dispersion, zero_inflation) -> tuple[str, float, float]:
+def _check_noise(likelihood, concentration, zero_inflation) -> tuple[str, float, float]:
     likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
-    dispersion = _check_real(dispersion, "dispersion", 0.0, open_low=True)
+    concentration = _check_real(concentration, "concentration", 0.0, open_low=True)
     zero_inflation = _check_real(zero_inflation, "zero_inflation", 0.0, 1.0)
-    return likelihood, dispersion, zero_inflation
+    return likelihood, concentration, zero_inflation
 
 
 # -- sampling -------------------------------------------------------------------------------
-def _sample_counts(rng, mu, likelihood: str, dispersion: float, zero_inflation: float):
+def _sample_counts(rng, mu, likelihood: str, concentration: float, zero_inflation: float):
     """Draw counts of mean ``mu`` (before zero inflation); return ``(y, mean)``."""
     if not np.all(np.isfinite(mu)) or np.max(mu, initial=0.0) > _MAX_MEAN:
         raise ValueError(
@@ -73,7 +73,7 @@ def _sample_counts(rng, mu, likelihood: str, dispersion: float, zero_inflation: 
             "coefficient scales (with link='log', the mean is exp of the linear predictor)"
         )
     if likelihood == "negative_binomial":
-        rate = rng.gamma(shape=dispersion, scale=mu / dispersion)
+        rate = rng.gamma(shape=concentration, scale=mu / concentration)
         return rng.poisson(rate).astype(np.int64), mu
     y = rng.poisson(mu).astype(np.int64)
     if likelihood == "zero_inflated_poisson":
@@ -96,7 +96,7 @@ def make_count_regression(
     *,
     likelihood: str = "poisson",
     link: str = "softplus",
-    dispersion: float = 2.0,
+    concentration: float = 2.0,
     zero_inflation: float = 0.2,
     intercept: float = 1.0,
     coef_scale: float = 1.0,
@@ -118,7 +118,7 @@ def make_count_regression(
     likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson"}, default="poisson"
     link : {"softplus", "log"}, default="softplus"
         Inverse link from ``eta`` to ``mu``: ``softplus(eta) = log1p(exp(eta))`` or ``exp``.
-    dispersion : float, default=2.0
+    concentration : float, default=2.0
         Concentration ``r > 0`` of the negative binomial (variance ``mu + mu**2 / r``;
         larger is closer to Poisson). Used only by ``"negative_binomial"``.
     zero_inflation : float, default=0.2
@@ -140,7 +140,7 @@ def make_count_regression(
         predictor, ``mu`` (n_samples,): the mean of the count distribution before zero
         inflation, ``mean`` (n_samples,): the true ``E[y | X]`` (``(1 - pi) * mu`` for the
         zero-inflated Poisson, else ``mu``), and the ``likelihood``, ``link``,
-        ``dispersion`` and ``zero_inflation`` used.
+        ``concentration`` and ``zero_inflation`` used.
 
     Examples
     --------
@@ -151,7 +151,9 @@ def make_count_regression(
     """
     n_samples = _check_int(n_samples, "n_samples", 1)
     n_features = _check_int(n_features, "n_features", 1)
-    likelihood, dispersion, zero_inflation = _check_noise(likelihood, dispersion, zero_inflation)
+    likelihood, concentration, zero_inflation = _check_noise(
+        likelihood, concentration, zero_inflation
+    )
     link = _check_choice(link, "link", LINKS)
     intercept = _check_real(intercept, "intercept", -np.inf)
     coef_scale = _check_real(coef_scale, "coef_scale", 0.0)
@@ -161,10 +163,10 @@ def make_count_regression(
     coef = rng.normal(0.0, coef_scale / np.sqrt(n_features), size=n_features)
     eta = intercept + X @ coef
     mu = _inverse_link(eta, link)
-    y, mean = _sample_counts(rng, mu, likelihood, dispersion, zero_inflation)
+    y, mean = _sample_counts(rng, mu, likelihood, concentration, zero_inflation)
     info = Bunch(coef=coef, intercept=intercept, eta=eta, mu=mu, mean=mean)
     info.update(likelihood=likelihood, link=link)
-    info.update(dispersion=dispersion, zero_inflation=zero_inflation)
+    info.update(concentration=concentration, zero_inflation=zero_inflation)
     return X, y, info
 
 
@@ -242,7 +244,7 @@ def make_count_series(
     covariates=1,
     coef_scale: float = 0.5,
     likelihood: str = "poisson",
-    dispersion: float = 5.0,
+    concentration: float = 5.0,
     zero_inflation: float = 0.2,
     as_frame: bool = False,
     random_state=None,
@@ -284,7 +286,7 @@ def make_count_series(
     coef_scale : float, default=0.5
         The covariate coefficients are ``Normal(0, coef_scale**2 / n_covariates)``.
     likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson"}, default="poisson"
-    dispersion : float, default=5.0
+    concentration : float, default=5.0
         Negative binomial concentration ``r > 0``; used only by ``"negative_binomial"``.
     zero_inflation : float, default=0.2
         Structural-zero probability in [0, 1); used only by ``"zero_inflated_poisson"``.
@@ -302,7 +304,7 @@ def make_count_series(
         ``mean`` (n_timesteps,): the true ``E[y[t]]``; ``mu``: the mean before zero
         inflation; ``eta``: the linear predictor; ``seasonal`` (n_timesteps, n_seasons): each
         seasonal component; ``coef`` (n_covariates,); ``covariate_effect`` ``X @ coef``;
-        ``level``, ``trend``, ``season_lengths``, ``likelihood``, ``dispersion``,
+        ``level``, ``trend``, ``season_lengths``, ``likelihood``, ``concentration``,
         ``zero_inflation``; ``index``: the ``DatetimeIndex`` (always given).
 
     Examples
@@ -313,7 +315,9 @@ def make_count_series(
     ('D', (56, 1))
     """
     n_timesteps = _check_int(n_timesteps, "n_timesteps", 1)
-    likelihood, dispersion, zero_inflation = _check_noise(likelihood, dispersion, zero_inflation)
+    likelihood, concentration, zero_inflation = _check_noise(
+        likelihood, concentration, zero_inflation
+    )
     seasonality = _check_choice(seasonality, "seasonality", SEASONALITIES)
     lengths = _check_seasons(season_lengths, seasonality)
     fourier_order = _check_int(fourier_order, "fourier_order", 1)
@@ -331,11 +335,11 @@ def make_count_series(
     effect = X @ coef
     eta = level + trend * t + seasonal.sum(axis=1) + effect
     mu = softplus(eta)
-    y, mean = _sample_counts(rng, mu, likelihood, dispersion, zero_inflation)
+    y, mean = _sample_counts(rng, mu, likelihood, concentration, zero_inflation)
 
     info = Bunch(mean=mean, mu=mu, eta=eta, seasonal=seasonal, coef=coef)
     info.update(covariate_effect=effect, level=level, trend=trend, season_lengths=lengths)
-    info.update(likelihood=likelihood, dispersion=dispersion, zero_inflation=zero_inflation)
+    info.update(likelihood=likelihood, concentration=concentration, zero_inflation=zero_inflation)
     info.index = index
     if as_frame:
         for key in ("mean", "mu", "eta"):

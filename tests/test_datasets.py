@@ -254,7 +254,7 @@ LIKELIHOODS = ["poisson", "negative_binomial", "zero_inflated_poisson"]
 
 def count_variance(info):
     """Variance of each simulated count, from the true parameters."""
-    mu, r, pi = info.mu, info.dispersion, info.zero_inflation
+    mu, r, pi = info.mu, info.concentration, info.zero_inflation
     if info.likelihood == "negative_binomial":
         return mu + mu**2 / r
     if info.likelihood == "zero_inflated_poisson":
@@ -329,7 +329,7 @@ def test_regression_softplus_link_recovered():
 
 def test_negative_binomial_concentration_recovered():
     _, y, info = ds.make_count_regression(
-        20000, 2, likelihood="negative_binomial", dispersion=3.0, intercept=2.0, random_state=2
+        20000, 2, likelihood="negative_binomial", concentration=3.0, intercept=2.0, random_state=2
     )
     mu = info.mu
 
@@ -365,8 +365,8 @@ def test_zero_inflation_recovered():
         ({"n_features": 0}, "n_features must be an integer >= 1"),
         ({"likelihood": "gaussian"}, "likelihood must be one of"),
         ({"link": "identity"}, "link must be one of"),
-        ({"dispersion": 0.0}, "dispersion must be a finite number > 0"),
-        ({"dispersion": np.nan}, "dispersion must be a finite number"),
+        ({"concentration": 0.0}, "concentration must be a finite number > 0"),
+        ({"concentration": np.nan}, "concentration must be a finite number"),
         ({"zero_inflation": 1.0}, "zero_inflation must be a finite number >= 0.0 and < 1.0"),
         ({"zero_inflation": -0.1}, "zero_inflation must be"),
         ({"coef_scale": -1.0}, "coef_scale must be"),

@@ -118,7 +118,10 @@ class SoftplusGLMRegressor(RegressorMixin, BaseEstimator):
             self, X, y, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32],
             y_numeric=True, reset=True, copy=False,
         )
-        check_counts(y, integer=self._integer_counts)
+        bayes = self.inference != "map"
+        check_counts(y, integer=self._integer_counts or bayes,
+                     why=f"inference={self.inference!r} needs a proper count likelihood"
+                     if bayes and not self._integer_counts else "")
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
         t = check_exposure(exposure, X.shape[0], np.float64)
         return X, np.asarray(y, dtype=np.float64), w, t
@@ -340,7 +343,7 @@ class SoftplusGLMRegressor(RegressorMixin, BaseEstimator):
                 raise ValueError("partial_fit needs a fixed beta, not 'auto'")
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc", "coo"],
                              dtype=[np.float64, np.float32], y_numeric=True, reset=first)
-        check_counts(y, integer=self._integer_counts)
+        check_counts(y, integer=True, why="partial_fit (SVI) needs a proper count likelihood")
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
         t = check_exposure(exposure, X.shape[0], np.float64)
         if first:

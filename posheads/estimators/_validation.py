@@ -46,7 +46,7 @@ def resolve_dtype(dtype) -> torch.dtype:
     return table[key]
 
 
-def check_counts(y: np.ndarray, *, integer: bool, name: str = "y") -> np.ndarray:
+def check_counts(y: np.ndarray, *, integer: bool, name: str = "y", why: str = "") -> np.ndarray:
     """Check a target of counts: finite, non-negative and, where needed, whole numbers.
 
     Parameters
@@ -55,6 +55,8 @@ def check_counts(y: np.ndarray, *, integer: bool, name: str = "y") -> np.ndarray
         Already validated as a numeric 1-D array.
     integer : bool
         Whether the likelihood needs whole-number counts.
+    why : str
+        What needs them, for the error message (default: the likelihood).
 
     Returns
     -------
@@ -70,9 +72,10 @@ def check_counts(y: np.ndarray, *, integer: bool, name: str = "y") -> np.ndarray
         )
     if integer and np.any(y != np.floor(y)):
         raise ValueError(
-            f"Some value(s) of {name} are not whole numbers: this likelihood models counts "
-            "0, 1, 2, ... (round them, or use PoissonSoftplusRegressor, which accepts "
-            "non-negative real targets as a quasi-likelihood)."
+            f"Some value(s) of {name} are not whole numbers: "
+            f"{why or 'this likelihood models counts 0, 1, 2, ...'} (round them, or fit "
+            "PoissonSoftplusRegressor with inference='map', which accepts non-negative "
+            "real targets as a quasi-likelihood)."
         )
     return y
 
