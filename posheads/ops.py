@@ -124,6 +124,11 @@ def _branches(x: torch.Tensor, beta: float, switch: float):
         ``s(x)``, ``log s(x)``, ``s'(x) = sigmoid(z)`` and ``d log s / dx``.
     """
     z = x * beta if beta != 1.0 else x
+    if beta > 1.0:
+        # beta * x overflows to -inf for a finite x < -max / beta; unclamped, log s was
+        # -inf there and y * log s was 0 * -inf = NaN in the log-likelihoods at y = 0.
+        # Clamped, log s saturates at -max. (beta <= 1 cannot overflow.)
+        z = z.clamp(min=-torch.finfo(z.dtype).max)
     lin = z > switch
     zc = torch.where(lin, torch.zeros_like(z), z)  # z <= switch: exp(zc) is finite
     u = torch.exp(zc)
@@ -142,6 +147,36 @@ def _branches(x: torch.Tensor, beta: float, switch: float):
     rho = torch.where(tiny, 1.0 - 0.5 * u, sig_smooth / l1p_safe)
     dlog = torch.where(lin, 1.0 / x_safe, beta * rho)
     return s, log_s, sig, dlog
+
+
+def _forward_pieces(x: torch.Tensor, beta: float, switch: float):
+    """``s(x)`` and ``log s(x)`` in a few kernels, as in the plain composition.
+
+    ``log(softplus(x))`` is accurate wherever ``softplus(x)`` is a normal float; only
+    where ``exp(beta * x)`` has underflowed below that (``x`` below about -87 in float32,
+    -708 in float64) does it need the asymptotic branch of :func:`_branches`.
+    """
+    s = F.softplus(x, beta=beta, threshold=switch)
+    if bool((s < torch.finfo(s.dtype).tiny).any()):
+        return _branches(x, beta, switch)[:2]
+    return s, torch.log(s)
+
+
+def _backward_pieces(x: torch.Tensor, beta: float, switch: float, need_log: bool = True):
+    """``s``, ``log s`` (or None), ``sigmoid(beta * x)`` and ``d log s / dx`` for a backward.
+
+    Under ``create_graph`` (double backward) every branch must be safe to differentiate,
+    so :func:`_branches` is used; otherwise the plain forms, which are exact wherever
+    ``s`` is a normal float (on the linear branch ``sigmoid`` differs from the exact 1 by
+    less than ``exp(-16)``, an ulp in float32).
+    """
+    if torch.is_grad_enabled():
+        return _branches(x, beta, switch)
+    s = F.softplus(x, beta=beta, threshold=switch)
+    if bool((s < torch.finfo(s.dtype).tiny).any()):
+        return _branches(x, beta, switch)
+    sig = torch.sigmoid(x * beta if beta != 1.0 else x)
+    return s, torch.log(s) if need_log else None, sig, sig / s
 
 
 def softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
@@ -191,6 +226,11 @@ def _softplus_inverse_value(y, beta, switch):
     # -expm1(-z) is z for tiny z (no cancellation) and 1 for large z (no overflow).
     smooth = torch.log(-torch.expm1(-z))
     if beta != 1.0:
+        # For the tiniest y, beta * y is sub-normal (rounded coarsely) or, for beta < 1,
+        # zero, which gave -inf for a positive y. There -expm1(-z) = beta * y to working
+        # precision: take its log as log(y) + log(beta). (y <= 0 still gives -inf / NaN.)
+        tiny = torch.finfo(z.dtype).tiny
+        smooth = torch.where(z < tiny, torch.log(y) + math.log(beta), smooth)
         smooth = smooth / beta
     return torch.where(z > switch, y, y + smooth)
 
@@ -247,12 +287,13 @@ class _LogSoftplus(torch.autograd.Function):
     def forward(ctx, x, beta, switch):
         ctx.save_for_backward(x)
         ctx.beta, ctx.switch = beta, switch
-        return _branches(x, beta, switch)[1]
+        return _forward_pieces(x, beta, switch)[1]
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return grad * _branches(x, ctx.beta, ctx.switch)[3], None, None
+        dlog = _backward_pieces(x, ctx.beta, ctx.switch, need_log=False)[3]
+        return grad * dlog, None, None
 
 
 def log_softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
@@ -287,15 +328,29 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
     def forward(ctx, eta, y, exposure, beta, switch):
         ctx.save_for_backward(eta, y, exposure)
         ctx.beta, ctx.switch = beta, switch
-        s, log_s, _, _ = _branches(eta, beta, switch)
+        s, log_s = _forward_pieces(eta, beta, switch)
+        # In place on fresh temporaries: each full-size allocation costs a pass of page
+        # faults on CPU, and nothing here is recorded by autograd.
+        # In place wherever the shapes allow: every full-size temporary raises the peak
+        # memory (and costs a pass of page faults on CPU).
         if exposure is None:
-            return y * log_s - s - torch.lgamma(y + 1.0)
-        return y * (log_s + torch.log(exposure)) - exposure * s - torch.lgamma(y + 1.0)
+            out = _mul(log_s, y).sub_(s)
+        else:
+            out = _mul(log_s.add_(torch.log(exposure)) if _fits(log_s, exposure)
+                       else log_s + torch.log(exposure), y)
+            out.sub_(s.mul_(exposure) if _fits(s, exposure) else s * exposure)
+        del s, log_s
+        return out.sub_(torch.add(y, 1.0).lgamma_())
 
     @staticmethod
     def backward(ctx, grad):
         eta, y, exposure = ctx.saved_tensors
-        s, log_s, sig, dlog = _branches(eta, ctx.beta, ctx.switch)
+        if not torch.is_grad_enabled() and not any(ctx.needs_input_grad[1:3]):
+            g_eta = _poisson_eta_grad(eta, y, exposure, ctx.beta, ctx.switch, grad)
+            if g_eta is not None:
+                return _reduce_to(g_eta, eta.shape), None, None, None, None
+        s, log_s, sig, dlog = _backward_pieces(eta, ctx.beta, ctx.switch,
+                                               need_log=ctx.needs_input_grad[1])
         t = 1.0 if exposure is None else exposure
         g_eta = g_y = g_t = None
         if ctx.needs_input_grad[0]:
@@ -307,6 +362,31 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
         if exposure is not None and ctx.needs_input_grad[2]:
             g_t = _reduce_to(grad * (y / exposure - s), exposure.shape)
         return g_eta, g_y, g_t, None, None
+
+
+def _fits(a: torch.Tensor, b) -> bool:
+    """Whether ``a op= b`` is possible: ``b`` broadcasts into ``a``'s shape."""
+    shape = b.shape if isinstance(b, torch.Tensor) else ()
+    return torch.broadcast_shapes(a.shape, shape) == a.shape
+
+
+def _mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a * b``, in place in ``a`` (a temporary) when the shapes allow."""
+    return a.mul_(b) if _fits(a, b) else a * b
+
+
+def _poisson_eta_grad(eta, y, exposure, beta, switch, grad):
+    """``grad * sigmoid(z) * (y / s - t)`` in a few in-place passes (None: use the
+    guarded path, where ``s`` is not a normal float)."""
+    s = F.softplus(eta, beta=beta, threshold=switch)
+    if bool((s < torch.finfo(s.dtype).tiny).any()):
+        return None
+    sig = torch.sigmoid(eta * beta if beta != 1.0 else eta)
+    # y * (sigmoid / s) - t * sigmoid: the ratio first, as y / s alone can overflow.
+    g = _mul(s.reciprocal_().mul_(sig), y)
+    del s
+    g = g.sub_(sig) if exposure is None else g - exposure * sig
+    return g.mul_(grad)
 
 
 def _prepare(eta, *others):
@@ -364,20 +444,25 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
     def forward(ctx, eta, y, r, exposure, beta, switch):
         ctx.save_for_backward(eta, y, r, exposure)
         ctx.beta, ctx.switch = beta, switch
-        _, log_s, _, _ = _branches(eta, beta, switch)
-        d = _nb_logit(log_s, r, exposure)
-        return (
-            torch.lgamma(y + r)
-            - torch.lgamma(r)
-            - torch.lgamma(y + 1.0)
-            - y * F.softplus(-d, threshold=_NO_OVERFLOW_SP)
-            - r * F.softplus(d, threshold=_NO_OVERFLOW_SP)
-        )
+        s, log_s = _forward_pieces(eta, beta, switch)
+        del s
+        d = _nb_logit(log_s, r, exposure, inplace=True)
+        # -(y softplus(-d) + r softplus(d) + lgamma(y + 1) + lgamma(r) - lgamma(y + r)): the
+        # first product has the full broadcast shape, the rest go into it in place.
+        out = _mul(F.softplus(-d, threshold=_NO_OVERFLOW_SP), y)
+        out.add_(_mul(F.softplus(d, threshold=_NO_OVERFLOW_SP), r))
+        del d
+        out.add_(torch.add(y, 1.0).lgamma_()).add_(torch.lgamma(r))
+        return out.sub_(torch.add(y, r).lgamma_()).neg_()
 
     @staticmethod
     def backward(ctx, grad):
         eta, y, r, exposure = ctx.saved_tensors
-        _, log_s, _, dlog = _branches(eta, ctx.beta, ctx.switch)
+        if not torch.is_grad_enabled() and not any(ctx.needs_input_grad[1:4]):
+            g_eta = _nb_eta_grad(eta, y, r, exposure, ctx.beta, ctx.switch, grad)
+            if g_eta is not None:
+                return _reduce_to(g_eta, eta.shape), None, None, None, None, None
+        _, log_s, _, dlog = _backward_pieces(eta, ctx.beta, ctx.switch)
         d = _nb_logit(log_s, r, exposure)
         p = torch.sigmoid(d)  # mu / (r + mu)
         q = torch.sigmoid(-d)  # r / (r + mu)
@@ -404,8 +489,26 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
 _NO_OVERFLOW_SP = 36.0
 
 
-def _nb_logit(log_s, r, exposure):
-    """``d = log(mu) - log(r)``: the logit of ``mu / (r + mu)``."""
+def _nb_eta_grad(eta, y, r, exposure, beta, switch, grad):
+    """``grad * (y - (y + r) p) * sigmoid(z) / s`` with ``p = mu / (r + mu)``, in a few
+    in-place passes (None: use the guarded path, where ``s`` is not a normal float)."""
+    s = F.softplus(eta, beta=beta, threshold=switch)
+    if bool((s < torch.finfo(s.dtype).tiny).any()):
+        return None
+    p = _nb_logit(torch.log(s), r, exposure, inplace=True).sigmoid_()
+    g = _mul(p, torch.add(y, r)).neg_().add_(y)  # dl/dd = y q - r p = y - (y + r) p
+    # sigmoid / s first: sigmoid(z) * (y - ...) alone can underflow to 0 where both are tiny.
+    g.mul_(s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta)))
+    return g.mul_(grad)
+
+
+def _nb_logit(log_s, r, exposure, inplace=False):
+    """``d = log(mu) - log(r)``: the logit of ``mu / (r + mu)`` (``inplace``: in ``log_s``,
+    a temporary of the caller's, where the shapes allow)."""
+    if inplace and _fits(log_s, r) and (exposure is None or _fits(log_s, exposure)):
+        if exposure is not None:
+            log_s.add_(torch.log(exposure))
+        return log_s.sub_(torch.log(r))
     log_mu = log_s if exposure is None else log_s + torch.log(exposure)
     return log_mu - torch.log(r)
 

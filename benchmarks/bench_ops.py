@@ -1,0 +1,364 @@
+"""Speed and memory of :mod:`posheads.ops` against what a user would otherwise write.
+
+For each op, on ``--n`` elements (10 million by default) of ``--dtype``:
+
+* **forward**: one call under ``torch.no_grad()`` (inference);
+* **forward + backward**: one call on leaves that require grad, then
+  ``torch.autograd.grad(out, leaves, ones)`` (what ``out.sum().backward()`` does,
+  without the reduction);
+* **peak memory** of forward + backward above the inputs.
+
+Each is compared with two references measured in the same run:
+
+1. the *composition* a user would write from torch:
+
+   ==================================  =====================================================
+   ``softplus``                         ``F.softplus(x)``
+   ``softplus_inverse``                 ``y + torch.log(-torch.expm1(-y))``
+   ``log_softplus``                     ``torch.log(F.softplus(x))``
+   ``poisson_softplus_log_prob``        ``Poisson(F.softplus(eta)).log_prob(y)``
+   ``negative_binomial_softplus_...``   ``NegativeBinomial(r, logits=log(F.softplus(eta))
+                                        - log(r)).log_prob(y)``
+   ==================================  =====================================================
+
+   (distributions built with ``validate_args=False``, as in a training loop);
+2. ``x.clone()``, a plain copy of one input: the memory-bandwidth floor of any elementwise
+   op, which reads at least one tensor and writes one.
+
+Times are the median of ``--repeat`` runs after one warm-up, with ``time.perf_counter``
+(and ``torch.cuda.synchronize()`` around each run on CUDA). Ratios below 1 mean posheads
+is faster (or smaller).
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated()`` minus the memory allocated
+before the call. On CPU, torch's allocations are invisible to ``tracemalloc``, so each
+measurement runs in a fresh subprocess (one per op and version) that builds the inputs,
+warms the op up on a small tensor, resets the process's resident-set high-water mark
+(``echo 5 > /proc/self/clear_refs``; Linux), notes the resident set, runs forward +
+backward once at full size and reads the high-water mark (``VmHWM``): the difference is
+the memory the op needed beyond its inputs (outputs, saved tensors, gradients and
+temporaries). Blocks of this size are ``mmap``-ed by the C allocator and returned to the
+system when freed, so the mark follows torch's real peak to within a page. Where
+``/proc`` is missing (macOS) the child falls back to ``resource.getrusage().ru_maxrss``,
+whose mark cannot be reset: there the figure is a lower bound, since building the inputs
+may already have set a higher mark.
+
+Run ``python benchmarks/bench_ops.py --help`` for the options; the output is a markdown
+table followed by the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from posheads import ops
+
+
+@dataclass(frozen=True)
+class Case:
+    """One op: which inputs it takes, which of them get gradients, and the two versions."""
+
+    name: str
+    inputs: tuple[str, ...]
+    grad_wrt: tuple[str, ...]
+    ours: Callable[..., torch.Tensor]
+    composition: Callable[..., torch.Tensor]
+
+
+def _poisson_composition(eta, y):
+    rate = F.softplus(eta)
+    return torch.distributions.Poisson(rate, validate_args=False).log_prob(y)
+
+
+def _nb_composition(eta, y, r):
+    logits = torch.log(F.softplus(eta)) - torch.log(r)
+    nb = torch.distributions.NegativeBinomial(total_count=r, logits=logits, validate_args=False)
+    return nb.log_prob(y)
+
+
+CASES = [
+    Case("softplus", ("x",), ("x",), ops.softplus, F.softplus),
+    Case(
+        "softplus_inverse",
+        ("y_pos",),
+        ("y_pos",),
+        ops.softplus_inverse,
+        lambda y: y + torch.log(-torch.expm1(-y)),
+    ),
+    Case("log_softplus", ("x",), ("x",), ops.log_softplus, lambda x: torch.log(F.softplus(x))),
+    Case(
+        "poisson_softplus_log_prob",
+        ("eta", "counts"),
+        ("eta",),
+        ops.poisson_softplus_log_prob,
+        _poisson_composition,
+    ),
+    Case(
+        "negative_binomial_softplus_log_prob",
+        ("eta", "counts", "r"),
+        ("eta", "r"),
+        ops.negative_binomial_softplus_log_prob,
+        _nb_composition,
+    ),
+]
+BY_NAME = {case.name: case for case in CASES}
+
+
+def make_inputs(names, n, dtype, device, seed=0):
+    """Inputs of realistic spread: linear predictors ~ N(0, 3^2), counts drawn from them."""
+    gen = torch.Generator().manual_seed(seed)
+    eta = torch.randn(n, generator=gen, dtype=dtype) * 3.0
+    made = {}
+    for name in names:
+        if name in ("x", "eta"):
+            made[name] = eta
+        elif name == "y_pos":  # positive values spanning tiny to large
+            made[name] = F.softplus(eta)
+        elif name == "counts":
+            made[name] = torch.poisson(F.softplus(eta.float()), generator=gen).to(dtype)
+        elif name == "r":
+            made[name] = torch.rand(n, generator=gen, dtype=dtype) * 5.0 + 0.5
+    return {k: v.to(device) for k, v in made.items()}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, repeat, device):
+    """Median wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_and_backward(fn, case, inputs):
+    """A closure running ``fn`` forward and backward on leaf copies of ``inputs``."""
+    leaves = {k: v.detach().clone().requires_grad_(k in case.grad_wrt) for k, v in inputs.items()}
+    args = [leaves[k] for k in case.inputs]
+    wrt = [leaves[k] for k in case.grad_wrt]
+    ones = torch.ones_like(args[0])
+
+    def run():
+        out = fn(*args)
+        return torch.autograd.grad(out, wrt, ones)
+
+    return run
+
+
+def forward_only(fn, case, inputs):
+    args = [inputs[k] for k in case.inputs]
+
+    def run():
+        with torch.no_grad():
+            return fn(*args)
+
+    return run
+
+
+def peak_memory_cuda(fn, case, inputs):
+    """Bytes allocated by forward + backward beyond what was allocated before (CUDA)."""
+    run = forward_and_backward(fn, case, inputs)
+    run()  # one-time allocations (kernels, workspaces) out of the way
+    gc.collect()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    result = run()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    del result
+    return peak
+
+
+def _proc_status_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss():
+    """Reset the high-water mark to the current resident set; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_cpu_child(case_name, variant, n, dtype, threads):
+    """In a fresh process: peak resident set of forward + backward above the inputs (bytes)."""
+    if threads:
+        torch.set_num_threads(threads)
+    case = BY_NAME[case_name]
+    fn = case.ours if variant == "ours" else case.composition
+    device = torch.device("cpu")
+    forward_and_backward(fn, case, make_inputs(case.inputs, 1024, dtype, device))()  # warm up
+    run = forward_and_backward(fn, case, make_inputs(case.inputs, n, dtype, device))
+    gc.collect()
+    if _reset_peak_rss():
+        before = _proc_status_kib("VmRSS")
+        result = run()
+        peak = _proc_status_kib("VmHWM")
+        del result
+        return (peak - before) * 1024
+    import resource  # no /proc: a mark that cannot be reset (a lower bound, see above)
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = run()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    del result
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return (after - before) * scale
+
+
+def peak_memory_cpu(case, variant, args):
+    """Run :func:`peak_memory_cpu_child` in a subprocess; ``None`` where that fails."""
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--_memory-child",
+        f"{case.name}:{variant}",
+        "--n",
+        str(args.n),
+        "--dtype",
+        args.dtype,
+    ]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(proc.stderr, file=sys.stderr)
+        return None
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def _mib(nbytes):
+    return "n/a" if nbytes is None else f"{nbytes / 2**20:.0f}"
+
+
+def _ratio(a, b):
+    return "n/a" if a is None or not b else f"{a / b:.2f}"
+
+
+def run_benchmark(args):
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    n = args.n
+    copy_time = median_time(make_inputs(("x",), n, dtype, device)["x"].clone, args.repeat, device)
+
+    rows = []
+    for case in CASES:
+        inputs = make_inputs(case.inputs, n, dtype, device)
+        result = {"case": case.name}
+        for variant, fn in (("ours", case.ours), ("comp", case.composition)):
+            result[f"fwd_{variant}"] = median_time(
+                forward_only(fn, case, inputs), args.repeat, device
+            )
+            result[f"fb_{variant}"] = median_time(
+                forward_and_backward(fn, case, inputs), args.repeat, device
+            )
+            if args.no_memory:
+                result[f"mem_{variant}"] = None
+            elif device.type == "cuda":
+                result[f"mem_{variant}"] = peak_memory_cuda(fn, case, inputs)
+            else:
+                result[f"mem_{variant}"] = peak_memory_cpu(case, variant, args)
+        rows.append(result)
+        del inputs
+        gc.collect()
+    return copy_time, rows
+
+
+def format_table(copy_time, rows, args):
+    ms = 1e3
+    lines = [
+        f"{args.n:,} {args.dtype} elements on {args.device}; median of {args.repeat} runs; "
+        f"copy (x.clone()) = {copy_time * ms:.1f} ms",
+        "",
+        "| op | fwd ms (ours / torch) | fwd ÷ torch | fwd ÷ copy "
+        "| fwd+bwd ms (ours / torch) | fwd+bwd ÷ torch | fwd+bwd ÷ copy "
+        "| peak MiB fwd+bwd (ours / torch) | peak ÷ torch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} "
+            f"| {r['fwd_ours'] * ms:.1f} / {r['fwd_comp'] * ms:.1f} "
+            f"| {_ratio(r['fwd_ours'], r['fwd_comp'])} "
+            f"| {_ratio(r['fwd_ours'], copy_time)} "
+            f"| {r['fb_ours'] * ms:.1f} / {r['fb_comp'] * ms:.1f} "
+            f"| {_ratio(r['fb_ours'], r['fb_comp'])} "
+            f"| {_ratio(r['fb_ours'], copy_time)} "
+            f"| {_mib(r['mem_ours'])} / {_mib(r['mem_comp'])} "
+            f"| {_ratio(r['mem_ours'], r['mem_comp'])} |"
+        )
+    return "\n".join(lines)
+
+
+def machine(args):
+    device = torch.device(args.device)
+    gpu = f"; GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    # Other work on the machine skews times (ratios less so): say how busy it was.
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    return (
+        f"Machine: {platform.machine()} {platform.processor() or platform.system()}, "
+        f"{os.cpu_count()} CPUs{load}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads, Python {platform.python_version()}{gpu}"
+    )
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000_000, help="elements per tensor")
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs (median reported)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"]
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_child:
+        name, variant = args.memory_child.split(":")
+        dtype = getattr(torch, args.dtype)
+        print(peak_memory_cpu_child(name, variant, args.n, dtype, args.threads))
+        return
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but no CUDA device is available")
+    copy_time, rows = run_benchmark(args)
+    print(format_table(copy_time, rows, args))
+    print()
+    print(machine(args))
+
+
+if __name__ == "__main__":
+    main()
