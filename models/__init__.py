@@ -1,3 +1,10 @@
-"""Pyro models built on posheads' softplus distributions and heads (``posheads.models``)."""
+"""Pyro models built on posheads' softplus distributions and heads (``posheads.models``).
 
-__all__: list[str] = []
+* :mod:`posheads.models.glm` -- :class:`SoftplusGLM`, count GLMs with a softplus link
+  (Poisson, negative binomial, zero-inflated Poisson and NB, hurdle Poisson), and
+  :class:`GLMData`, the data every engine takes.
+"""
+
+from .glm import LIKELIHOODS, GLMData, SoftplusGLM
+
+__all__ = ["LIKELIHOODS", "GLMData", "SoftplusGLM"]

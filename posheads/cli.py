@@ -14,6 +14,7 @@ import traceback
 
 from . import __version__
 from ._cli_commands import cmd_datasets, cmd_demo, cmd_fit, cmd_predict
+from ._cli_forecast import add_forecast_parser
 from ._cli_io import CLIError
 
 __all__ = ["main"]
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("file", nargs="?", help="CSV file to write")
     _common(ds, seed=False, device=False)
     ds.set_defaults(func=cmd_datasets)
+
+    add_forecast_parser(sub)
     return parser
 
 

@@ -1,0 +1,363 @@
+"""One posterior type for every engine: :class:`Posterior`.
+
+A :class:`Posterior` holds draws of every latent site with shape
+``(num_chains, num_draws, *site_shape)`` (MAP: one chain of one draw; Laplace and SVI:
+one chain), the model and its data. It predicts (posterior mean of the mean, predictive
+draws, central predictive intervals -- plug-in for MAP), computes pointwise
+log-likelihoods, summarises the draws (mean, sd, HDI, r-hat, bulk and tail ESS) and
+converts everything to :class:`arviz.InferenceData`, so that ``az.loo``, ``az.waic`` and
+``az.compare`` work on any fit.
+
+For a :class:`~posheads.models.glm.SoftplusGLM` the work is done by the model's
+vectorised functions; for any other Pyro model ``X`` is replaced by a dict of keyword
+arguments of the model and the work goes through ``pyro.infer.Predictive`` and traces.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from pyro import poutine
+from pyro.infer import Predictive
+
+with warnings.catch_warnings():
+    # ArviZ announces its 1.0 refactor with a FutureWarning at import.
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+__all__ = ["METHODS", "Posterior"]
+
+METHODS = ("map", "laplace", "svi", "nuts")
+_SUMMARY = ["mean", "sd", "hdi_lo", "hdi_hi", "r_hat", "ess_bulk", "ess_tail"]
+
+
+def _is_glm(model) -> bool:
+    from posheads.models.glm import SoftplusGLM
+
+    return isinstance(model, SoftplusGLM)
+
+
+class Posterior:
+    """Draws of a model's latent sites, with prediction and diagnostics.
+
+    Parameters
+    ----------
+    model : SoftplusGLM or callable
+        The model the draws belong to.
+    samples : dict of str to Tensor
+        Each of shape ``(num_chains, num_draws, *site_shape)``, constrained values.
+    method : {"map", "laplace", "svi", "nuts"}
+        The engine that made the draws.
+    data : GLMData or dict, optional
+        The data fitted (a dict of model keyword arguments for a general Pyro model).
+    num_chains : int
+        Number of chains (the leading dimension of every sample).
+    sample_stats : dict of str to Tensor, optional
+        Per-draw statistics of shape ``(num_chains, num_draws)``, e.g. ``"diverging"``.
+    extra : dict, optional
+        Engine-specific results (``"map"``, ``"cov"``, ``"n_iter"``, ``"converged"``, ...).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from posheads.models.glm import GLMData, SoftplusGLM
+    >>> post = Posterior(SoftplusGLM(), {"intercept": torch.zeros(1, 5),
+    ...                                  "coef": torch.zeros(1, 5, 2)}, method="svi")
+    >>> post.predict_mean(torch.zeros(3, 2)).shape
+    torch.Size([3])
+    """
+
+    def __init__(self, model, samples, *, method, data=None, num_chains=1, sample_stats=None,
+                 extra=None):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if not samples:
+            raise ValueError("samples must hold at least one site")
+        lead = {tuple(v.shape[:2]) for v in samples.values()}
+        if len(lead) != 1 or next(iter(lead))[0] != num_chains:
+            raise ValueError("every site must have shape (num_chains, num_draws, ...) with "
+                             f"num_chains={num_chains}, got leading shapes {sorted(lead)}")
+        self.model, self.method, self.data = model, method, data
+        self.samples = dict(samples)
+        self.num_chains, self.num_draws = next(iter(lead))
+        self.sample_stats = dict(sample_stats or {})
+        self.extra = dict(extra or {})
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.samples.items())
+        return (f"Posterior(method={self.method!r}, chains={self.num_chains}, "
+                f"draws={self.num_draws}, sites=[{sites}])")
+
+    # ------------------------------------------------------------ draws
+    @property
+    def _ref(self) -> torch.Tensor:
+        return next(iter(self.samples.values()))
+
+    def draws(self, flat: bool = True) -> dict:
+        """Draws of every site: ``(chains * draws, ...)`` if ``flat`` else as stored."""
+        if not flat:
+            return dict(self.samples)
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.samples.items()}
+
+    def point_estimate(self) -> dict:
+        """Posterior mean of every site (the estimate itself for MAP)."""
+        return {k: v.mean(dim=0) for k, v in self.draws().items()}
+
+    def _tensor(self, x):
+        if x is None or (isinstance(x, torch.Tensor) and x.layout != torch.strided):
+            return x
+        ref = self._ref
+        return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,
+                               dtype=ref.dtype, device=ref.device)
+
+    def _generator(self, seed):
+        gen = torch.Generator(device=self._ref.device)
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        return gen
+
+    # ------------------------------------------------------------ prediction
+    def predict_mean(self, X, exposure=None, X_zero=None) -> torch.Tensor:
+        """Posterior mean of the expected count of each row.
+
+        Parameters
+        ----------
+        X : Tensor, shape ``(n, p)``, or dict
+            Covariates (a dict of model keyword arguments for a general Pyro model).
+        exposure : Tensor, shape ``(n,)``, optional
+        X_zero : Tensor, shape ``(n, q)``, optional
+
+        Returns
+        -------
+        Tensor, shape ``(n,)``
+        """
+        with torch.no_grad():
+            if _is_glm(self.model):
+                means = self.model.predict_mean(self.draws(), self._tensor(X),
+                                                self._tensor(exposure), self._tensor(X_zero))
+            else:
+                means = torch.stack([site["fn"].mean for site in self._obs_sites(X)])
+        return means.mean(dim=0)
+
+    def sample_predictive(self, X, n, exposure=None, X_zero=None, seed=None) -> torch.Tensor:
+        """``n`` draws of the counts of each row from the posterior predictive.
+
+        Each draw takes a posterior draw at random (all the same for MAP: plug-in).
+
+        Parameters
+        ----------
+        X : Tensor, shape ``(rows, p)``, or dict
+        n : int
+            Number of predictive draws.
+        exposure, X_zero : Tensor, optional
+        seed : int, optional
+
+        Returns
+        -------
+        Tensor, shape ``(n, rows)``
+        """
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        gen = self._generator(seed)
+        total = self.num_chains * self.num_draws
+        idx = torch.randint(total, (n,), generator=gen, device=self._ref.device)
+        values = {k: v[idx] for k, v in self.draws().items()}
+        with torch.no_grad():
+            if _is_glm(self.model):
+                return self.model.sample_obs(values, self._tensor(X), self._tensor(exposure),
+                                             self._tensor(X_zero), generator=gen)
+            return self._pyro_predictive(values, X, gen)
+
+    def predict_interval(self, X, coverage=0.9, exposure=None, X_zero=None, n_samples=1000,
+                         seed=None):
+        """Central posterior-predictive interval of the counts of each row.
+
+        Parameters
+        ----------
+        X : Tensor, shape ``(rows, p)``, or dict
+        coverage : float
+            In (0, 1).
+        exposure, X_zero : Tensor, optional
+        n_samples : int
+            Predictive draws the quantiles are taken from.
+        seed : int, optional
+
+        Returns
+        -------
+        (Tensor, Tensor), each of shape ``(rows,)``
+            Lower and upper bounds: whole numbers (the lower and upper order statistics).
+        """
+        if not 0 < coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
+        draws = self.sample_predictive(X, n_samples, exposure, X_zero, seed=seed)
+        lo = torch.quantile(draws, (1 - coverage) / 2, dim=0, interpolation="lower")
+        hi = torch.quantile(draws, (1 + coverage) / 2, dim=0, interpolation="higher")
+        return lo, hi
+
+    # ------------------------------------------------------------ likelihood
+    def log_likelihood(self, data=None) -> torch.Tensor:
+        """Pointwise log-likelihood of ``data`` (default: the fitted data) under each draw.
+
+        Returns
+        -------
+        Tensor, shape ``(num_chains, num_draws, n)``
+        """
+        data = self.data if data is None else data
+        if data is None:
+            raise ValueError("no data: pass the data to evaluate")
+        with torch.no_grad():
+            if _is_glm(self.model):
+                ll = self.model.pointwise_log_likelihood(self.draws(), _glm_data(data))
+            else:
+                ll = torch.stack([_site_log_prob(t) for t in self._traces(data)])
+        return ll.reshape(self.num_chains, self.num_draws, -1)
+
+    # ------------------------------------------------------------ general Pyro models
+    def _traces(self, kwargs):
+        for i in range(self.num_chains * self.num_draws):
+            values = {k: v[i] for k, v in self.draws().items()}
+            yield poutine.trace(poutine.condition(self.model, values)).get_trace(**kwargs)
+
+    def _obs_sites(self, kwargs):
+        return [_observed(t) for t in self._traces(kwargs)]
+
+    def _pyro_predictive(self, values, kwargs, gen):
+        seed = int(torch.randint(2**62, (1,), generator=gen))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pred = Predictive(poutine.uncondition(self.model), posterior_samples=values)
+            out = pred(**kwargs)
+        name = _observed(poutine.trace(self.model).get_trace(**kwargs))["name"]
+        return out[name].reshape(len(next(iter(values.values()))), -1)
+
+    # ------------------------------------------------------------ reports
+    def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
+        """Mean, sd, HDI bounds, r-hat and bulk/tail ESS of every scalar parameter.
+
+        Parameters
+        ----------
+        hdi_prob : float
+            Probability of the highest-density interval ``[hdi_lo, hdi_hi]``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per scalar (``"coef[0]"``, ...), columns
+            ``mean, sd, hdi_lo, hdi_hi, r_hat, ess_bulk, ess_tail``. A single chain is
+            split in two halves for r-hat and ESS (split r-hat). With fewer than four
+            draws (MAP) only ``mean`` is defined; the rest is NaN.
+        """
+        samples = self._numpy_samples()
+        if self.num_chains == 1 and self.num_draws >= 8:
+            # ArviZ wants two chains for r-hat; one chain split in halves is split-r-hat.
+            half = self.num_draws // 2
+            samples = {k: v[0, :2 * half].reshape(2, half, *v.shape[2:])
+                       for k, v in samples.items()}
+        idata = az.from_dict(posterior=samples, dims=self._dims())
+        if self.num_chains * self.num_draws < 4:
+            means = idata.posterior.mean(dim=("chain", "draw"))
+            rows = {name: float(v) for name, v in _flatten(means).items()}
+            frame = pd.DataFrame({"mean": pd.Series(rows)})
+            return frame.reindex(columns=_SUMMARY)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = az.summary(idata, hdi_prob=hdi_prob, round_to="none")
+        hdi = [c for c in table.columns if c.startswith("hdi_")]
+        return table.rename(columns={hdi[0]: "hdi_lo", hdi[1]: "hdi_hi"})[_SUMMARY]
+
+    def to_inference_data(self, predictive: bool = True, seed=None) -> az.InferenceData:
+        """The draws as :class:`arviz.InferenceData`.
+
+        Groups: ``posterior``; with data, ``log_likelihood`` (pointwise ``"obs"``, for
+        ``az.loo``/``az.waic``), ``observed_data`` and, if ``predictive``,
+        ``posterior_predictive`` (one count draw per posterior draw); ``sample_stats``
+        when the engine recorded any (NUTS: ``diverging``, ...).
+
+        Parameters
+        ----------
+        predictive : bool
+            Draw the posterior predictive.
+        seed : int, optional
+            Seeds the predictive draws.
+        """
+        groups = {"posterior": self._numpy_samples(), "dims": self._dims()}
+        if self.sample_stats:
+            groups["sample_stats"] = {k: _numpy(v) for k, v in self.sample_stats.items()}
+        if self.data is not None:
+            shape = (self.num_chains, self.num_draws, -1)
+            groups["log_likelihood"] = {"obs": _numpy(self.log_likelihood())}
+            groups["observed_data"] = {"obs": _numpy(self._observed_values())}
+            if predictive:
+                groups["posterior_predictive"] = {
+                    "obs": _numpy(self._replicate(seed).reshape(shape))}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return az.from_dict(**groups)
+
+    def _replicate(self, seed):
+        """One predictive draw per posterior draw, for the fitted data."""
+        gen = self._generator(seed)
+        with torch.no_grad():
+            if _is_glm(self.model):
+                d = _glm_data(self.data)
+                return self.model.sample_obs(self.draws(), d.X, d.exposure, d.X_zero,
+                                             generator=gen)
+            return self._pyro_predictive(self.draws(), self.data, gen)
+
+    def _observed_values(self):
+        if _is_glm(self.model):
+            return _glm_data(self.data).y
+        return _observed(poutine.trace(self.model).get_trace(**self.data))["value"]
+
+    def _numpy_samples(self):
+        return {k: _numpy(v) for k, v in self.samples.items()}
+
+    def _dims(self):
+        dims = {"obs": ["obs_id"]}
+        for name, v in self.samples.items():
+            if v.dim() == 3:
+                dims[name] = [f"{name}_dim"]
+        return dims
+
+
+# ------------------------------------------------------------------ helpers
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _glm_data(data):
+    from posheads.models.glm import GLMData
+
+    return GLMData(**data) if isinstance(data, dict) else data
+
+
+def _flatten(dataset) -> dict:
+    out = {}
+    for name, da in dataset.data_vars.items():
+        values = np.atleast_1d(da.values)
+        if da.ndim == 0:
+            out[name] = values[0]
+        else:
+            for idx in np.ndindex(*values.shape):
+                out[f"{name}[{', '.join(map(str, idx))}]"] = values[idx]
+    return out
+
+
+def _observed(trace):
+    """The site named ``"obs"``, else the first observed sample site, of a trace."""
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+    named = [s for s in sites if s["name"] == "obs"]
+    observed = [s for s in sites if s["is_observed"]]
+    if not (named or observed):
+        raise ValueError("the model has no site 'obs' and no observed site")
+    return (named or observed)[0]
+
+
+def _site_log_prob(trace):
+    site = _observed(trace)
+    return site["fn"].log_prob(site["value"]).reshape(-1)
