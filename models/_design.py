@@ -131,9 +131,10 @@ class Design:
                 # negative before the square root.
                 root = h.clamp(min=0.0).sqrt()
                 if single and self.dtype == torch.float64:
-                    A = self._workspace(torch.float32).copy_(self.X)
+                    if "_X32" not in self.__dict__:  # kept: made once, not every step
+                        self._X32 = self.X.to(torch.float32, memory_format=torch.contiguous_format)
                     root = root.to(torch.float32)
-                    A.mul_(root[:, None])
+                    A = torch.mul(self._X32, root[:, None], out=self._workspace(torch.float32))
                 else:
                     A = torch.mul(self.X, root[:, None], out=self._workspace())
                 An = A.numpy()
