@@ -67,7 +67,8 @@ class _Recorder:
 
     def __init__(self, potential: whitened_potential, num_samples: int, pbar):
         self.potential, self.pbar = potential, pbar
-        self.calls = 0
+        self.calls = self.divergences = 0
+        self.diverging = torch.zeros(num_samples, dtype=torch.bool)
         self.n_steps = torch.zeros(num_samples, dtype=torch.long)
         self.step_size = torch.zeros(num_samples, dtype=torch.float64)
         self.accept = torch.zeros(num_samples, dtype=torch.float64)
@@ -86,6 +87,10 @@ class _Recorder:
             self.accept[i] = (i + 1) * mean - i * self._mean_accept
             self._mean_accept = mean
             self.lp[i] = -float(getattr(kernel, "_potential_energy_last", float("nan")))
+            # The kernel lists the draws (after warm-up) whose trajectory diverged.
+            divergences = len(kernel.diagnostics()["divergences"])
+            self.diverging[i] = divergences > self.divergences
+            self.divergences = divergences
         self.pbar.update(1)
         if i % 25 == 0:
             self.pbar.set_postfix_str(f"{stage.lower()}, step size {kernel.step_size:.3g}",
@@ -106,15 +111,20 @@ def _run_chain(target, whitening, z0, *, num_samples, num_warmup, adapt_mass_mat
         max_tree_depth=max_tree_depth,
     )
     recorder = _Recorder(potential, num_samples, pbar)
+    setup = kernel.setup
+
+    def setup_then_count(*args, **kwargs):
+        # The evaluations of the set-up (initial step size search) are no draw's.
+        setup(*args, **kwargs)
+        recorder.calls = potential.calls
+
+    kernel.setup = setup_then_count
     mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup,
                 initial_params={"z": z0}, hook_fn=recorder, disable_progbar=True)
     mcmc.run()
     z = mcmc.get_samples()["z"].to(z0)
-    diverging = torch.zeros(num_samples, dtype=torch.bool)
-    divergences = mcmc.diagnostics().get("divergences", {}).get("chain 0", [])
-    diverging[torch.as_tensor(list(divergences), dtype=torch.long)] = True
     stats = {
-        "diverging": diverging,
+        "diverging": recorder.diverging,
         "step_size": recorder.step_size,
         "tree_depth": torch.as_tensor([int(n).bit_length() for n in recorder.n_steps]),
         "n_steps": recorder.n_steps,
