@@ -5,6 +5,14 @@
   :class:`GLMData`, the data every engine takes.
 """
 
+from .forecast import CountForecastModel, LogGaussianForecastModel, SoftplusDiscretizedLogistic
 from .glm import LIKELIHOODS, GLMData, SoftplusGLM
 
-__all__ = ["LIKELIHOODS", "GLMData", "SoftplusGLM"]
+__all__ = [
+    "LIKELIHOODS",
+    "CountForecastModel",
+    "GLMData",
+    "LogGaussianForecastModel",
+    "SoftplusDiscretizedLogistic",
+    "SoftplusGLM",
+]

@@ -13,9 +13,12 @@ import importlib
 __version__ = "0.1.0"
 
 _ESTIMATORS = (
+    "BayesianNeuralCountRegressor",
+    "CountForecaster",
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
+    "SeasonalNaiveForecaster",
     "ZeroInflatedPoissonSoftplusRegressor",
 )
 

@@ -1,6 +1,8 @@
 """scikit-learn estimators of posheads (also importable from ``posheads`` itself)."""
 
 from ._persist import load
+from .bnn import BayesianNeuralCountRegressor
+from .forecaster import CountForecaster, SeasonalNaiveForecaster
 from .glm import (
     HurdlePoissonSoftplusRegressor,
     NegativeBinomialSoftplusRegressor,
@@ -9,9 +11,12 @@ from .glm import (
 )
 
 __all__ = [
+    "BayesianNeuralCountRegressor",
+    "CountForecaster",
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
+    "SeasonalNaiveForecaster",
     "ZeroInflatedPoissonSoftplusRegressor",
     "load",
 ]

@@ -113,6 +113,9 @@ def check_covariates(X, n_rows: int, *, name: str = "X", columns=None, index=Non
     if isinstance(X, pd.Series):
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
+        if len(X) != n_rows:
+            raise ValueError(f"{name} has {len(X)} rows but {n_rows} are needed (one per "
+                             "time step)")
         if columns is not None:
             missing = [c for c in columns if c not in X.columns]
             if missing:

@@ -1,15 +1,16 @@
-"""Count forecasters with scikit-learn parameters: ``CountForecaster`` and a seasonal naive.
+"""Count forecasting with scikit-learn parameters: :class:`CountForecaster`.
 
 :class:`CountForecaster` fits :class:`posheads.models.forecast.CountForecastModel` (a
 random-walk level, Fourier seasons and known-in-advance covariates inside a softplus
-link, Poisson or negative binomial counts) with Pyro's forecasting framework, by SVI or
-NUTS, and forecasts integer sample paths. ``likelihood="log_gaussian"`` fits the same
-structure to ``log1p(y)`` with Gaussian noise instead -- the recipe of Pyro's tutorials,
-kept as the comparator. :class:`SeasonalNaiveForecaster` repeats the last season with
-Gaussian errors whose spread grows with the number of seasons ahead (as R's ``snaive``).
+link; negative binomial, Poisson or discretized-logistic counts) with Pyro's forecasting
+framework, by SVI or NUTS, and forecasts integer sample paths. ``likelihood="log_gaussian"``
+fits the same structure to ``log1p(y)`` with Gaussian noise instead -- the recipe of
+Pyro's tutorials, kept as the comparator. :class:`SeasonalNaiveForecaster` (re-exported
+from :mod:`posheads.estimators._forecast_base`) is the baseline.
 
-All forecasters share ``predict_interval``, ``plot`` and ``backtest`` (rolling origins,
-scored by CRPS, MAE and interval coverage; see :mod:`posheads.estimators._series`).
+All forecasters share ``sample_paths``, ``predict_interval``, ``plot`` and ``backtest``
+(rolling origins, scored by CRPS, MAE and interval coverage; see
+:mod:`posheads.estimators._series`).
 """
 
 from __future__ import annotations
@@ -21,33 +22,22 @@ import numpy as np
 import pandas as pd
 import torch
 from pyro import poutine
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from ._forecast_base import ForecasterMixin, SeasonalNaiveForecaster, _seed
 from ._forecast_engine import NUTSForecaster, isolated
-from ._series import (
-    backtest_windows,
-    check_covariates,
-    check_series,
-    default_season_lengths,
-    fourier_features,
-    interval_from_paths,
-    score_paths,
-)
+from ._series import check_covariates, check_series, default_season_lengths, fourier_features
 
 __all__ = ["CountForecaster", "SeasonalNaiveForecaster"]
 
-_SOFTPLUS_INV_1 = 0.5413248546129181  # softplus_inverse(1): the bias giving mean == scale
 
+def _unit_bias(beta) -> float:
+    """``softplus_inverse_beta(1)``: the bias at which the mean equals ``scale``."""
+    from posheads.ops import softplus_inverse
 
-def _seed(random_state, offset: int = 0) -> int | None:
-    """A torch seed from ``random_state`` (None: fresh entropy), shifted per use."""
-    if random_state is None:
-        return None
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31 - 1))
-    return (int(random_state) + offset) % (2**31 - 1)
+    return float(softplus_inverse(torch.tensor(1.0, dtype=torch.float64), beta=float(beta)))
 
 
 def _init_to_mean(site):
@@ -61,142 +51,7 @@ def _init_to_mean(site):
     return init_to_mean(site).clone()
 
 
-class _ForecasterMixin:
-    """Intervals, plots and backtests, written once on top of ``sample_paths``."""
-
-    def _output(self, values, columns=None):
-        index = self.series_info_.future_index(len(values))
-        if index is None:
-            return values
-        if columns is None:
-            return pd.Series(values, index=index, name=self.series_info_.name)
-        return pd.DataFrame(values, index=index, columns=columns)
-
-    def sample_paths(self, horizon, n, X_future=None):
-        """Joint draws of the next ``horizon`` counts from the predictive distribution.
-
-        Parameters
-        ----------
-        horizon : int
-        n : int
-            Number of paths.
-        X_future : array-like of shape (horizon, n_features), default=None
-            The covariates of the forecast steps (required when fitted with ``X``).
-
-        Returns
-        -------
-        ndarray of shape (n, horizon), int64
-        """
-        return self._paths_and_mean(horizon, X_future, int(n))[0].astype(np.int64)
-
-    def predict_interval(self, horizon, coverage=0.9, X_future=None):
-        """Central predictive interval of the next ``horizon`` counts.
-
-        Parameters
-        ----------
-        horizon : int
-        coverage : float, default=0.9
-        X_future : array-like of shape (horizon, n_features), default=None
-
-        Returns
-        -------
-        ndarray of shape (horizon, 2), or DataFrame with columns ``lower``, ``upper``
-            Whole-number bounds; a DataFrame indexed by the future time stamps when the
-            forecaster was fitted on a series with a ``DatetimeIndex``.
-        """
-        paths = self.sample_paths(horizon, self.num_samples, X_future=X_future)
-        return self._output(interval_from_paths(paths, coverage), ["lower", "upper"])
-
-    def plot(self, horizon, X_future=None, *, coverage=0.9, n_history=None, ax=None):
-        """Plot the end of the history, the mean forecast and its predictive interval.
-
-        Parameters
-        ----------
-        horizon : int
-        X_future : array-like of shape (horizon, n_features), default=None
-        coverage : float, default=0.9
-        n_history : int, default=None
-            History steps to show (default: ``4 * horizon``, at most the whole series).
-        ax : matplotlib Axes, default=None
-            Axes to draw on (default: a new figure).
-
-        Returns
-        -------
-        matplotlib.figure.Figure
-        """
-        import matplotlib.pyplot as plt
-
-        check_is_fitted(self)
-        paths, mean = self._paths_and_mean(horizon, X_future, self.num_samples)
-        lo, hi = interval_from_paths(paths, coverage).T
-        history = self.history_
-        n_history = min(len(history), 4 * horizon if n_history is None else n_history)
-        info = self.series_info_
-        if info.index is None:
-            t_hist = np.arange(len(history))[-n_history:]
-            t_future = np.arange(len(history), len(history) + horizon)
-        else:
-            t_hist, t_future = info.index[-n_history:], info.future_index(horizon)
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(9, 3.5))
-        else:
-            fig = ax.figure
-        ax.plot(t_hist, history[-n_history:], color="0.2", lw=1, label="observed")
-        ax.fill_between(t_future, lo, hi, color="C0", alpha=0.25, step=None,
-                        label=f"{coverage:.0%} interval")
-        ax.plot(t_future, mean, color="C0", lw=1.5, label="forecast mean")
-        ax.set_ylabel(info.name if info.name is not None else "count")
-        ax.legend(loc="best", frameon=False)
-        return fig
-
-    def backtest(self, y, X=None, *, horizon, n_windows=5, stride=None, coverage=0.9):
-        """Rolling-origin evaluation: refit on each prefix, score the next ``horizon`` steps.
-
-        The estimator itself is not changed: each window fits a clone. Window ``i`` trains
-        on the first ``t1_i`` steps, where the last window's test ends the series and
-        origins are ``stride`` (default ``horizon``) steps apart.
-
-        Parameters
-        ----------
-        y : array-like or pandas Series of shape (n_steps,)
-        X : array-like of shape (n_steps, n_features), default=None
-            Covariates; the test window's rows serve as the known future values.
-        horizon, n_windows : int
-        stride : int, default=None
-        coverage : float, default=0.9
-
-        Returns
-        -------
-        DataFrame
-            One row per window: ``train_end`` (last training step), ``test_start``,
-            ``test_end``, ``n_train``, ``crps``, ``mae`` (of the median forecast) and
-            ``coverage`` (fraction of test counts inside the interval).
-        """
-        values, info = check_series(y)
-        n = len(values)
-        Xv = None if X is None else check_covariates(X, n)[0]
-        ends = backtest_windows(n, horizon, n_windows, stride, self._min_train())
-        labels = info.index if info.index is not None else pd.RangeIndex(n)
-        rows = []
-        for t1 in ends:
-            est = clone(self)
-            y_train = y.iloc[:t1] if isinstance(y, pd.Series) else values[:t1]
-            X_train = None if Xv is None else _rows(X, 0, t1)
-            est.fit(y_train, X_train)
-            X_test = None if Xv is None else Xv[t1:t1 + horizon]
-            paths = est.sample_paths(horizon, self.num_samples, X_future=X_test)
-            scores = score_paths(paths, values[t1:t1 + horizon], coverage)
-            rows.append({"train_end": labels[t1 - 1], "test_start": labels[t1],
-                         "test_end": labels[t1 + horizon - 1], "n_train": t1, **scores})
-        return pd.DataFrame(rows)
-
-
-def _rows(X, start, stop):
-    return X.iloc[start:stop] if isinstance(X, (pd.DataFrame, pd.Series)) else \
-        np.asarray(X)[start:stop]
-
-
-class CountForecaster(_ForecasterMixin, BaseEstimator):
+class CountForecaster(ForecasterMixin, BaseEstimator):
     """Bayesian count forecaster: random-walk level, seasons and covariates, softplus link.
 
     Parameters
@@ -210,8 +65,13 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
         periods: a free periodic effect).
     trend : bool, default=False
         Add a random-walk slope (local linear trend) to the random-walk level.
-    likelihood : {"negative_binomial", "poisson", "log_gaussian"}, default="negative_binomial"
-        The count law; ``"log_gaussian"`` is the log-transform comparator.
+    likelihood : {"negative_binomial", "poisson", "discretized_logistic", "log_gaussian"}, \
+            default="negative_binomial"
+        The count law. Poisson and negative binomial counts vary at least as much as
+        their mean; ``"discretized_logistic"``
+        (:class:`~posheads.models.forecast.SoftplusDiscretizedLogistic`) has a free
+        dispersion, below or above the mean, for under-dispersed series such as counts of
+        scheduled events. ``"log_gaussian"`` is the log-transform comparator.
     inference : {"svi", "nuts"}, default="svi"
     num_steps : int, default=1000
         SVI steps.
@@ -255,7 +115,8 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
         "fourier_terms": [Interval(numbers.Integral, 0, None, closed="left"), "array-like",
                           None],
         "trend": ["boolean"],
-        "likelihood": [StrOptions({"negative_binomial", "poisson", "log_gaussian"})],
+        "likelihood": [StrOptions({"negative_binomial", "poisson", "discretized_logistic",
+                                    "log_gaussian"})],
         "inference": [StrOptions({"svi", "nuts"})],
         "num_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0.0, None, closed="neither")],
@@ -338,7 +199,15 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
         terms = self.fourier_terms
         if terms is None:
             terms = [min(int(p // 2), 10) for p in seasons]
-        terms = [int(k) for k in np.broadcast_to(np.asarray(terms), (len(seasons),))]
+        try:
+            terms = [int(k) for k in np.broadcast_to(np.asarray(terms), (len(seasons),))]
+        except ValueError as exc:
+            raise ValueError(f"fourier_terms must be one int or one per season "
+                             f"({len(seasons)}), got {terms!r}") from exc
+        for p, k in zip(seasons, terms, strict=True):
+            if not 0 <= k <= p // 2:  # harmonics above p / 2 alias lower ones at whole steps
+                raise ValueError(f"fourier_terms for period {p:g} must be in 0..{int(p // 2)}, "
+                                 f"got {k}")
         self.season_lengths_, self.fourier_terms_ = seasons, tuple(terms)
 
     def _set_covariates(self, X, n, info):
@@ -373,7 +242,7 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
             return LogGaussianForecastModel(n_seasonal=n_seasonal, trend=self.trend,
                                             bias_loc=float(np.log1p(values).mean()))
         return CountForecastModel(likelihood=self.likelihood, n_seasonal=n_seasonal,
-                                  scale=self.scale_, bias_loc=_SOFTPLUS_INV_1,
+                                  scale=self.scale_, bias_loc=_unit_bias(self.beta),
                                   trend=self.trend, beta=float(self.beta))
 
     def _engine(self, data, covariates):
@@ -424,10 +293,11 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
             z = np.minimum(paths, np.log(np.finfo(np.float64).max) - 1.0)  # expm1 stays finite
             draws = np.expm1(z)
             return np.clip(np.rint(draws), 0, None), draws.mean(axis=0)
-        from posheads.ops import softplus
-
-        mean = self.scale_ * softplus(eta.double(), beta=float(self.beta)).mean(0)
-        return paths, mean.numpy()
+        # The mean given each posterior draw, averaged: no Monte Carlo noise from counts.
+        site = self.model_.shape_site
+        shape = None if site is None else trace.nodes[site]["value"].reshape(n, 1)
+        mean = self.model_.observation(eta, shape).mean.mean(0)
+        return paths, mean.double().numpy()
 
     def predict(self, horizon, X_future=None):
         """Posterior-predictive mean of the next ``horizon`` counts.
@@ -470,7 +340,7 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
         tail = (1 - coverage) / 2
         rows = {}
         for site in ("bias", "seasonal", "weight", "drift_scale", "slope_scale",
-                     "concentration", "sigma"):
+                     "concentration", "dispersion", "sigma"):
             if site not in trace.nodes:
                 continue
             draws = trace.nodes[site]["value"].reshape(self.num_samples, -1).double().numpy()
@@ -485,10 +355,11 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
         """Posterior effect of one covariate on the expected count, where it is non-zero.
 
         Compares, over the training steps where the covariate is non-zero, the fitted
-        mean ``scale * softplus(eta)`` with the counterfactual mean whose ``eta`` lacks
-        that covariate's term. Under a softplus link the effect depends on the level, so
-        it is summarised as the mean change per step and the relative change of the
-        total (``sum(mu) / sum(mu_without) - 1``).
+        rate ``mu = scale * softplus(eta)`` (the mean of Poisson and negative binomial
+        counts) with the counterfactual rate whose ``eta`` lacks that covariate's term.
+        Under a softplus link the effect depends on the level, so it is summarised as the
+        mean change per step and the relative change of the total
+        (``sum(mu) / sum(mu_without) - 1``).
 
         Parameters
         ----------
@@ -531,74 +402,3 @@ class CountForecaster(_ForecasterMixin, BaseEstimator):
             return list(names).index(column)
         raise ValueError(f"unknown covariate {column!r}; the forecaster has "
                          f"{list(names) if names is not None else self.n_features_in_}")
-
-
-class SeasonalNaiveForecaster(_ForecasterMixin, BaseEstimator):
-    """Repeat the last season; Gaussian errors with spread ``sigma * sqrt(seasons ahead)``.
-
-    ``sigma`` is the root mean square of the in-sample seasonal differences
-    ``y_t - y_{t-m}``, as in R's ``forecast::snaive``; draws are rounded and clipped at 0
-    so that paths are counts.
-
-    Parameters
-    ----------
-    season_length : int, default=None
-        ``m``; None takes the first period of the frequency's default seasons (7 for
-        days, 12 for months), or 1 (a naive forecast) without a calendar.
-    num_samples : int, default=500
-    random_state : int, RandomState or None, default=None
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> f = SeasonalNaiveForecaster(season_length=2).fit(np.array([1, 5, 2, 6, 1, 5]))
-    >>> f.predict(3)
-    array([1., 5., 1.])
-    """
-
-    _parameter_constraints: ClassVar[dict] = {
-        "season_length": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "num_samples": [Interval(numbers.Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
-    }
-
-    def __init__(self, season_length=None, *, num_samples=500, random_state=None):
-        self.season_length = season_length
-        self.num_samples = num_samples
-        self.random_state = random_state
-
-    def _min_train(self):
-        return 2 * (self.season_length or 1) + 1
-
-    def fit(self, y, X=None):
-        """Store the last season and the spread of seasonal differences (``X`` is ignored)."""
-        self._validate_params()
-        values, info = check_series(y)
-        m = self.season_length
-        if m is None:
-            seasons = default_season_lengths(info.freq, len(values))
-            m = round(seasons[0]) if seasons else 1
-        if len(values) <= m:
-            raise ValueError(f"y has {len(values)} steps; a season of {m} needs more")
-        diff = values[m:] - values[:-m]
-        self.season_length_, self.sigma_ = m, float(np.sqrt(np.mean(diff**2)))
-        self.series_info_, self.history_ = info, values
-        return self
-
-    def _moments(self, horizon):
-        check_is_fitted(self)
-        if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
-            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
-        m, h = self.season_length_, np.arange(horizon)
-        last = self.history_[-m:]
-        return last[h % m], self.sigma_ * np.sqrt(h // m + 1.0)
-
-    def predict(self, horizon, X_future=None):
-        """The last season repeated (``X_future`` is ignored)."""
-        return self._output(self._moments(horizon)[0].astype(np.float64))
-
-    def _paths_and_mean(self, horizon, X_future, n):
-        mean, sd = self._moments(horizon)
-        rng = np.random.default_rng(_seed(self.random_state))
-        draws = rng.normal(mean, sd, size=(n, horizon))
-        return np.clip(np.rint(draws), 0, None), mean

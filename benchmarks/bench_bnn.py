@@ -1,0 +1,285 @@
+"""Benchmark of ``BayesianNeuralCountRegressor`` against the models a user would otherwise pick.
+
+Four parts, each printed as a Markdown table (all figures from the same run):
+
+``nmes``
+    NMES1988, ``visits`` on the 16-column design, ``train_test_split(test_size=0.2,
+    random_state=0)``: test mean Poisson deviance, 90% interval coverage and fit time of
+    the BNN with default settings, next to scikit-learn's log-link ``PoissonRegressor
+    (alpha=0)``, ``HistGradientBoostingRegressor(loss="poisson")`` and the softplus-link
+    GLM (``posheads.PoissonSoftplusRegressor(alpha=0)``); also the BNN's variants (Poisson
+    head, fully mean-field guide), to show what the defaults buy.
+``sim``
+    A simulated non-linear count problem with known mean: root mean squared error of the
+    predicted mean against the truth, and interval coverage.
+``dead``
+    ReLU against softplus on the same network and data: the fraction of hidden units
+    that never activate on the training rows (ReLU: exactly 0 on every row; softplus:
+    below 1e-6 on every row) and of units whose output is constant over the rows; and the
+    time per epoch (one full-batch SVI step) and of the activation alone.
+``scale``
+    Mini-batch SVI on ``--rows`` simulated rows (default 1,000,000): time per epoch and
+    peak resident memory (``resource.getrusage(...).ru_maxrss``, in a fresh process).
+
+Run: ``python benchmarks/bench_bnn.py [--parts nmes sim dead scale] [--rows N]
+[--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import PoissonRegressor
+from sklearn.metrics import mean_poisson_deviance
+from sklearn.model_selection import train_test_split
+
+from posheads.datasets import load_nmes1988, nmes1988_design
+from posheads.estimators.bnn import BayesianNeuralCountRegressor
+
+
+def _coverage(interval, y):
+    return float(np.mean((interval[:, 0] <= y) & (y <= interval[:, 1])))
+
+
+def _timed_fit(est, X, y, **kwargs):
+    start = time.perf_counter()
+    est.fit(X, y, **kwargs)
+    return est, time.perf_counter() - start
+
+
+def _table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row) + " |")
+    print()
+
+
+# ------------------------------------------------------------------------------ NMES1988
+def nmes(seed: int) -> None:
+    from posheads import PoissonSoftplusRegressor
+
+    frame = load_nmes1988(as_frame=True).frame
+    X = nmes1988_design(frame).to_numpy(np.float64)
+    y = frame["visits"].to_numpy(np.float64)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
+    mean, sd = X_train.mean(0), X_train.std(0)  # the GLM peers see standardised columns
+
+    def std(a):
+        return (a - mean) / sd
+
+    rows = []
+    peers = [
+        ("scikit-learn PoissonRegressor(alpha=0), log link",
+         PoissonRegressor(alpha=0, max_iter=1000), True),
+        ('HistGradientBoostingRegressor(loss="poisson")',
+         HistGradientBoostingRegressor(loss="poisson", random_state=0), False),
+        ("posheads PoissonSoftplusRegressor(alpha=0), softplus GLM",
+         PoissonSoftplusRegressor(alpha=0), True),
+    ]
+    for name, est, scaled in peers:
+        est, seconds = _timed_fit(est, std(X_train) if scaled else X_train, y_train)
+        mu = est.predict(std(X_test) if scaled else X_test)
+        rows.append([name, f"{mean_poisson_deviance(y_test, mu):.3f}", "-", f"{seconds:.2f}"])
+    variants = [
+        ("BayesianNeuralCountRegressor() -- defaults", {}),
+        ('  likelihood="poisson"', {"likelihood": "poisson"}),
+        ('  guide="normal" (fully mean-field)', {"guide": "normal"}),
+        ('  guide="normal", hidden_layer_sizes=(8,)',
+         {"guide": "normal", "hidden_layer_sizes": (8,)}),
+    ]
+    for name, params in variants:
+        est, seconds = _timed_fit(
+            BayesianNeuralCountRegressor(random_state=seed, **params), X_train, y_train)
+        dev = mean_poisson_deviance(y_test, est.predict(X_test))
+        cov = _coverage(est.predict_interval(X_test, coverage=0.9), y_test)
+        rows.append([name, f"{dev:.3f}", f"{cov:.3f}", f"{seconds:.1f}"])
+    print(f"NMES1988 held-out ({len(y_test)} rows), torch threads {torch.get_num_threads()}")
+    _table(["model", "test mean Poisson deviance", "90% interval coverage", "fit s"], rows)
+
+
+# ------------------------------------------------------------------------- simulation
+def simulate(n: int, seed: int, n_features: int = 3):
+    """NB counts (concentration 3) of a known, non-linear mean.
+
+    ``mean = softplus(0.5 + 2 sin(2 x0) + x1**2 - 0.5 x2)`` with ``x ~ U(-2, 2)``; extra
+    features (``n_features > 3``) are pure noise.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-2, 2, size=(n, n_features))
+    mean = np.logaddexp(0, 0.5 + 2 * np.sin(2 * X[:, 0]) + X[:, 1] ** 2 - 0.5 * X[:, 2])
+    y = rng.negative_binomial(3.0, 3.0 / (3.0 + mean)).astype(np.float64)
+    return X.astype(np.float64), y, mean
+
+
+def sim(seed: int) -> None:
+    from posheads import PoissonSoftplusRegressor
+
+    X, y, mean = simulate(4000, seed=1)
+    X_train, y_train, X_test, y_test, mean_test = X[:2000], y[:2000], X[2000:], y[2000:], \
+        mean[2000:]
+    rows = []
+    for name, est in [
+        ("scikit-learn PoissonRegressor(alpha=0)", PoissonRegressor(alpha=0)),
+        ("posheads PoissonSoftplusRegressor(alpha=0)", PoissonSoftplusRegressor(alpha=0)),
+        ("BayesianNeuralCountRegressor(hidden_layer_sizes=()) (Bayesian GLM)",
+         BayesianNeuralCountRegressor((), random_state=seed)),
+        ("BayesianNeuralCountRegressor() -- defaults",
+         BayesianNeuralCountRegressor(random_state=seed)),
+    ]:
+        est, seconds = _timed_fit(est, X_train, y_train)
+        rmse = float(np.sqrt(np.mean((est.predict(X_test) - mean_test) ** 2)))
+        cov = "-"
+        if hasattr(est, "predict_interval") and isinstance(est, BayesianNeuralCountRegressor):
+            cov = f"{_coverage(est.predict_interval(X_test, coverage=0.9), y_test):.3f}"
+        rows.append([name, f"{rmse:.3f}", cov, f"{seconds:.1f}"])
+    print("Simulated non-linear counts (2,000 train / 2,000 test rows, true mean known)")
+    _table(["model", "RMSE of the mean vs truth", "90% interval coverage", "fit s"], rows)
+
+
+# ------------------------------------------------------------------- dead units, timing
+def _unit_fractions(est, X, activation: str) -> tuple[float, float]:
+    """Fractions of hidden units that are dead, and that are constant, on the rows ``X``.
+
+    Dead: ReLU output exactly 0 on every row; softplus output below 1e-6 on every row.
+    Constant: output spread (max - min over the rows) below 1e-6 -- a unit that carries
+    no information whatever its level, which is how a softplus unit "dies" (its output
+    cannot reach 0, but its weights can shrink to 0).
+    """
+    layers = est.hidden_activations(X)
+    dead = [np.all(h == 0 if activation == "relu" else h < 1e-6, axis=0) for h in layers]
+    flat = [np.ptp(h, axis=0) < 1e-6 for h in layers]
+    return float(np.mean(np.concatenate(dead))), float(np.mean(np.concatenate(flat)))
+
+
+def _step_seconds(activation: str, X, y, steps: int) -> float:
+    """Seconds per full-batch SVI step (= one epoch) of the default network."""
+    est = BayesianNeuralCountRegressor(activation=activation, num_steps=steps, patience=None,
+                                       num_samples=1, random_state=0)
+    est, seconds = _timed_fit(est, X, y)
+    return seconds / est.n_iter_
+
+
+def _min_time(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` timings: the least disturbed by other work on the host."""
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def dead(seeds: int) -> None:
+    from posheads.heads import Softplus
+
+    frame = load_nmes1988(as_frame=True).frame
+    X = nmes1988_design(frame).to_numpy(np.float64)
+    y = frame["visits"].to_numpy(np.float64)
+    X_sim, y_sim, _ = simulate(4000, seed=2)
+    rows = []
+    for data_name, (A, b) in [("NMES1988 (4,406 rows)", (X, y)),
+                              ("simulated (4,000 rows)", (X_sim, y_sim))]:
+        for width, lr in [(32, 0.01), (128, 0.05)]:
+            out = {}
+            for activation in ("relu", "softplus"):
+                out[activation] = np.mean([
+                    _unit_fractions(BayesianNeuralCountRegressor(
+                        (width,), activation=activation, learning_rate=lr, num_samples=50,
+                        random_state=s).fit(A, b), A, activation)
+                    for s in range(seeds)], axis=0)
+            rows.append([data_name, f"({width},), lr={lr}",
+                         f"{out['relu'][0]:.3f}", f"{out['softplus'][0]:.3f}",
+                         f"{out['relu'][1]:.3f}", f"{out['softplus'][1]:.3f}"])
+    print(f"Hidden units after training, default guide (mean over {seeds} seeds)")
+    _table(["data", "network", "ReLU dead", "softplus dead (< 1e-6)", "ReLU constant",
+            "softplus constant"], rows)
+
+    timing = []
+    for data_name, (A, b) in [("NMES1988", (X, y)), ("simulated", (X_sim, y_sim))]:
+        # interleaved, fastest of 5: the host is shared, and the minimum is the least noisy
+        relu, soft = np.inf, np.inf
+        for _ in range(5):
+            relu = min(relu, _step_seconds("relu", A, b, steps=100))
+            soft = min(soft, _step_seconds("softplus", A, b, steps=100))
+        timing.append([f"{data_name}: SVI epoch (full batch, default network)",
+                       f"{relu * 1e3:.2f}", f"{soft * 1e3:.2f}",
+                       f"{100 * (soft / relu - 1):+.1f}%"])
+    # the activation alone, on one thread (no pool to wake), interleaved, fastest of 10
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    z = torch.randn(4096, 256, requires_grad=True)
+    fns = {"torch.relu": torch.relu, "torch.nn.functional.softplus": torch.nn.functional.softplus,
+           "posheads.heads.Softplus": Softplus()}
+    best = dict.fromkeys(fns, np.inf)
+    for _ in range(10):
+        for name, fn in fns.items():
+            best[name] = min(best[name], _min_time(lambda fn=fn: fn(z).sum().backward(), 5))
+    torch.set_num_threads(before)
+    for name in ("torch.nn.functional.softplus", "posheads.heads.Softplus"):
+        timing.append([f"activation alone, 4096 x 256 float32 fwd + bwd, 1 thread: {name}",
+                       f"{best['torch.relu'] * 1e3:.3f}", f"{best[name] * 1e3:.3f}",
+                       f"{100 * (best[name] / best['torch.relu'] - 1):+.1f}%"])
+    print("Training time, ReLU against softplus (fastest of interleaved repeats)")
+    _table(["what", "ReLU ms", "softplus ms", "softplus overhead"], timing)
+
+
+# ------------------------------------------------------------------------------ scale
+def scale(rows: int, epochs: int, batch_size: int) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    X, y, _ = simulate(rows, seed=3, n_features=10)
+    X = X.astype(np.float32)
+    after_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    steps_per_epoch = rows // batch_size
+    est = BayesianNeuralCountRegressor(batch_size=batch_size, num_steps=epochs * steps_per_epoch,
+                                       learning_rate=0.01, patience=None, dtype="float32",
+                                       num_samples=200, random_state=0)
+    est, seconds = _timed_fit(est, X, y)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    X_test, _, mean_test = simulate(20000, seed=4, n_features=10)
+    rmse = float(np.sqrt(np.mean((est.predict(X_test) - mean_test) ** 2)))
+    print(f"Mini-batch SVI at scale: {rows:,} rows x 10 features, batch {batch_size}, "
+          f"float32, {epochs} epoch(s) = {est.n_iter_} steps")
+    _table(["rows", "s per epoch", "fit s (incl. 200 posterior draws)", "X MiB",
+            "RSS before data MiB", "RSS after data MiB", "peak RSS MiB",
+            "RMSE of mean (20k test rows)"],
+           [[f"{rows:,}", f"{seconds / epochs:.1f}", f"{seconds:.1f}",
+             f"{X.nbytes / 2**20:.0f}", f"{before:.0f}", f"{after_data:.0f}", f"{peak:.0f}",
+             f"{rmse:.3f}"]])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", nargs="+", default=["nmes", "sim", "dead", "scale"],
+                        choices=["nmes", "sim", "dead", "scale"])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if "nmes" in args.parts:
+        nmes(seed=0)
+    if "sim" in args.parts:
+        sim(seed=0)
+    if "dead" in args.parts:
+        dead(args.seeds)
+    if "scale" in args.parts:
+        if args.parts == ["scale"]:
+            scale(args.rows, args.epochs, args.batch_size)
+        else:  # ru_maxrss is the peak of the whole process: measure in a fresh one
+            subprocess.run([sys.executable, __file__, "--parts", "scale", "--rows",
+                            str(args.rows), "--epochs", str(args.epochs), "--batch-size",
+                            str(args.batch_size), "--threads", str(args.threads)], check=True)
+
+
+if __name__ == "__main__":
+    main()
