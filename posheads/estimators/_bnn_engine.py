@@ -248,8 +248,8 @@ def run_svi(model, guide, data: dict, *, num_steps: int, learning_rate: float,
         # the batch order comes from its own generator, seeded from the (seeded) global one
         generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, ())))
         batches = _batches(n, batch_size, generator, data["X"].device)
-        with torch.no_grad():
-            guide(**data)  # creates the guide's parameters at their start
+        with torch.no_grad():  # create the guide's parameters; the model runs on few rows
+            guide(**data, subsample=torch.arange(min(n, 256), device=data["X"].device))
         params = [p for p in guide.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=learning_rate)
         for step in range(num_steps):
