@@ -38,37 +38,10 @@ import warnings
 import numpy as np
 import torch
 
+from posheads._peers import statsmodels_softplus_link
 from posheads.datasets import load_nmes1988, nmes1988_design
 from posheads.inference import fit_map
 from posheads.models.glm import GLMData, SoftplusGLM
-
-
-def softplus_link():
-    """A statsmodels link class for ``mu = softplus(eta)`` (``__call__`` is the inverse)."""
-    from statsmodels.genmod.families.links import Link
-
-    class Softplus(Link):
-        def __call__(self, mu):
-            return mu + np.log(-np.expm1(-mu))
-
-        def inverse(self, eta):
-            return np.logaddexp(0.0, eta)
-
-        def deriv(self, mu):  # d eta / d mu
-            return 1.0 / -np.expm1(-mu)
-
-        def deriv2(self, mu):
-            e = np.exp(-mu)
-            return -e / (1.0 - e) ** 2
-
-        def inverse_deriv(self, eta):  # d mu / d eta
-            return 1.0 / (1.0 + np.exp(-eta))
-
-        def inverse_deriv2(self, eta):
-            s = 1.0 / (1.0 + np.exp(-eta))
-            return s * (1.0 - s)
-
-    return Softplus()
 
 
 def simulated(n=1_000_000, p=50):
@@ -99,7 +72,7 @@ def fitters(X, y, with_statsmodels=True):
     if with_statsmodels:
         import statsmodels.api as sm
 
-        family = sm.families.Poisson(link=softplus_link(), check_link=False)
+        family = sm.families.Poisson(link=statsmodels_softplus_link(), check_link=False)
         Xc = sm.add_constant(X)
         out["statsmodels GLM IRLS"] = (
             "softplus", lambda: sm.GLM(y, Xc, family=family).fit(tol=1e-12, maxiter=200))

@@ -18,6 +18,7 @@ import torch
 from scipy import optimize, special
 from sklearn.exceptions import ConvergenceWarning
 
+from posheads._peers import statsmodels_softplus_link
 from posheads.datasets import (
     load_biochemists,
     load_nmes1988,
@@ -48,38 +49,10 @@ def biochemists():
     return X, y.astype(np.float64)
 
 
-def softplus_link():
-    """statsmodels link ``eta = log(expm1(mu))``, ``mu = softplus(eta)``."""
-    from statsmodels.genmod.families.links import Link
-
-    class Softplus(Link):
-        def __call__(self, mu):
-            return mu + np.log(-np.expm1(-mu))
-
-        def inverse(self, eta):
-            return np.logaddexp(0.0, eta)
-
-        def deriv(self, mu):
-            return 1.0 / -np.expm1(-mu)
-
-        def deriv2(self, mu):
-            e = np.exp(-mu)
-            return -e / (1.0 - e) ** 2
-
-        def inverse_deriv(self, eta):
-            return special.expit(eta)
-
-        def inverse_deriv2(self, eta):
-            s = special.expit(eta)
-            return s * (1.0 - s)
-
-    return Softplus()
-
-
 def statsmodels_poisson(X, y, method="IRLS"):
     import statsmodels.api as sm
 
-    family = sm.families.Poisson(link=softplus_link(), check_link=False)
+    family = sm.families.Poisson(link=statsmodels_softplus_link(), check_link=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return sm.GLM(y, sm.add_constant(X), family=family).fit(method=method, tol=1e-12,
