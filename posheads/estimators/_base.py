@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._persist import PersistMixin
 from ._summary import coefficient_table
 from ._validation import (
     check_counts,
@@ -38,7 +39,7 @@ __all__ = ["SoftplusGLMRegressor"]
 _BETA_GRID = np.geomspace(0.05, 20.0, 13)
 
 
-class SoftplusGLMRegressor(RegressorMixin, BaseEstimator):
+class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     """Base of the softplus-link count regressors (not for direct use)."""
 
     _likelihood = "poisson"
@@ -385,27 +386,6 @@ class SoftplusGLMRegressor(RegressorMixin, BaseEstimator):
         self.n_iter_ = state.num_steps
 
     # ----------------------------------------------------------- persistence
-    def save(self, path):
-        """Write the fitted estimator to the folder ``path`` in posheads' safe format.
-
-        Parameters as JSON, arrays and posterior draws as tensors read back with
-        ``torch.load(weights_only=True)``: loading never runs pickled code.
-        """
-        from ._persist import save
-
-        check_is_fitted(self)
-        save(self, path)
-
-    @classmethod
-    def load(cls, path):
-        """Read an estimator written by :meth:`save`."""
-        from ._persist import load
-
-        est = load(path)
-        if not isinstance(est, cls):
-            raise ValueError(f"{path} holds a {type(est).__name__}, not a {cls.__name__}")
-        return est
-
     def _get_state(self) -> dict:
         post = self.posterior_
         model = post.model

@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__
 
-__all__ = ["load", "save"]
+__all__ = ["PersistMixin", "load", "save"]
 
 _FORMAT = 1
 
@@ -91,3 +91,23 @@ def _to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return [_to_cpu(v) for v in obj]
     return obj
+
+
+class PersistMixin:
+    """``save(path)`` and ``load(path)`` in the safe format, for estimators that implement
+    ``_get_state()`` and ``_set_state(state)``."""
+
+    def save(self, path) -> None:
+        """Write the fitted estimator to the folder ``path`` (JSON + tensors, no pickle)."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read an estimator written by :meth:`save`."""
+        est = load(path)
+        if not isinstance(est, cls):
+            raise ValueError(f"{path} holds a {type(est).__name__}, not a {cls.__name__}")
+        return est

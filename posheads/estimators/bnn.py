@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _bnn_engine as engine
+from ._persist import PersistMixin
 from ._validation import (
     check_counts,
     check_exposure,
@@ -61,7 +62,7 @@ def _seed(random_state) -> int | None:
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
-class BayesianNeuralCountRegressor(RegressorMixin, BaseEstimator):
+class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     """Bayesian neural network regression of counts with a softplus-link head.
 
     ``E[y | x] = exposure * softplus(b + tau_L h(x) @ W_h + x @ W_x)``, with ``h`` an MLP
@@ -500,23 +501,6 @@ class BayesianNeuralCountRegressor(RegressorMixin, BaseEstimator):
         return int(next(iter(self.samples_.values())).shape[0])
 
     # ------------------------------------------------------------ persistence
-    def save(self, folder) -> None:
-        """Write the fitted estimator to ``folder`` (JSON + tensors, no pickle)."""
-        from ._persist import save
-
-        check_is_fitted(self)
-        save(self, folder)
-
-    @classmethod
-    def load(cls, folder):
-        """Read an estimator written by :meth:`save`."""
-        from ._persist import load
-
-        est = load(folder)
-        if not isinstance(est, cls):
-            raise ValueError(f"{folder} holds a {type(est).__name__}, not a {cls.__name__}")
-        return est
-
     def _get_state(self) -> dict:
         state = {"n_features_in_": int(self.n_features_in_), "x_mean_": self.x_mean_,
                  "x_scale_": self.x_scale_, "loss_curve_": self.loss_curve_,
