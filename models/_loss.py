@@ -17,7 +17,8 @@ blocks). For Poisson the per-row derivatives are in closed form (MATH.md):
     d2l/deta2 = beta sigma (1 - sigma)(y / s - t) - y sigma^2 / s^2
               = beta (1 - sigma) dl/deta - y rho^2,      rho = sigma / s = d log s / d eta
 
-For the other likelihoods they come from autograd on the fused log-probabilities of
+The negative binomial's are in closed form too (:mod:`._nb_rows`). For the other
+likelihoods they come from autograd on the fused log-probabilities of
 :mod:`posheads.distributions`, one backward pass per predictor (a per-row quantity's
 second derivatives are the gradient of the sum of its first derivatives), which is
 exact and costs O(n) whatever the number of coefficients.
@@ -37,6 +38,7 @@ from posheads import ops
 
 from ._data import check_glm_data, weighted_mean_rate
 from ._design import Design
+from ._nb_rows import count_levels, nb_pieces, nb_rows, nb_value
 from ._priors import SoftplusInverseGamma
 
 __all__ = ["GLMLoss"]
@@ -97,6 +99,7 @@ class GLMLoss:
         self._set_prior()
         self._offset = None
         self._const = None
+        self._levels = count_levels(y, w) if model.likelihood == "negative_binomial" else None
         self.sub = self._subsample(hessian_rows, seed)
         self.augmented = self._augment()
 
@@ -253,7 +256,12 @@ class GLMLoss:
     # ------------------------------------------------------------ value
     def value(self, theta: torch.Tensor, P: dict) -> float:
         """``f(theta)`` up to an additive constant, as a Python float (NaN if not finite)."""
-        total = self._poisson_value(P) if self._fast else self._generic_value(theta, P)
+        if self._fast:
+            total = self._poisson_value(P)
+        elif self._nb:
+            total = nb_value(self._nb_pieces(theta, P), self.y, self.w, self._levels)
+        else:
+            total = self._generic_value(theta, P)
         if self.has_gaussian_prior:
             total = total + 0.5 * torch.dot(self.prec, (theta - self.loc) ** 2)
         if self.conc_prior is not None:
@@ -267,6 +275,20 @@ class GLMLoss:
     @property
     def _fast(self):
         return self.model.likelihood == "poisson"
+
+    @property
+    def _nb(self):
+        return self.model.likelihood == "negative_binomial"
+
+    def _nb_pieces(self, theta, P):
+        """:func:`nb_pieces` at ``theta``, kept in ``P`` for the gradient and Hessian."""
+        u = self._u(theta)
+        cached = P.get("_nb")
+        if cached is None or not bool(cached[0] == u):
+            cached = (u.clone(), nb_pieces(P["eta"], u, self.y, self.t, self.model.beta,
+                                           self.switch))
+            P["_nb"] = cached
+        return cached[1]
 
     def _poisson_value(self, P):
         """``sum w (t s - y log s)`` at the predictors ``P`` (a tensor; no sync).
@@ -352,6 +374,9 @@ class GLMLoss:
         """``df / dtheta``, shape ``(d,)``."""
         if self._fast:
             rows = {"eta": self._poisson_rows(P)}
+        elif self._nb:
+            rows, _ = nb_rows(self._nb_pieces(theta, P), self.y, self.w, self.model.beta, False,
+                              self._levels)
         else:
             rows, _ = self._generic_rows(theta, P, need_h=False)
         return self._assemble_gradient(theta, rows)
@@ -362,7 +387,11 @@ class GLMLoss:
         if self._fast:
             h = {("eta", "eta"): self._poisson_curvature(P, None if sub is None else sub[0])}
         else:
-            _, h = self._generic_rows(theta, P, need_h=True)
+            if self._nb:
+                _, h = nb_rows(self._nb_pieces(theta, P), self.y, self.w, self.model.beta, True,
+                                 self._levels)
+            else:
+                _, h = self._generic_rows(theta, P, need_h=True)
             if sub is not None:
                 h = {k: v[sub[0]] for k, v in h.items()}
         # -l is convex in eta for Poisson (MATH.md), so its curvature weights are >= 0

@@ -106,6 +106,6 @@ def test_debug_shows_traceback(tmp_path):
 def test_demo_fast(tmp_path):
     proc = run("demo", "--fast", "--out", tmp_path, "--quiet")
     assert proc.returncode == 0, proc.stderr
-    for name in ["scikit-learn Poisson", "posheads NB, softplus, Laplace"]:
+    for name in ["scikit-learn Poisson", "posheads NB, softplus, NUTS"]:
         assert name in proc.stdout
     assert (tmp_path / "nmes1988_demo.png").stat().st_size > 10_000

@@ -120,6 +120,36 @@ def test_loss_hessian_matches_autograd(likelihood, jacobian):
     torch.testing.assert_close(g, ref_g)
 
 
+@pytest.mark.parametrize("distinct", [False, True], ids=["few-counts", "many-counts"])
+def test_negative_binomial_closed_form_rows_match_autograd(distinct):
+    """The closed-form NB derivatives, with the gamma terms by distinct count or per row,
+    and at linear predictors in both tails of the softplus."""
+    model = SoftplusGLM("negative_binomial", coef_scale=0.5, beta=1.5)
+    data = small_data("negative_binomial", n=80, weights=True, exposure=True)
+    if distinct:
+        data = GLMData(data.X, torch.arange(80, dtype=F64) * 7.0, exposure=data.exposure,
+                       weights=data.weights)
+    loss = GLMLoss(model, data, jacobian=True, normalize=False)
+    assert (loss._levels is None) == distinct
+    theta = random_theta(model, data)
+    theta[loss.slices["intercept"]] = -5.0
+    theta[loss.slices["coef"]] = torch.tensor([40.0, 0.5, -0.5], dtype=F64)  # eta in -200..200
+    P = loss.predictors(theta)
+    H = loss.hessian(theta, P)
+    g = loss.gradient(theta, P)
+    ref = torch.autograd.functional.hessian(
+        lambda t: -model.log_joint(t, data, jacobian=True), theta)
+    theta = theta.clone().requires_grad_()
+    (ref_g,) = torch.autograd.grad(-model.log_joint(theta, data, jacobian=True), theta)
+    torch.testing.assert_close(g, ref_g, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(H, ref, rtol=1e-8, atol=1e-8)
+    # the value agrees with the log joint up to a constant (the lgamma(y + 1) terms)
+    theta2 = theta.detach() + 0.1
+    diffs = [loss.value(t, loss.predictors(t)) + float(model.log_joint(t, data, jacobian=True))
+             for t in (theta.detach(), theta2)]
+    assert diffs[0] == pytest.approx(diffs[1], rel=1e-12, abs=1e-9)
+
+
 def test_pointwise_log_likelihood_sums_to_unweighted_log_joint():
     model = SoftplusGLM("negative_binomial", coef_scale=None, intercept_scale=None,
                         concentration_prior="flat")

@@ -17,6 +17,7 @@ Chains run one after the other, each from its own seed and its own starting poin
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import torch
@@ -32,6 +33,7 @@ from ._potential import (
     whitened_potential,
 )
 from ._random import child_seeds, seeded
+from .map import _threads_for
 
 __all__ = ["fit_nuts"]
 
@@ -233,7 +235,9 @@ def fit_nuts(
 
     draws, stats, evaluations = [], [], 0
     total = num_chains * (num_warmup + num_samples)
-    with tqdm(total=total, desc="NUTS", disable=not verbose, leave=False) as pbar:
+    # a GLM potential on a small design is many tiny kernels: one thread, as for MAP
+    serial = _threads_for(data.X) if glm else contextlib.nullcontext()
+    with serial, tqdm(total=total, desc="NUTS", disable=not verbose, leave=False) as pbar:
         for c in range(num_chains):
             pbar.set_description(f"NUTS chain {c + 1}/{num_chains}")
             with seeded(chain_seeds[c + 1], target.init.device):
