@@ -217,7 +217,7 @@ class SVIState:
                 loss = self.elbo.differentiable_loss(model, self.guide, **kwargs)
             except ValueError as err:  # e.g. Pyro's validation of a site's value
                 raise ValueError(f"SVI failed at step {self.num_steps}: {err}") from err
-            value = float(loss.detach())
+            value = self._reduce_loss(float(loss.detach()))
             if not math.isfinite(value):
                 torch.set_rng_state(rng)  # replay the same draws to find the culprit
                 site = _nonfinite_site(model, self.guide, kwargs) or "unknown site"
@@ -232,6 +232,7 @@ class SVIState:
                 )
             self.optimizer.zero_grad()
             loss.backward()
+            self._reduce_gradients(self.optimizer.param_groups[0]["params"])
             if self.clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"],
                                                self.clip_norm)
@@ -242,6 +243,13 @@ class SVIState:
         if self.average_window:
             self._update_average()
         return value
+
+    def _reduce_loss(self, value: float) -> float:
+        """The loss all workers agree on (one process: its own); see the distributed engine."""
+        return value
+
+    def _reduce_gradients(self, params: list[torch.Tensor]) -> None:
+        """Combine the gradients of all workers in place (one process: nothing to do)."""
 
     @torch.no_grad()
     def _update_average(self) -> None:
@@ -429,17 +437,7 @@ def fit_svi(
     state = SVIState(model, guide, learning_rate=learning_rate,
                      gamma=lr_decay ** (1.0 / num_steps), clip_norm=clip_norm,
                      num_particles=num_particles, average_window=plateau.window, seed=seed)
-    converged = False
-    with tqdm(total=num_steps, desc="SVI", disable=not verbose, leave=False) as pbar:
-        for i in range(num_steps):
-            loss = state.step(kwargs)
-            pbar.update(1)
-            if i % 50 == 0:
-                pbar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
-            if plateau(loss):
-                converged = True
-                break
-
+    converged = _run(state, kwargs, num_steps, plateau, verbose)
     state.use_averaged()
     sample_kwargs = _model_kwargs(model, data, None)
     draws = state.sample(num_samples, sample_kwargs)
@@ -449,3 +447,17 @@ def fit_svi(
     from posheads.posterior import Posterior
 
     return Posterior(model, samples, method="svi", data=data, num_chains=1, extra=extra)
+
+
+def _run(state: SVIState, kwargs: dict, num_steps: int, plateau: _Plateau, verbose,
+         total_size: int | None = None) -> bool:
+    """Step ``state`` on ``kwargs`` until ``num_steps`` or the plateau; True at a plateau."""
+    with tqdm(total=num_steps, desc="SVI", disable=not verbose, leave=False) as pbar:
+        for i in range(num_steps):
+            loss = state.step(kwargs, total_size=total_size)
+            pbar.update(1)
+            if i % 50 == 0:
+                pbar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
+            if plateau(loss):
+                return True
+    return False
