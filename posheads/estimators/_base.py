@@ -143,7 +143,10 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Features. A sparse ``X`` stays sparse in the MAP engine.
+            Features. A sparse ``X`` stays sparse in the MAP engine. A dense array of
+            the estimator's ``dtype`` on the CPU is used in place, not copied, and is
+            never written to; ``summary()`` reads it again, so change a copy of it, not
+            ``X`` itself, between ``fit`` and ``summary()``.
         y : array-like of shape (n_samples,)
             Counts (non-negative).
         sample_weight : array-like of shape (n_samples,), default=None
@@ -160,7 +163,7 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         X, y, w, t = self._validate_fit_data(X, y, sample_weight, exposure)
         self._device = resolve_device(self.device)
         self._dtype = resolve_dtype(self.dtype)
-        data = self._glm_data(X, y, w, t)
+        data = self._glm_data(X, y, w, t, share=True)
         if self.beta == "auto":
             beta = self._profile_beta(data, w)
         else:
@@ -170,11 +173,14 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         self._set_fitted_attributes()
         return self
 
-    def _glm_data(self, X, y, w, t):
+    def _glm_data(self, X, y, w, t, share=False):
         from posheads.models.glm import GLMData
 
+        # fit() shares X, not copies it (as scikit-learn's estimators use it): the
+        # posterior keeps it for summary() and the Laplace intervals, and nothing writes
+        # into it. Mini-batches are copied: a stream may refill one buffer.
         return GLMData(
-            X=self._torch(X), y=self._torch(y),
+            X=to_torch(X, device=self._device, dtype=self._dtype, share=share), y=self._torch(y),
             exposure=self._torch(t), weights=self._torch(w),
         )
 
@@ -331,12 +337,6 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         -------
         self : object
         """
-        from pyro.infer.autoguide import AutoNormal
-        from pyro.infer.autoguide.initialization import init_to_value
-
-        from posheads import inference
-        from posheads.inference.svi import SVIState
-
         first = not hasattr(self, "_svi_state")
         if first:
             self._validate_params()
@@ -354,17 +354,8 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
             self._weight_seen = 0.0
             self._rows_seen = 0
             model = self._model(self.beta_, w)
-            # Start the guide at the first batch's MAP: flat priors cannot be sampled for
-            # a start, and the MAP is seconds away from where SVI would end up.
             first_data = self._glm_data(X, np.asarray(y, dtype=np.float64), w, t)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                start = inference.fit_map(model, first_data, max_iter=self.max_iter).extra["map"]
-            init = init_to_value(values={k: v.detach() for k, v in start.items()})
-            guide = AutoNormal(model, init_loc_fn=init, init_scale=0.01)
-            self._svi_state = SVIState(model, guide,
-                                       learning_rate=self.learning_rate,
-                                       seed=_seed(self.random_state))
+            self._svi_state = self._new_svi_state(model, first_data)
         self._weight_seen += float(np.sum(w))
         self._rows_seen += X.shape[0]
         state = self._svi_state
@@ -372,6 +363,82 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         data = self._glm_data(X, np.asarray(y, dtype=np.float64), w, t)
         kwargs = {"X": data.X, "y": data.y, "exposure": data.exposure, "weights": data.weights}
         state.step(kwargs, total_size=self._rows_seen)
+        self._finish_partial_fit(state, data, kwargs)
+        return self
+
+    def _new_svi_state(self, model, first_data):
+        """An SVI state whose mean-field guide starts at the MAP of the first batch."""
+        from pyro.infer.autoguide import AutoNormal
+        from pyro.infer.autoguide.initialization import init_to_value
+
+        from posheads import inference
+        from posheads.inference.svi import SVIState
+
+        # Start the guide at the first batch's MAP: flat priors cannot be sampled for
+        # a start, and the MAP is seconds away from where SVI would end up.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            start = inference.fit_map(model, first_data, max_iter=self.max_iter).extra["map"]
+        init = init_to_value(values={k: v.detach() for k, v in start.items()})
+        guide = AutoNormal(model, init_loc_fn=init, init_scale=0.01)
+        return SVIState(model, guide, learning_rate=self.learning_rate,
+                        seed=_seed(self.random_state))
+
+    def fit_stream(self, source, epochs=1):
+        """Fit by SVI on mini-batches streamed from disk, in bounded memory.
+
+        Like :meth:`partial_fit` over ``epochs`` passes of ``source``, but every step's
+        log-likelihood is scaled to all ``source.num_rows`` rows from the first step on,
+        and the L2 prior has precision ``alpha`` times the total weight (found by one
+        pass over the weights), exactly as :meth:`fit` on the same rows would have.
+
+        Parameters
+        ----------
+        source : posheads.inference.stream.BatchSource
+            An :class:`~posheads.inference.stream.ArraySource` (``.npy`` memory maps) or
+            :class:`~posheads.inference.stream.ParquetSource`; its ``batch_size`` is the
+            mini-batch, its ``block_size`` the rows held in memory.
+        epochs : int, default=1
+            Passes over the source.
+
+        Returns
+        -------
+        self : object
+            Fitted; a later :meth:`partial_fit` continues from here.
+        """
+        from posheads.inference.stream import BatchSource
+        from posheads.models.glm import GLMData
+
+        self._validate_params()
+        if not isinstance(source, BatchSource):
+            raise ValueError(f"source must be a BatchSource, got {type(source).__name__}")
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if self.beta == "auto":
+            raise ValueError("fit_stream needs a fixed beta, not 'auto'")
+        for attr in ("_svi_state", "feature_names_in_"):
+            self.__dict__.pop(attr, None)
+        self._device = resolve_device(self.device)
+        self._dtype = resolve_dtype(self.dtype)
+        self.beta_ = float(self.beta)
+        self.n_features_in_ = source.num_features
+        totals = source.totals()
+        self._weight_seen, self._rows_seen = totals["weights"], totals["rows"]
+        model = self._model(self.beta_, np.array([totals["weights"]]))
+        state = data = kwargs = None
+        for _ in range(epochs):
+            for batch in source:
+                batch = {k: v.to(device=self._device, dtype=self._dtype)
+                         for k, v in batch.items()}
+                if not bool((batch["y"] == batch["y"].round()).all()):
+                    raise ValueError("fit_stream (SVI) needs whole-number counts in y")
+                data = GLMData(X=batch["X"], y=batch["y"], exposure=batch.get("exposure"),
+                               weights=batch.get("weights"))
+                if state is None:
+                    state = self._svi_state = self._new_svi_state(model, data)
+                kwargs = {"X": data.X, "y": data.y, "exposure": data.exposure,
+                          "weights": data.weights}
+                state.step(kwargs, total_size=self._rows_seen)
         self._finish_partial_fit(state, data, kwargs)
         return self
 

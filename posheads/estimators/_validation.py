@@ -109,8 +109,13 @@ def check_exposure(exposure, n_samples: int, dtype) -> np.ndarray | None:
     return t
 
 
-def to_torch(a, *, device: torch.device, dtype: torch.dtype):
-    """A numpy array or scipy sparse matrix as a torch tensor (sparse stays sparse: CSR)."""
+def to_torch(a, *, device: torch.device, dtype: torch.dtype, share: bool = False):
+    """A numpy array or scipy sparse matrix as a torch tensor (sparse stays sparse: CSR).
+
+    A dense array is copied unless ``share``: then a writeable CPU array already of
+    ``dtype`` is used in place (posheads never writes into it), which spares a large
+    design a copy as long as the fit itself takes.
+    """
     if a is None:
         return None
     if sp.issparse(a):
@@ -121,5 +126,8 @@ def to_torch(a, *, device: torch.device, dtype: torch.dtype):
             torch.as_tensor(csr.data, dtype=dtype),
             size=csr.shape,
         ).to(device)
-    return torch.as_tensor(np.array(a, dtype=np.float64 if dtype == torch.float64 else np.float32,
-                                    copy=True), device=device)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    if (share and torch.device(device).type == "cpu" and isinstance(a, np.ndarray)
+            and a.dtype == np_dtype and a.flags.writeable and min(a.strides, default=0) >= 0):
+        return torch.from_numpy(a)
+    return torch.as_tensor(np.array(a, dtype=np_dtype, copy=True), device=device)

@@ -108,8 +108,13 @@ def fit_map(model, data, *, max_iter=100, tol=1e-8, init=None, verbose=0, seed=N
 
 
 def _fit_glm(model, data, max_iter, tol, init, verbose, jacobian):
-    data = check_glm_data(GLMData(**data) if isinstance(data, dict) else data)
-    with _threads_for(data.X):
+    data = GLMData(**data) if isinstance(data, dict) else data
+    X = getattr(data, "X", None)
+    # the validation's reductions too: on a busy machine a two-thread sum of a small X
+    # waits for a descheduled thread far longer than the sum takes
+    small = isinstance(X, torch.Tensor) and X.dim() == 2
+    with _threads_for(X) if small else contextlib.nullcontext():
+        data = check_glm_data(data)
         loss = GLMLoss(model, data, jacobian=jacobian, validate=False, hessian_rows="auto")
         theta0 = _initial_theta(init, loss.init_theta(), lambda v: model.pack(v, loss.layout))
         solver = NewtonSolver(loss, tol=tol, max_iter=max_iter, verbose=verbose)
