@@ -21,7 +21,8 @@ from sklearn.utils import Bunch
 
 __all__ = ["make_count_regression", "make_count_series"]
 
-LIKELIHOODS = ("poisson", "negative_binomial", "zero_inflated_poisson")
+LIKELIHOODS = ("poisson", "negative_binomial", "zero_inflated_poisson",
+               "zero_inflated_negative_binomial")
 LINKS = ("softplus", "log")
 SEASONALITIES = ("fourier", "periodic")
 
@@ -72,11 +73,14 @@ def _sample_counts(rng, mu, likelihood: str, concentration: float, zero_inflatio
             f"the simulated mean exceeds {_MAX_MEAN:g}: lower intercept/level, trend or the "
             "coefficient scales (with link='log', the mean is exp of the linear predictor)"
         )
-    if likelihood == "negative_binomial":
+    if likelihood in ("negative_binomial", "zero_inflated_negative_binomial"):
         rate = rng.gamma(shape=concentration, scale=mu / concentration)
-        return rng.poisson(rate).astype(np.int64), mu
-    y = rng.poisson(mu).astype(np.int64)
-    if likelihood == "zero_inflated_poisson":
+        y = rng.poisson(rate).astype(np.int64)
+    else:
+        y = rng.poisson(mu).astype(np.int64)
+    if likelihood == "negative_binomial":
+        return y, mu
+    if likelihood.startswith("zero_inflated"):
         structural_zero = rng.random(mu.shape) < zero_inflation
         return np.where(structural_zero, 0, y), (1.0 - zero_inflation) * mu
     return y, mu
@@ -115,15 +119,16 @@ def make_count_regression(
         Number of rows, >= 1.
     n_features : int, default=5
         Number of covariates, >= 1.
-    likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson"}, default="poisson"
+    likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson", \
+            "zero_inflated_negative_binomial"}, default="poisson"
     link : {"softplus", "log"}, default="softplus"
         Inverse link from ``eta`` to ``mu``: ``softplus(eta) = log1p(exp(eta))`` or ``exp``.
     concentration : float, default=2.0
         Concentration ``r > 0`` of the negative binomial (variance ``mu + mu**2 / r``;
-        larger is closer to Poisson). Used only by ``"negative_binomial"``.
+        larger is closer to Poisson). Used by the negative-binomial likelihoods.
     zero_inflation : float, default=0.2
-        Probability ``pi`` in [0, 1) of a structural zero. Used only by
-        ``"zero_inflated_poisson"``.
+        Probability ``pi`` in [0, 1) of a structural zero. Used by the zero-inflated
+        likelihoods.
     intercept : float, default=1.0
         Intercept of ``eta``.
     coef_scale : float, default=1.0
@@ -139,7 +144,7 @@ def make_count_regression(
         ``coef`` (n_features,), ``intercept`` (float), ``eta`` (n_samples,): the linear
         predictor, ``mu`` (n_samples,): the mean of the count distribution before zero
         inflation, ``mean`` (n_samples,): the true ``E[y | X]`` (``(1 - pi) * mu`` for the
-        zero-inflated Poisson, else ``mu``), and the ``likelihood``, ``link``,
+        zero-inflated likelihoods, else ``mu``), and the ``likelihood``, ``link``,
         ``concentration`` and ``zero_inflation`` used.
 
     Examples

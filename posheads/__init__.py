@@ -19,6 +19,7 @@ _ESTIMATORS = (
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
     "SeasonalNaiveForecaster",
+    "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "ZeroInflatedPoissonSoftplusRegressor",
 )
 

@@ -16,6 +16,7 @@ _ESTIMATORS = {
     "poisson": "PoissonSoftplusRegressor",
     "negative-binomial": "NegativeBinomialSoftplusRegressor",
     "zero-inflated-poisson": "ZeroInflatedPoissonSoftplusRegressor",
+    "zero-inflated-negative-binomial": "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "hurdle-poisson": "HurdlePoissonSoftplusRegressor",
 }
 

@@ -19,7 +19,8 @@ from ._cli_io import CLIError
 
 __all__ = ["main"]
 
-_MODELS = ["poisson", "negative-binomial", "zero-inflated-poisson", "hurdle-poisson"]
+_MODELS = ["poisson", "negative-binomial", "zero-inflated-poisson",
+           "zero-inflated-negative-binomial", "hurdle-poisson"]
 _INFERENCE = ["map", "laplace", "svi", "nuts"]
 
 

@@ -15,6 +15,7 @@ arguments of the model and the work goes through ``pyro.infer.Predictive`` and t
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -28,7 +29,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["METHODS", "Posterior"]
+__all__ = ["METHODS", "Posterior", "count_interval"]
 
 METHODS = ("map", "laplace", "svi", "nuts")
 _SUMMARY = ["mean", "sd", "hdi_lo", "hdi_hi", "r_hat", "ess_bulk", "ess_tail"]
@@ -190,14 +191,12 @@ class Posterior:
         Returns
         -------
         (Tensor, Tensor), each of shape ``(rows,)``
-            Lower and upper bounds: whole numbers (the lower and upper order statistics).
+            Lower and upper bounds: whole numbers, see :func:`count_interval`.
         """
         if not 0 < coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
         draws = self.sample_predictive(X, n_samples, exposure, X_zero, seed=seed)
-        lo = torch.quantile(draws, (1 - coverage) / 2, dim=0, interpolation="lower")
-        hi = torch.quantile(draws, (1 + coverage) / 2, dim=0, interpolation="higher")
-        return lo, hi
+        return count_interval(draws, coverage)
 
     # ------------------------------------------------------------ likelihood
     def log_likelihood(self, data=None) -> torch.Tensor:
@@ -361,3 +360,35 @@ def _observed(trace):
 def _site_log_prob(trace):
     site = _observed(trace)
     return site["fn"].log_prob(site["value"]).reshape(-1)
+
+
+def count_interval(draws: torch.Tensor, coverage: float):
+    """Predictive interval of counts from draws: equal-tailed where the support allows.
+
+    The lower bound is the ``(1 - coverage) / 2`` quantile of the draws. Counts cannot
+    fall below 0, so where that quantile sits at the floor (or on a heavy atom) the
+    lower tail holds less than its share; the share left over moves to the upper tail,
+    whose bound is the ``coverage + P(y < lower)`` quantile. The interval then holds at
+    least ``coverage`` of the draws and no more than the discreteness of the counts
+    forces; a plain central interval of a count with many zeros holds
+    ``1 - (1 - coverage) / 2`` of them (95% for a 90% interval).
+
+    Parameters
+    ----------
+    draws : Tensor, shape ``(S, rows)``
+    coverage : float
+        In (0, 1).
+
+    Returns
+    -------
+    (Tensor, Tensor), each of shape ``(rows,)``
+        Inverted-CDF quantiles (``sorted[ceil(p S) - 1]``): values the draws take.
+    """
+    ordered = torch.sort(draws, dim=0).values
+    m = ordered.shape[0]
+    lo = ordered[max(math.ceil((1 - coverage) / 2 * m) - 1, 0)]
+    below = (ordered < lo).sum(dim=0)
+    # ceil((coverage + below / m) m) - 1, in integers except for coverage * m
+    rank = (math.ceil(coverage * m - 1e-9) + below - 1).clamp(0, m - 1)
+    hi = torch.gather(ordered, 0, rank[None])[0]
+    return lo, hi

@@ -20,6 +20,7 @@ from posheads import (
     HurdlePoissonSoftplusRegressor,
     NegativeBinomialSoftplusRegressor,
     PoissonSoftplusRegressor,
+    ZeroInflatedNegativeBinomialSoftplusRegressor,
     ZeroInflatedPoissonSoftplusRegressor,
 )
 from posheads._peers import statsmodels_softplus_glm
@@ -27,7 +28,8 @@ from posheads.datasets import load_nmes1988, make_count_regression, nmes1988_des
 from posheads.estimators import load
 
 ALL = [PoissonSoftplusRegressor, NegativeBinomialSoftplusRegressor,
-       ZeroInflatedPoissonSoftplusRegressor, HurdlePoissonSoftplusRegressor]
+       ZeroInflatedPoissonSoftplusRegressor, ZeroInflatedNegativeBinomialSoftplusRegressor,
+       HurdlePoissonSoftplusRegressor]
 
 # scikit-learn's common checks fit regressors to real-valued targets (e.g. 0.37). A
 # zero-inflated or hurdle likelihood splits the data into "zero" and "a count 1, 2, ...",
@@ -273,6 +275,20 @@ def test_zero_inflated_and_hurdle_fit_counts():
     p0 = 1 / (1 + np.exp(-(hurdle.gate_intercept_ + X @ hurdle.gate_coef_)))
     assert p0.mean() == pytest.approx(np.mean(y == 0), abs=0.01)
     assert zip_.predict(X).mean() == pytest.approx(y.mean(), rel=0.05)
+
+
+def test_zero_inflated_negative_binomial_recovers_gate_and_dispersion():
+    # intercept 2.5: few NB zeros, so the structural zeros are told apart from them
+    X, y, info = make_count_regression(n_samples=6000, n_features=2,
+                                       likelihood="zero_inflated_negative_binomial",
+                                       concentration=2.0, zero_inflation=0.25,
+                                       intercept=2.5, random_state=13)
+    est = ZeroInflatedNegativeBinomialSoftplusRegressor(alpha=0).fit(X, y)
+    np.testing.assert_allclose(est.coef_, info["coef"], atol=0.15)
+    assert est.concentration_ == pytest.approx(2.0, rel=0.2)
+    gate = 1 / (1 + np.exp(-(est.gate_intercept_ + X @ est.gate_coef_)))
+    assert gate.mean() == pytest.approx(0.25, abs=0.04)
+    assert est.predict(X).mean() == pytest.approx(info["mean"].mean(), rel=0.05)
 
 
 def test_laplace_intervals_cover(nmes):

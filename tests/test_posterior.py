@@ -83,8 +83,8 @@ def test_sample_predictive_is_seeded_counts(laplace_nb):
 
 
 def test_predict_interval_matches_the_true_predictive_quantiles():
-    """Known answer: with 2000 rows the posterior is narrow, so the central 80% interval
-    is (nearly always) the 10% and 90% quantiles of the true NB2 law of each row."""
+    """Known answer: with 2000 rows the posterior is narrow, so the 80% interval is (nearly
+    always) the true NB2 law's 10% quantile ``q`` and its ``0.8 + P(y < q)`` quantile."""
     from scipy import stats
 
     data, info = data_for("negative_binomial", n=2000, seed=4)
@@ -94,11 +94,27 @@ def test_predict_interval_matches_the_true_predictive_quantiles():
     law = stats.nbinom(2.0, 2.0 / (2.0 + mu))
     lo, hi = post.predict_interval(X, coverage=0.8, n_samples=4000, seed=0)
     assert (lo == lo.round()).all() and (lo <= hi).all()
-    for ours, truth in ((lo, law.ppf(0.1)), (hi, law.ppf(0.9))):
+    q = law.ppf(0.1)
+    for ours, truth in ((lo, q), (hi, law.ppf(0.8 + law.cdf(q - 1)))):
         diff = np.abs(ours.numpy() - truth)
         assert np.mean(diff == 0) > 0.8 and diff.max() <= 2
     with pytest.raises(ValueError, match="coverage"):
         post.predict_interval(X, coverage=1.5)
+
+
+def test_count_interval_moves_the_floor_tail_up_and_holds_the_coverage():
+    from posheads.posterior import count_interval
+
+    # 30% zeros: the 5% quantile is 0, nothing lies below it, so the upper bound is the
+    # 90% quantile (not the 95% one of a central interval)
+    draws = torch.cat([torch.zeros(300), torch.arange(1.0, 701.0)])[torch.randperm(1000)]
+    lo, hi = count_interval(draws[:, None], 0.9)
+    assert (float(lo[0]), float(hi[0])) == (0.0, 600.0)
+    inside = ((draws >= lo[0]) & (draws <= hi[0])).float().mean()
+    assert inside >= 0.9
+    # no atom at the floor: 49 draws below, 50 above, exactly 900 of 1000 inside
+    lo, hi = count_interval(torch.arange(1.0, 1001.0)[:, None], 0.9)
+    assert (float(lo[0]), float(hi[0])) == (50.0, 949.0)
 
 
 def test_map_posterior_is_a_plug_in():

@@ -7,6 +7,7 @@ from .glm import (
     HurdlePoissonSoftplusRegressor,
     NegativeBinomialSoftplusRegressor,
     PoissonSoftplusRegressor,
+    ZeroInflatedNegativeBinomialSoftplusRegressor,
     ZeroInflatedPoissonSoftplusRegressor,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
     "SeasonalNaiveForecaster",
+    "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "ZeroInflatedPoissonSoftplusRegressor",
     "load",
 ]

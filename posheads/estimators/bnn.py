@@ -417,15 +417,12 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         """
         if not (isinstance(coverage, numbers.Real) and 0 < coverage < 1):
             raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
-        draws = np.sort(self.sample_posterior_predictive(
+        from posheads.posterior import count_interval
+
+        draws = self.sample_posterior_predictive(
             X, max(2000, self.num_samples), exposure=exposure,
-            random_state=_seed(self.random_state)), axis=0)
-        m = draws.shape[0]
-        # inverted-CDF quantile Q(p) = sorted[ceil(p m) - 1]: the smallest draw with F >= p
-        lo = draws[max(int(np.ceil((1 - coverage) / 2 * m)) - 1, 0)]
-        below = (draws < lo).mean(axis=0)
-        rank = np.ceil(np.minimum(coverage + below, 1.0) * m).astype(int) - 1
-        hi = np.take_along_axis(draws, np.clip(rank, 0, m - 1)[None], axis=0)[0]
+            random_state=_seed(self.random_state))
+        lo, hi = (b.numpy() for b in count_interval(torch.from_numpy(draws), coverage))
         return np.stack([lo, hi], axis=1)
 
     def score(self, X, y, sample_weight=None):

@@ -14,6 +14,7 @@ __all__ = [
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
+    "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "ZeroInflatedPoissonSoftplusRegressor",
 ]
 
@@ -92,6 +93,19 @@ class ZeroInflatedPoissonSoftplusRegressor(SoftplusGLMRegressor):
     """ + _PARAMS
 
     _likelihood = "zero_inflated_poisson"
+    _integer_counts = True
+
+
+class ZeroInflatedNegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
+    __doc__ = """Zero-inflated negative-binomial (NB2) regression with a softplus link.
+
+    A structural zero with probability ``sigmoid(gate_intercept_ + X @ gate_coef_)``, else
+    an NB2 count of mean ``t * softplus(b0 + X w)`` and concentration ``concentration_``:
+    excess zeros and over-dispersion of the positive counts together. ``predict`` returns
+    the overall expected count ``(1 - pi) * mu``. Targets must be whole numbers.
+    """ + _PARAMS
+
+    _likelihood = "zero_inflated_negative_binomial"
     _integer_counts = True
 
 
