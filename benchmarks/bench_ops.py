@@ -8,6 +8,9 @@ For each op, on ``--n`` elements (10 million by default) of ``--dtype``:
   without the reduction);
 * **peak memory** of forward + backward above the inputs.
 
+posheads is measured twice: *eager* (``ops.use_compile(False)``) and *compiled* (the
+``torch.compile`` kernels of :mod:`posheads._compiled`, forced on at every size; the
+first call, which compiles, is the warm-up and is reported separately as "first call").
 Each is compared with two references measured in the same run:
 
 1. the *composition* a user would write from torch:
@@ -22,12 +25,17 @@ Each is compared with two references measured in the same run:
    ==================================  =====================================================
 
    (distributions built with ``validate_args=False``, as in a training loop);
-2. ``x.clone()``, a plain copy of one input: the memory-bandwidth floor of any elementwise
-   op, which reads at least one tensor and writes one.
+2. ``x.clone()``, a plain copy of one input (device to device on CUDA): the
+   memory-bandwidth floor of any elementwise op, which reads at least one tensor and
+   writes a new one. ``y.copy_(x)`` into a tensor allocated once is shown too; on CPU it
+   skips the page faults of a fresh allocation, which every op (and ``clone``) pays.
 
 Times are the median of ``--repeat`` runs after one warm-up, with ``time.perf_counter``
-(and ``torch.cuda.synchronize()`` around each run on CUDA). Ratios below 1 mean posheads
-is faster (or smaller).
+on CPU and CUDA events (after ``torch.cuda.synchronize()``) on CUDA. Ratios below 1 mean
+posheads is faster (or smaller). After the table, the performance targets are checked:
+``softplus_inverse`` forward within 1.5x of ``F.softplus``; the Poisson forward + backward
+at least 4x faster than its composition; every op's forward within 2x (CPU) or 1.5x (CUDA)
+of ``x.clone()``.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated()`` minus the memory allocated
 before the call. On CPU, torch's allocations are invisible to ``tracemalloc``, so each
@@ -62,7 +70,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from posheads import ops
+from posheads import _compiled, ops
 
 
 @dataclass(frozen=True)
@@ -137,17 +145,43 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def median_time(fn, repeat, device):
-    """Median wall time of ``fn()`` over ``repeat`` runs, after one warm-up run."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        _sync(device)
-        start = time.perf_counter()
+def _time_once(fn, device):
+    """Seconds of one ``fn()``: CUDA events on CUDA, wall time elsewhere."""
+    _sync(device)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_time(fn, repeat, device, first=None):
+    """Median time of ``fn()`` over ``repeat`` runs, after one warm-up run (whose time is
+    stored in ``first["s"]`` when ``first`` is a dict)."""
+    warm = _time_once(fn, device)
+    if first is not None:
+        first["s"] = warm
+    return statistics.median(_time_once(fn, device) for _ in range(repeat))
+
+
+# The versions measured: posheads eager, posheads compiled, the torch composition.
+VARIANTS = ("eager", "compiled", "comp")
+
+
+def _mode(variant):
+    """The compile setting a variant runs under (compiled: at every size)."""
+    if variant == "compiled":
+        return ops.use_compile(True, min_numel=0)
+    return ops.use_compile(False)
+
+
+def _fn(case, variant):
+    return case.composition if variant == "comp" else case.ours
 
 
 def forward_and_backward(fn, case, inputs):
@@ -212,8 +246,14 @@ def peak_memory_cpu_child(case_name, variant, n, dtype, threads):
     if threads:
         torch.set_num_threads(threads)
     case = BY_NAME[case_name]
-    fn = case.ours if variant == "ours" else case.composition
+    fn = _fn(case, variant)
     device = torch.device("cpu")
+    with _mode(variant):
+        return _peak_memory_cpu(fn, case, dtype, device, n)
+
+
+def _peak_memory_cpu(fn, case, dtype, device, n):
+    """The measurement of :func:`peak_memory_cpu_child`, under the compile setting in force."""
     forward_and_backward(fn, case, make_inputs(case.inputs, 1024, dtype, device))()  # warm up
     run = forward_and_backward(fn, case, make_inputs(case.inputs, n, dtype, device))
     gc.collect()
@@ -262,57 +302,123 @@ def _ratio(a, b):
     return "n/a" if a is None or not b else f"{a / b:.2f}"
 
 
+def copy_times(n, dtype, device, repeat):
+    """``x.clone()`` and ``y.copy_(x)`` of one tensor of ``n`` elements."""
+    x = make_inputs(("x",), n, dtype, device)["x"]
+    y = torch.empty_like(x)
+    return {
+        "clone": median_time(x.clone, repeat, device),
+        "copy_": median_time(lambda: y.copy_(x), repeat, device),
+    }
+
+
 def run_benchmark(args):
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     n = args.n
-    copy_time = median_time(make_inputs(("x",), n, dtype, device)["x"].clone, args.repeat, device)
+    copies = copy_times(n, dtype, device, args.repeat)
+    variants = [v for v in VARIANTS if v != "compiled" or not args.no_compile]
 
     rows = []
     for case in CASES:
         inputs = make_inputs(case.inputs, n, dtype, device)
         result = {"case": case.name}
-        for variant, fn in (("ours", case.ours), ("comp", case.composition)):
-            result[f"fwd_{variant}"] = median_time(
-                forward_only(fn, case, inputs), args.repeat, device
-            )
-            result[f"fb_{variant}"] = median_time(
-                forward_and_backward(fn, case, inputs), args.repeat, device
-            )
-            if args.no_memory:
-                result[f"mem_{variant}"] = None
-            elif device.type == "cuda":
-                result[f"mem_{variant}"] = peak_memory_cuda(fn, case, inputs)
-            else:
-                result[f"mem_{variant}"] = peak_memory_cpu(case, variant, args)
+        for variant in variants:
+            fn = _fn(case, variant)
+            first = {}
+            with _mode(variant):
+                result[f"fwd_{variant}"] = median_time(
+                    forward_only(fn, case, inputs), args.repeat, device, first
+                )
+                result[f"first_{variant}"] = first["s"]
+                result[f"fb_{variant}"] = median_time(
+                    forward_and_backward(fn, case, inputs), args.repeat, device, first
+                )
+                result[f"first_{variant}"] += first["s"]
+                if args.no_memory:
+                    result[f"mem_{variant}"] = None
+                elif device.type == "cuda":
+                    result[f"mem_{variant}"] = peak_memory_cuda(fn, case, inputs)
+                else:
+                    result[f"mem_{variant}"] = peak_memory_cpu(case, variant, args)
+            if variant == "compiled" and _compiled._state["broken"]:
+                result["fell_back"] = True  # the compiled figures are eager ones
         rows.append(result)
         del inputs
         gc.collect()
-    return copy_time, rows
+    return copies, rows
 
 
-def format_table(copy_time, rows, args):
+def _get(row, key):
+    return row.get(key)
+
+
+def format_table(copies, rows, args):
     ms = 1e3
+    clone = copies["clone"]
     lines = [
         f"{args.n:,} {args.dtype} elements on {args.device}; median of {args.repeat} runs; "
-        f"copy (x.clone()) = {copy_time * ms:.1f} ms",
+        f"copy: x.clone() = {clone * ms:.1f} ms, y.copy_(x) = {copies['copy_'] * ms:.1f} ms",
         "",
-        "| op | fwd ms (ours / torch) | fwd ÷ torch | fwd ÷ copy "
-        "| fwd+bwd ms (ours / torch) | fwd+bwd ÷ torch | fwd+bwd ÷ copy "
-        "| peak MiB fwd+bwd (ours / torch) | peak ÷ torch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "ms: posheads eager / posheads compiled / torch composition; ratios: eager, compiled.",
+        "",
+        "| op | fwd ms | fwd ÷ torch | fwd ÷ clone "
+        "| fwd+bwd ms | fwd+bwd ÷ torch | fwd+bwd ÷ clone "
+        "| peak MiB fwd+bwd | peak ÷ torch | first call s (compiled) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def both(r, key, ref):
+        return " / ".join(_ratio(_get(r, f"{key}_{v}"), ref) for v in ("eager", "compiled"))
+
+    def three(r, key, fmt):
+        return " / ".join(fmt(_get(r, f"{key}_{v}")) for v in VARIANTS)
+
+    def msf(t):
+        return "n/a" if t is None else f"{t * ms:.1f}"
+
+    for r in rows:
+        first = _get(r, "first_compiled")
+        name = r["case"] + (" (compile fell back)" if r.get("fell_back") else "")
+        lines.append(
+            f"| {name} "
+            f"| {three(r, 'fwd', msf)} "
+            f"| {both(r, 'fwd', r['fwd_comp'])} "
+            f"| {both(r, 'fwd', clone)} "
+            f"| {three(r, 'fb', msf)} "
+            f"| {both(r, 'fb', r['fb_comp'])} "
+            f"| {both(r, 'fb', clone)} "
+            f"| {three(r, 'mem', _mib)} "
+            f"| {both(r, 'mem', r['mem_comp'])} "
+            f"| {'n/a' if first is None else f'{first:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def check_targets(copies, rows, device_type):
+    """Lines saying which performance targets are met (best of eager and compiled)."""
+    by = {r["case"]: r for r in rows}
+
+    def best(row, key):
+        times = [row.get(f"{key}_{v}") for v in ("eager", "compiled")]
+        return min(t for t in times if t is not None)
+
+    copy_bound = 1.5 if device_type == "cuda" else 2.0
+    inv = best(by["softplus_inverse"], "fwd") / by["softplus"]["fwd_comp"]
+    pois = by["poisson_softplus_log_prob"]
+    speedup = pois["fb_comp"] / best(pois, "fb")
+    lines = [
+        "Targets (best of eager and compiled):",
+        f"- softplus_inverse fwd ÷ F.softplus fwd = {inv:.2f} (target <= 1.5): "
+        + ("met" if inv <= 1.5 else "NOT met"),
+        f"- Poisson fwd+bwd speed-up over the composition = {speedup:.2f}x (target >= 4): "
+        + ("met" if speedup >= 4.0 else "NOT met"),
     ]
     for r in rows:
+        ratio = best(r, "fwd") / copies["clone"]
         lines.append(
-            f"| {r['case']} "
-            f"| {r['fwd_ours'] * ms:.1f} / {r['fwd_comp'] * ms:.1f} "
-            f"| {_ratio(r['fwd_ours'], r['fwd_comp'])} "
-            f"| {_ratio(r['fwd_ours'], copy_time)} "
-            f"| {r['fb_ours'] * ms:.1f} / {r['fb_comp'] * ms:.1f} "
-            f"| {_ratio(r['fb_ours'], r['fb_comp'])} "
-            f"| {_ratio(r['fb_ours'], copy_time)} "
-            f"| {_mib(r['mem_ours'])} / {_mib(r['mem_comp'])} "
-            f"| {_ratio(r['mem_ours'], r['mem_comp'])} |"
+            f"- {r['case']} fwd ÷ x.clone() = {ratio:.2f} (target <= {copy_bound}): "
+            + ("met" if ratio <= copy_bound else "NOT met")
         )
     return "\n".join(lines)
 
@@ -339,6 +445,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="skip the compiled variant (eager only)"
+    )
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -354,8 +463,10 @@ def main(argv=None):
         return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but no CUDA device is available")
-    copy_time, rows = run_benchmark(args)
-    print(format_table(copy_time, rows, args))
+    copies, rows = run_benchmark(args)
+    print(format_table(copies, rows, args))
+    print()
+    print(check_targets(copies, rows, torch.device(args.device).type))
     print()
     print(machine(args))
 
