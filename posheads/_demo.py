@@ -79,6 +79,8 @@ def run_demo(out: str, fast: bool, seed: int, device: str, quiet: bool) -> int:
     if not quiet:
         print(f"NMES1988: {len(y)} people, office visits; train {len(y_tr)}, test {len(y_te)}, "
               f"{X.shape[1]} features\n")
+    from . import inference, posterior  # noqa: F401  (loading Pyro is not fit time)
+
     rows, preds = [], {}
     for name, model in _models(fast, seed, device, quiet).items():
         t0 = time.perf_counter()
