@@ -1,6 +1,6 @@
 """Benchmark of ``BayesianNeuralCountRegressor`` against the models a user would otherwise pick.
 
-Four parts, each printed as a Markdown table (all figures from the same run):
+Five parts, each printed as a Markdown table (all figures from the same run):
 
 ``nmes``
     NMES1988, ``visits`` on the 16-column design, ``train_test_split(test_size=0.2,
@@ -20,14 +20,23 @@ Four parts, each printed as a Markdown table (all figures from the same run):
 ``scale``
     Mini-batch SVI on ``--rows`` simulated rows (default 1,000,000): time per epoch and
     peak resident memory (``resource.getrusage(...).ru_maxrss``, in a fresh process).
+``throughput``
+    Training rows per second of the estimator's mini-batch SVI (default guide, network
+    and ``dtype``; Poisson and negative-binomial heads) against a plain-torch loop of
+    the same network fitted by maximum likelihood: ``Linear`` layers, softplus, the skip
+    term, the softplus-rate Poisson or NB negative log-likelihood, ``torch.optim.Adam``
+    with the same batch size and learning rate. Only the training epochs are timed (for
+    the estimator, the call to the SVI loop, seen through a wrapper); the two loops run
+    in turn, ``--repeats`` times, and the table shows the medians.
 
-Run: ``python benchmarks/bench_bnn.py [--parts nmes sim dead scale] [--rows N]
-[--threads 2]``.
+Run: ``python benchmarks/bench_bnn.py [--parts nmes sim dead scale throughput] [--rows N]
+[--threads 2] [--throughput-rows N] [--repeats N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import subprocess
 import sys
@@ -41,6 +50,7 @@ from sklearn.metrics import mean_poisson_deviance
 from sklearn.model_selection import train_test_split
 
 from posheads.datasets import load_nmes1988, nmes1988_design
+from posheads.estimators import _bnn_engine
 from posheads.estimators.bnn import BayesianNeuralCountRegressor
 
 
@@ -263,15 +273,124 @@ def scale(rows: int, epochs: int, batch_size: int) -> None:
              f"{rmse:.3f}"]])
 
 
+# -------------------------------------------------------------------------- throughput
+@contextlib.contextmanager
+def _timed_svi(record: dict):
+    """Time each call of the engine's SVI loop (and note its thread count) into ``record``."""
+    inner = _bnn_engine.run_svi
+
+    def timed(*args, **kwargs):
+        record["threads"] = torch.get_num_threads()  # the estimator may lower it for small steps
+        start = time.perf_counter()
+        out = inner(*args, **kwargs)
+        record["seconds"] = time.perf_counter() - start
+        return out
+
+    _bnn_engine.run_svi = timed
+    try:
+        yield record
+    finally:
+        _bnn_engine.run_svi = inner
+
+
+def _ours_seconds(X, y, likelihood: str, steps: int, batch_size: int) -> tuple[float, int]:
+    """Seconds of the estimator's SVI loop alone, and the threads it ran on."""
+    est = BayesianNeuralCountRegressor(likelihood=likelihood, batch_size=batch_size,
+                                       num_steps=steps, learning_rate=0.01, patience=None,
+                                       num_samples=1, random_state=0)
+    with _timed_svi({}) as record:
+        est.fit(X, y)
+    assert est.n_iter_ == steps
+    return record["seconds"], record["threads"]
+
+
+class _PlainNet(torch.nn.Module):
+    """The estimator's network as an ordinary module: softplus MLP, skip term, raw outputs."""
+
+    def __init__(self, p: int, width: int, outputs: int):
+        super().__init__()
+        self.hidden, self.proj = torch.nn.Linear(p, width), torch.nn.Linear(width + p, outputs)
+
+    def forward(self, x):
+        h = torch.nn.functional.softplus(self.hidden(x))
+        return self.proj(torch.cat([h, x], dim=-1))
+
+
+def _plain_nll(out, y, likelihood: str):
+    """Mean negative log-likelihood with the softplus rate (constant terms dropped)."""
+    rate = torch.nn.functional.softplus(out[:, 0])
+    if likelihood == "poisson":
+        return torch.nn.functional.poisson_nll_loss(rate, y, log_input=False)
+    r = torch.nn.functional.softplus(out[:, 1])
+    # NB(r, p = rate / (r + rate)): the mean is ``rate``
+    logits = torch.log(rate) - torch.log(r)
+    nb = torch.distributions.NegativeBinomial(r, logits=logits, validate_args=False)
+    return -nb.log_prob(y).mean()
+
+
+def _plain_seconds(X, y, likelihood: str, steps: int, batch_size: int) -> float:
+    """Seconds of ``steps`` Adam steps of the plain-torch loop on whole mini-batches."""
+    torch.manual_seed(0)
+    net = _PlainNet(X.shape[1], 32, 1 if likelihood == "poisson" else 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    n, done = X.shape[0], 0
+    start = time.perf_counter()
+    while done < steps:
+        perm = torch.randperm(n)
+        for lo in range(0, n - batch_size + 1, batch_size):
+            if done == steps:
+                break
+            idx = perm[lo:lo + batch_size]
+            loss = _plain_nll(net(X[idx]), y[idx], likelihood)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += 1
+    return time.perf_counter() - start
+
+
+def throughput(rows: int, epochs: int, batch_size: int, repeats: int) -> None:
+    X, y, _ = simulate(rows, seed=5, n_features=10)
+    X = X.astype(np.float32)
+    Z = torch.as_tensor((X - X.mean(0)) / X.std(0))  # the estimator standardises inside
+    t = torch.as_tensor(y, dtype=torch.float32)
+    steps = epochs * (rows // batch_size)
+    done_rows = steps * batch_size
+    table = []
+    for likelihood in ("poisson", "negative_binomial"):
+        _ours_seconds(X[:2 * batch_size], y[:2 * batch_size], likelihood, 2, batch_size)
+        _plain_seconds(Z, t, likelihood, 2, batch_size)  # warm-up: first-call costs untimed
+        ours, plain, threads = [], [], set()
+        for _ in range(repeats):  # interleaved: both loops see the same host load
+            seconds, used = _ours_seconds(X, y, likelihood, steps, batch_size)
+            ours.append(seconds)
+            threads.add(used)
+            plain.append(_plain_seconds(Z, t, likelihood, steps, batch_size))
+        a, b = done_rows / np.median(ours), done_rows / np.median(plain)
+        table.append([likelihood, f"{a:,.0f}", f"{b:,.0f}", f"{a / b:.2f}",
+                      f"{np.median(ours) / steps * 1e3:.2f}",
+                      f"{np.median(plain) / steps * 1e3:.2f}",
+                      ", ".join(str(k) for k in sorted(threads))])
+    print(f"SVI training throughput: {rows:,} rows x 10 features, batch {batch_size}, float32, "
+          f"{epochs} epochs = {steps} steps, network (32,) softplus + skip; torch threads "
+          f"{torch.get_num_threads()}; median of {repeats} interleaved repeats")
+    _table(["head", "posheads rows/s (SVI, last_layer guide)", "plain torch rows/s (Adam, MLE)",
+            "ratio (posheads / torch)", "posheads ms/step", "torch ms/step",
+            "posheads SVI threads"], table)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--parts", nargs="+", default=["nmes", "sim", "dead", "scale"],
-                        choices=["nmes", "sim", "dead", "scale"])
+    parts = ["nmes", "sim", "dead", "scale", "throughput"]
+    parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--throughput-rows", type=int, default=200_000)
+    parser.add_argument("--throughput-epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if "scale" in args.parts and args.parts != ["scale"]:
@@ -286,6 +405,8 @@ def main(argv=None) -> None:
         sim(seed=0)
     if "dead" in args.parts:
         dead(args.seeds)
+    if "throughput" in args.parts:
+        throughput(args.throughput_rows, args.throughput_epochs, args.batch_size, args.repeats)
     if args.parts == ["scale"]:
         scale(args.rows, args.epochs, args.batch_size)
 
