@@ -105,8 +105,17 @@ class SoftplusDiscretizedLogistic(TorchDistribution):
     }
     support = constraints.nonnegative_integer
 
-    def __init__(self, eta, dispersion, *, beta=1.0, threshold=20.0, low=0.0, exposure=None,
-                 validate_args=None):
+    def __init__(
+        self,
+        eta,
+        dispersion,
+        *,
+        beta=1.0,
+        threshold=20.0,
+        low=0.0,
+        exposure=None,
+        validate_args=None,
+    ):
         exposure = torch.ones(()) if exposure is None else exposure
         self.eta, self.dispersion, self.exposure = broadcast_all(eta, dispersion, exposure)
         self.beta, self.threshold, self.low = float(beta), float(threshold), float(low)
@@ -187,9 +196,20 @@ for _type in _COUNT_PARAMS:
 
 
 # ------------------------------------------------------------------- helpers
-def _global(name, prior):
-    """A global parameter with a trailing event dimension of size 1 (the data dimension)."""
+def _global(name, family, loc, scale, like):
+    """A global parameter with a trailing event dimension of size 1 (the data dimension).
+
+    The prior's constants are made with the device and dtype of ``like`` (the data), so
+    the model runs wherever its data lives.
+    """
+    prior = family(like.new_tensor(loc), like.new_tensor(scale))
     return pyro.sample(name, prior.expand([1]).to_event(1))
+
+
+def _vector(name, scale, size, like):
+    """``size`` exchangeable coefficients ``~ Normal(0, scale)`` (seasons or regressors)."""
+    prior = dist.Normal(like.new_zeros(()), like.new_tensor(scale))
+    return pyro.sample(name, prior.expand([size]).to_event(1))
 
 
 def _check_common(n_seasonal, trend):
@@ -203,20 +223,20 @@ class _StructuralMixin:
     """The shared linear predictor: bias, random-walk level (and slope), seasons, covariates."""
 
     def _linear_predictor(self, zero_data, covariates, bias_loc):
-        eta = _global("bias", dist.Normal(bias_loc, self.bias_scale))
+        eta = _global("bias", dist.Normal, bias_loc, self.bias_scale, zero_data)
         n_seasonal = self.n_seasonal
         n_reg = covariates.size(-1) - n_seasonal
         if n_seasonal:
-            prior = dist.Normal(0.0, self.seasonal_scale).expand([n_seasonal]).to_event(1)
-            seasonal = pyro.sample("seasonal", prior)
+            seasonal = _vector("seasonal", self.seasonal_scale, n_seasonal, zero_data)
             eta = eta + (seasonal * covariates[..., :n_seasonal]).sum(-1, keepdim=True)
         if n_reg:
-            prior = dist.Normal(0.0, self.weight_scale).expand([n_reg]).to_event(1)
-            weight = pyro.sample("weight", prior)
+            weight = _vector("weight", self.weight_scale, n_reg, zero_data)
             eta = eta + (weight * covariates[..., n_seasonal:]).sum(-1, keepdim=True)
-        drift_scale = _global("drift_scale", dist.LogNormal(self.drift_loc, 1.0))
+        drift_scale = _global("drift_scale", dist.LogNormal, self.drift_loc, 1.0, zero_data)
         if self.trend:
-            slope_scale = _global("slope_scale", dist.LogNormal(self.drift_loc - 3.0, 1.0))
+            slope_scale = _global(
+                "slope_scale", dist.LogNormal, self.drift_loc - 3.0, 1.0, zero_data
+            )
         with self.time_plate:
             # Non-centred: the guide learns standard-normal innovations, scaled here.
             z = pyro.sample("drift", dist.Normal(zero_data, 1.0).to_event(1))
@@ -271,9 +291,20 @@ class CountForecastModel(_StructuralMixin, ForecastingModel):
     torch.Size([3, 7, 1])
     """
 
-    def __init__(self, *, likelihood="negative_binomial", n_seasonal=0, scale=1.0,
-                 bias_loc=0.5413248546129181, trend=False, beta=1.0, bias_scale=1.0,
-                 seasonal_scale=1.0, weight_scale=1.0, drift_loc=-4.0):
+    def __init__(
+        self,
+        *,
+        likelihood="negative_binomial",
+        n_seasonal=0,
+        scale=1.0,
+        bias_loc=0.5413248546129181,
+        trend=False,
+        beta=1.0,
+        bias_scale=1.0,
+        seasonal_scale=1.0,
+        weight_scale=1.0,
+        drift_loc=-4.0,
+    ):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
         if not (math.isfinite(scale) and scale > 0):
@@ -322,7 +353,7 @@ class CountForecastModel(_StructuralMixin, ForecastingModel):
         shape = None
         if self.shape_site is not None:
             loc, scale = self._SHAPE[self.likelihood][1]
-            shape = _global(self.shape_site, dist.LogNormal(loc, scale))
+            shape = _global(self.shape_site, dist.LogNormal, loc, scale, eta)
         # The count law is the "noise" around a zero prediction: the observed site is
         # the counts themselves, and the forecast is a draw of counts.
         self.predict(self.observation(eta, shape), torch.zeros_like(eta))
@@ -337,8 +368,17 @@ class LogGaussianForecastModel(_StructuralMixin, ForecastingModel):
     LogNormal(-2, 2)``.
     """
 
-    def __init__(self, *, n_seasonal=0, bias_loc=0.0, trend=False, bias_scale=3.0,
-                 seasonal_scale=1.0, weight_scale=1.0, drift_loc=-4.0):
+    def __init__(
+        self,
+        *,
+        n_seasonal=0,
+        bias_loc=0.0,
+        trend=False,
+        bias_scale=3.0,
+        seasonal_scale=1.0,
+        weight_scale=1.0,
+        drift_loc=-4.0,
+    ):
         _check_common(n_seasonal, trend)
         super().__init__()
         self.n_seasonal, self.bias_loc, self.trend = n_seasonal, bias_loc, trend
@@ -347,5 +387,5 @@ class LogGaussianForecastModel(_StructuralMixin, ForecastingModel):
 
     def model(self, zero_data, covariates):
         loc = self._linear_predictor(zero_data, covariates, self.bias_loc)
-        sigma = _global("sigma", dist.LogNormal(-2.0, 2.0))
+        sigma = _global("sigma", dist.LogNormal, -2.0, 2.0, loc)
         self.predict(dist.Normal(torch.zeros_like(loc), sigma), loc)

@@ -22,44 +22,68 @@ from ._cli_io import CLIError, _require_columns, atomic_file, read_table
 
 __all__ = ["add_forecast_parser", "cmd_forecast"]
 
-_LIKELIHOODS = {"negative-binomial": "negative_binomial", "poisson": "poisson",
-                "discretized-logistic": "discretized_logistic"}
+_LIKELIHOODS = {
+    "auto": "auto",
+    "negative-binomial": "negative_binomial",
+    "poisson": "poisson",
+    "discretized-logistic": "discretized_logistic",
+}
 
 
 def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``forecast`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
-        "forecast", formatter_class=fmt, help="forecast a count time series",
+        "forecast",
+        formatter_class=fmt,
+        help="forecast a count time series",
         description="Fit a Bayesian count forecaster (random-walk level, seasons, "
-                    "covariates, softplus link, count likelihood) and "
-                    "write the mean forecast, a predictive interval and a figure.",
+        "covariates, softplus link, count likelihood) and "
+        "write the mean forecast, a predictive interval and a figure.",
         epilog="examples:\n"
-               "  posheads forecast series.csv --date date --target count --horizon 28\n"
-               "  posheads forecast series.csv --date date --target count --horizon 28 \\\n"
-               "      --covariates holiday precip --future next28.csv --out fc.csv\n\n"
-               "--future holds the --date column and the covariates for exactly the next\n"
-               "N steps; the dates must continue the series at its frequency.",
+        "  posheads forecast series.csv --date date --target count --horizon 28\n"
+        "  posheads forecast series.csv --date date --target count --horizon 28 \\\n"
+        "      --covariates holiday precip --future next28.csv --out fc.csv\n\n"
+        "--future holds the --date column and the covariates for exactly the next\n"
+        "N steps; the dates must continue the series at its frequency.",
     )
     p.add_argument("data", help="CSV or Parquet file, one row per time step, in time order")
     p.add_argument("--date", required=True, help="column of dates (a regular frequency)")
     p.add_argument("--target", required=True, help="column of counts to forecast")
     p.add_argument("--horizon", required=True, type=int, help="steps to forecast")
-    p.add_argument("--covariates", nargs="+", default=None,
-                   help="covariate columns known in advance (need --future)")
+    p.add_argument(
+        "--covariates",
+        nargs="+",
+        default=None,
+        help="covariate columns known in advance (need --future)",
+    )
     p.add_argument("--future", default=None, help="file with the covariates of the horizon")
-    p.add_argument("--likelihood", choices=list(_LIKELIHOODS), default="negative-binomial",
-                   help="count law (default negative-binomial; discretized-logistic for "
-                        "counts that vary less than a Poisson, e.g. scheduled events)")
+    p.add_argument(
+        "--likelihood",
+        choices=list(_LIKELIHOODS),
+        default="auto",
+        help="count law (default auto: discretized-logistic for counts that vary "
+        "clearly less than a Poisson, e.g. scheduled events, else "
+        "negative-binomial)",
+    )
     p.add_argument("--inference", choices=["svi", "nuts"], default="svi")
     p.add_argument("--steps", type=int, default=1000, help="SVI steps (default 1000)")
-    p.add_argument("--season-lengths", nargs="+", type=float, default=None,
-                   help="seasonal periods in steps (default: from the frequency)")
+    p.add_argument(
+        "--season-lengths",
+        nargs="+",
+        type=float,
+        default=None,
+        help="seasonal periods in steps (default: from the frequency)",
+    )
     p.add_argument("--coverage", type=float, default=0.9, help="interval coverage")
-    p.add_argument("--out", default="forecast.csv",
-                   help="CSV to write (default forecast.csv; '-' for standard output)")
-    p.add_argument("--plot", default=None,
-                   help="PNG figure to write (default: --out with .png; none for '-')")
+    p.add_argument(
+        "--out",
+        default="forecast.csv",
+        help="CSV to write (default forecast.csv; '-' for standard output)",
+    )
+    p.add_argument(
+        "--plot", default=None, help="PNG figure to write (default: --out with .png; none for '-')"
+    )
     p.add_argument("--quiet", action="store_true", help="print only results, no progress")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -83,11 +107,15 @@ def _series(frame: pd.DataFrame, args) -> pd.Series:
     _require_columns(frame, [args.target])
     col = frame[args.target]
     if not pd.api.types.is_numeric_dtype(col):
-        raise CLIError(f"target column {args.target!r} is not numeric (e.g. "
-                       f"{col.iloc[0]!r}): it must hold counts 0, 1, 2, ...")
+        raise CLIError(
+            f"target column {args.target!r} is not numeric (e.g. "
+            f"{col.iloc[0]!r}): it must hold counts 0, 1, 2, ..."
+        )
     if col.isna().any():
-        raise CLIError(f"target column {args.target!r} has {int(col.isna().sum())} missing "
-                       "value(s): fill them (e.g. 0 for no events) or drop those rows")
+        raise CLIError(
+            f"target column {args.target!r} has {int(col.isna().sum())} missing "
+            "value(s): fill them (e.g. 0 for no events) or drop those rows"
+        )
     y = pd.Series(col.to_numpy(np.float64), index=dates, name=args.target)
     if not y.index.is_monotonic_increasing or y.index.has_duplicates:
         raise CLIError(f"dates in {args.date!r} must be in increasing order without repeats")
@@ -100,15 +128,19 @@ def _covariates(frame: pd.DataFrame, args, y: pd.Series):
             raise CLIError("--future was given without --covariates: name the columns to use")
         return None, None
     if not args.future:
-        raise CLIError("--covariates need their future values: pass --future FILE with the "
-                       f"{args.horizon} next dates and columns {', '.join(args.covariates)}")
+        raise CLIError(
+            "--covariates need their future values: pass --future FILE with the "
+            f"{args.horizon} next dates and columns {', '.join(args.covariates)}"
+        )
     _require_columns(frame, args.covariates)
     future = read_table(args.future)
     _require_columns(future, args.covariates)
     dates = _dates(future, args.date, args.future)
     if len(future) != args.horizon:
-        raise CLIError(f"{args.future} has {len(future)} rows; --horizon {args.horizon} "
-                       "needs exactly one row per forecast step")
+        raise CLIError(
+            f"{args.future} has {len(future)} rows; --horizon {args.horizon} "
+            "needs exactly one row per forecast step"
+        )
     X = _numeric(frame[args.covariates].set_axis(y.index), args.data)
     X_future = _numeric(future[args.covariates].set_axis(dates), args.future)
     return X, X_future
@@ -117,11 +149,14 @@ def _covariates(frame: pd.DataFrame, args, y: pd.Series):
 def _numeric(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     for c in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[c]):
-            raise CLIError(f"covariate {c!r} of {what} is not numeric (encode it as 0/1 "
-                           "columns first)")
+            raise CLIError(
+                f"covariate {c!r} of {what} is not numeric (encode it as 0/1 columns first)"
+            )
         if frame[c].isna().any():
-            raise CLIError(f"covariate {c!r} of {what} has {int(frame[c].isna().sum())} "
-                           "missing value(s): fill them first")
+            raise CLIError(
+                f"covariate {c!r} of {what} has {int(frame[c].isna().sum())} "
+                "missing value(s): fill them first"
+            )
     return frame.astype(np.float64)
 
 
@@ -138,18 +173,28 @@ def cmd_forecast(args) -> int:
     frame = read_table(args.data)
     y = _series(frame, args)
     X, X_future = _covariates(frame, args, y)
-    est = CountForecaster(args.season_lengths, likelihood=_LIKELIHOODS[args.likelihood],
-                          inference=args.inference, num_steps=args.steps,
-                          random_state=args.seed, verbose=0 if args.quiet else 1)
+    est = CountForecaster(
+        args.season_lengths,
+        likelihood=_LIKELIHOODS[args.likelihood],
+        inference=args.inference,
+        num_steps=args.steps,
+        random_state=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
     try:
         est.fit(y, X)
         mean = est.predict(args.horizon, X_future)
         bounds = est.predict_interval(args.horizon, args.coverage, X_future)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    out = pd.DataFrame({args.date: mean.index, "mean": mean.to_numpy(),
-                        "lower": bounds["lower"].to_numpy(),
-                        "upper": bounds["upper"].to_numpy()})
+    out = pd.DataFrame(
+        {
+            args.date: mean.index,
+            "mean": mean.to_numpy(),
+            "lower": bounds["lower"].to_numpy(),
+            "upper": bounds["upper"].to_numpy(),
+        }
+    )
     _write(out, est, args, X_future)
     return 0
 

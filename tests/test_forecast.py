@@ -18,17 +18,32 @@ from sklearn.base import clone
 
 from posheads.datasets import make_count_series
 from posheads.distributions import SoftplusNegativeBinomial, SoftplusPoisson
-from posheads.estimators.forecaster import CountForecaster, SeasonalNaiveForecaster
+from posheads.estimators import PoissonSoftplusRegressor, load
+from posheads.estimators.forecaster import (
+    CountForecaster,
+    SeasonalNaiveForecaster,
+    dispersion_index,
+)
 from posheads.models.forecast import CountForecastModel, SoftplusDiscretizedLogistic
+
+from .conftest import DEVICES
 
 FAST = {"num_steps": 150, "num_samples": 200, "random_state": 0}
 
 
 @pytest.fixture(scope="module")
 def series():
-    y, X, info = make_count_series(140, season_lengths=(7,), level=3.0, trend=0.0,
-                                   covariates=1, likelihood="negative_binomial",
-                                   concentration=20.0, as_frame=True, random_state=1)
+    y, X, info = make_count_series(
+        140,
+        season_lengths=(7,),
+        level=3.0,
+        trend=0.0,
+        covariates=1,
+        likelihood="negative_binomial",
+        concentration=20.0,
+        as_frame=True,
+        random_state=1,
+    )
     return y, X, info
 
 
@@ -41,10 +56,12 @@ def fitted(series):
 # ----------------------------------------------------------------- the model
 COUNT_LAWS = [
     lambda eta: SoftplusPoisson(eta, exposure=torch.full_like(eta, 3.0)),
-    lambda eta: SoftplusNegativeBinomial(eta, torch.tensor(4.0),
-                                         exposure=torch.full_like(eta, 3.0)),
-    lambda eta: SoftplusDiscretizedLogistic(eta, torch.tensor(0.5),
-                                            exposure=torch.full_like(eta, 3.0)),
+    lambda eta: SoftplusNegativeBinomial(
+        eta, torch.tensor(4.0), exposure=torch.full_like(eta, 3.0)
+    ),
+    lambda eta: SoftplusDiscretizedLogistic(
+        eta, torch.tensor(0.5), exposure=torch.full_like(eta, 3.0)
+    ),
 ]
 
 
@@ -80,8 +97,10 @@ def test_model_rejects_bad_arguments():
 
 
 def test_discretized_logistic_is_a_count_law():
-    d = SoftplusDiscretizedLogistic(torch.tensor([300.0, 2.0, -40.0], dtype=torch.float64),
-                                    torch.tensor([0.1, 1.0, 1.0], dtype=torch.float64))
+    d = SoftplusDiscretizedLogistic(
+        torch.tensor([300.0, 2.0, -40.0], dtype=torch.float64),
+        torch.tensor([0.1, 1.0, 1.0], dtype=torch.float64),
+    )
     k = torch.arange(0.0, 500.0, dtype=torch.float64).unsqueeze(-1)
     p = d.log_prob(k).exp()
     assert torch.allclose(p.sum(0), torch.ones(3, dtype=torch.float64), atol=1e-10)
@@ -129,10 +148,14 @@ def test_same_seed_same_paths_and_inputs_untouched(series):
 def test_plain_arrays_and_other_likelihoods(series):
     y, _, _ = series
     values = y.to_numpy()[:60]
-    for likelihood, trend in [("poisson", True), ("discretized_logistic", False),
-                              ("log_gaussian", False)]:
-        est = CountForecaster((7,), likelihood=likelihood, trend=trend, num_steps=40,
-                              num_samples=50, random_state=0).fit(values)
+    for likelihood, trend in [
+        ("poisson", True),
+        ("discretized_logistic", False),
+        ("log_gaussian", False),
+    ]:
+        est = CountForecaster(
+            (7,), likelihood=likelihood, trend=trend, num_steps=40, num_samples=50, random_state=0
+        ).fit(values)
         mean = est.predict(7)
         assert isinstance(mean, np.ndarray) and mean.shape == (7,) and np.all(mean > 0)
         assert est.predict_interval(7).shape == (7, 2)
@@ -140,8 +163,9 @@ def test_plain_arrays_and_other_likelihoods(series):
 
 def test_nuts_engine_runs():
     y = np.random.default_rng(0).poisson(5.0, size=20)
-    est = CountForecaster((), likelihood="poisson", inference="nuts", num_warmup=10,
-                          num_samples=10, random_state=0).fit(y)
+    est = CountForecaster(
+        (), likelihood="poisson", inference="nuts", num_warmup=10, num_samples=10, random_state=0
+    ).fit(y)
     paths = est.sample_paths(4, 10)
     assert paths.shape == (10, 4) and est.losses_ == []
     assert {"bias", "drift_scale"} <= set(est.summary().index)
@@ -164,7 +188,9 @@ def test_summary_and_covariate_effect():
 
 def test_sklearn_parameters(fitted):
     params = fitted.get_params()
-    assert params["num_steps"] == 150 and params["likelihood"] == "negative_binomial"
+    assert params["num_steps"] == 150 and params["likelihood"] == "auto"
+    assert params["device"] == "auto" and params["dtype"] == "float64"
+    assert fitted.likelihood_ == "negative_binomial"  # an over-dispersed series
     other = clone(fitted).set_params(likelihood="poisson")
     assert other.likelihood == "poisson" and not hasattr(other, "forecaster_")
     assert fitted.season_lengths_ == (7.0,) and fitted.n_features_in_ == 1
@@ -175,8 +201,13 @@ BAD_SERIES = [
     (np.array([1.0, np.nan, 2.0, 3.0]), "NaN"),
     (np.array([1.0, 2.5, 2.0, 3.0]), "whole numbers"),
     (np.ones((4, 2)), "1-D"),
-    (pd.Series([1, 2, 3, 4], index=pd.to_datetime(["2020-01-01", "2020-01-02",
-                                                    "2020-01-04", "2020-01-09"])), "irregular"),
+    (
+        pd.Series(
+            [1, 2, 3, 4],
+            index=pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-04", "2020-01-09"]),
+        ),
+        "irregular",
+    ),
 ]
 
 
@@ -215,8 +246,15 @@ def test_backtest_table_and_seasonal_naive(series):
     y, X, _ = series
     naive = SeasonalNaiveForecaster(random_state=0)
     table = naive.backtest(y, horizon=7, n_windows=3)
-    assert list(table.columns) == ["train_end", "test_start", "test_end", "n_train", "crps",
-                                   "mae", "coverage"]
+    assert list(table.columns) == [
+        "train_end",
+        "test_start",
+        "test_end",
+        "n_train",
+        "crps",
+        "mae",
+        "coverage",
+    ]
     assert table.n_train.tolist() == [119, 126, 133]
     assert table.test_end.iloc[-1] == y.index[-1]
     assert np.all(table.crps > 0) and np.all(table.coverage.between(0, 1))
@@ -258,16 +296,35 @@ def _run_cli(argv):
 
 def test_cli_writes_forecast_and_figure(tmp_path, series):
     y, X, _ = series
-    frame = pd.DataFrame({"day": y.index[:126], "n": y.iloc[:126].to_numpy(),
-                          "x0": X.x0.iloc[:126].to_numpy()})
+    frame = pd.DataFrame(
+        {"day": y.index[:126], "n": y.iloc[:126].to_numpy(), "x0": X.x0.iloc[:126].to_numpy()}
+    )
     frame.to_csv(tmp_path / "series.csv", index=False)
     pd.DataFrame({"day": y.index[126:], "x0": X.x0.iloc[126:].to_numpy()}).to_csv(
-        tmp_path / "future.csv", index=False)
+        tmp_path / "future.csv", index=False
+    )
     out = tmp_path / "fc.csv"
-    status = _run_cli(["forecast", str(tmp_path / "series.csv"), "--date", "day", "--target",
-                       "n", "--horizon", "14", "--covariates", "x0", "--future",
-                       str(tmp_path / "future.csv"), "--steps", "40", "--out", str(out),
-                       "--quiet"])
+    status = _run_cli(
+        [
+            "forecast",
+            str(tmp_path / "series.csv"),
+            "--date",
+            "day",
+            "--target",
+            "n",
+            "--horizon",
+            "14",
+            "--covariates",
+            "x0",
+            "--future",
+            str(tmp_path / "future.csv"),
+            "--steps",
+            "40",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert status == 0
     table = pd.read_csv(out)
     assert list(table.columns) == ["day", "mean", "lower", "upper"] and len(table) == 14
@@ -277,16 +334,124 @@ def test_cli_writes_forecast_and_figure(tmp_path, series):
 def test_cli_user_mistakes_are_cli_errors(tmp_path):
     from posheads._cli_io import CLIError
 
-    pd.DataFrame({"day": pd.date_range("2020-01-01", periods=30), "n": np.arange(30),
-                  "x": np.ones(30)}).to_csv(tmp_path / "s.csv", index=False)
-    base = ["forecast", str(tmp_path / "s.csv"), "--date", "day", "--horizon", "3",
-            "--steps", "5", "--out", str(tmp_path / "o.csv"), "--quiet"]
+    pd.DataFrame(
+        {"day": pd.date_range("2020-01-01", periods=30), "n": np.arange(30), "x": np.ones(30)}
+    ).to_csv(tmp_path / "s.csv", index=False)
+    base = [
+        "forecast",
+        str(tmp_path / "s.csv"),
+        "--date",
+        "day",
+        "--horizon",
+        "3",
+        "--steps",
+        "5",
+        "--out",
+        str(tmp_path / "o.csv"),
+        "--quiet",
+    ]
     with pytest.raises(CLIError, match="--future"):
         _run_cli([*base, "--target", "n", "--covariates", "x"])
     with pytest.raises(CLIError, match="missing column"):
         _run_cli([*base, "--target", "visits"])
     pd.DataFrame({"day": pd.date_range("2020-01-01", periods=30), "n": -np.arange(30)}).to_csv(
-        tmp_path / "neg.csv", index=False)
+        tmp_path / "neg.csv", index=False
+    )
     with pytest.raises(CLIError, match="negative"):
         _run_cli(["forecast", str(tmp_path / "neg.csv"), *base[2:], "--target", "n"])
     assert not (tmp_path / "o.csv").exists()  # nothing half-written
+
+
+# ------------------------------------------------------- likelihood="auto"
+def test_dispersion_index_tells_under_from_over_dispersion():
+    rng = np.random.default_rng(0)
+    week = 300.0 + 40.0 * np.sin(2 * np.pi * np.arange(364) / 7)
+    poisson = rng.poisson(week)
+    scheduled = np.round(week + rng.normal(0.0, 5.0, 364))  # sd 5 where a Poisson has 17
+    over = rng.negative_binomial(5.0, 5.0 / (5.0 + week))
+    assert 0.7 < dispersion_index(poisson, 7) < 1.4
+    assert dispersion_index(scheduled, 7) < 0.2
+    assert dispersion_index(over, 7) > 5.0
+    assert dispersion_index(np.zeros(10)) == np.inf and dispersion_index([3.0], 7) == np.inf
+
+
+def test_auto_likelihood_takes_the_discretized_logistic_for_scheduled_counts():
+    rng = np.random.default_rng(1)
+    week = 300.0 + 40.0 * np.sin(2 * np.pi * np.arange(70) / 7)
+    y = pd.Series(
+        np.round(week + rng.normal(0.0, 5.0, 70)),
+        index=pd.date_range("2021-01-04", periods=70, freq="D"),
+    )
+    est = CountForecaster(num_steps=5, num_samples=10, random_state=0).fit(y)
+    assert est.likelihood_ == "discretized_logistic"
+    assert est.model_.likelihood == "discretized_logistic"
+    forced = clone(est).set_params(likelihood="poisson").fit(y)
+    assert forced.likelihood_ == "poisson"
+
+
+# ------------------------------------------------------------ device, dtype
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", ["float32", torch.float64])
+def test_device_and_dtype(series, device, dtype):
+    y, X, _ = series
+    est = CountForecaster(
+        device=device, dtype=dtype, num_steps=20, num_samples=30, random_state=0
+    ).fit(y.iloc[:126], X.iloc[:126])
+    assert est._device.type == device
+    expected = torch.float32 if dtype == "float32" else torch.float64
+    assert est._param_state["params"]["AutoNormal.locs.bias"].dtype == expected
+    mean = est.predict(14, X.iloc[126:])
+    assert mean.dtype == np.float64 and np.all(np.isfinite(mean))
+    assert est.sample_paths(14, 10, X.iloc[126:]).dtype == np.int64
+    assert np.isfinite(est.summary().to_numpy()).all()
+
+
+def test_bad_device_and_dtype_raise_clear_errors(series):
+    y, _, _ = series
+    with pytest.raises(ValueError, match="device"):
+        CountForecaster(device="abacus", num_steps=2).fit(y)
+    with pytest.raises(ValueError, match="dtype"):
+        CountForecaster(dtype="int8", num_steps=2).fit(y)
+
+
+# -------------------------------------------------------------- save / load
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_steps": 40},
+        {"likelihood": "log_gaussian", "num_steps": 30, "dtype": "float32"},
+        {"inference": "nuts", "likelihood": "poisson", "num_warmup": 10, "num_samples": 20},
+    ],
+    ids=["svi", "log-gaussian", "nuts"],
+)
+def test_save_load_round_trip(tmp_path, series, options):
+    y, X, _ = series
+    options = {"num_samples": 60, "random_state": 0, **options}
+    est = CountForecaster(**options).fit(y.iloc[:126], X.iloc[:126])
+    est.save(tmp_path)
+    back = CountForecaster.load(tmp_path)
+    again = load(tmp_path)  # the generic loader finds the class too
+    future = X.iloc[126:]
+    assert back.get_params() == est.get_params()
+    pd.testing.assert_series_equal(back.predict(14, future), est.predict(14, future))
+    pd.testing.assert_frame_equal(
+        back.predict_interval(14, 0.8, future), est.predict_interval(14, 0.8, future)
+    )
+    assert np.array_equal(again.sample_paths(14, 25, future), est.sample_paths(14, 25, future))
+    pd.testing.assert_frame_equal(back.summary(), est.summary())
+    assert back.likelihood_ == est.likelihood_ and back.losses_ == est.losses_
+    assert list(back.feature_names_in_) == ["x0"]
+    assert len(pyro.get_param_store()) == 0
+
+
+def test_save_load_plain_array_and_errors(tmp_path):
+    y = np.random.default_rng(0).poisson(8.0, size=50)
+    est = CountForecaster((), num_steps=20, num_samples=30, random_state=1).fit(y)
+    est.save(tmp_path / "f")
+    back = CountForecaster.load(tmp_path / "f")
+    assert back.series_info_.index is None
+    assert np.array_equal(back.predict(5), est.predict(5))
+    with pytest.raises(ValueError, match=r"estimator\.json"):
+        CountForecaster.load(tmp_path / "missing")
+    with pytest.raises(ValueError, match="holds a CountForecaster, not a"):
+        PoissonSoftplusRegressor.load(tmp_path / "f")

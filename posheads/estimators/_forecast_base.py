@@ -121,8 +121,9 @@ class ForecasterMixin:
         else:
             fig = ax.figure
         ax.plot(t_hist, history[-n_history:], color="0.2", lw=1, label="observed")
-        ax.fill_between(t_future, lo, hi, color="C0", alpha=0.25, step=None,
-                        label=f"{coverage:.0%} interval")
+        ax.fill_between(
+            t_future, lo, hi, color="C0", alpha=0.25, step=None, label=f"{coverage:.0%} interval"
+        )
         ax.plot(t_future, mean, color="C0", lw=1.5, label="forecast mean")
         ax.set_ylabel(info.name if info.name is not None else "count")
         ax.legend(loc="best", frameon=False)
@@ -162,17 +163,27 @@ class ForecasterMixin:
             y_train = y.iloc[:t1] if isinstance(y, pd.Series) else values[:t1]
             X_train = None if Xv is None else _rows(X, 0, t1)
             est.fit(y_train, X_train)
-            X_test = None if Xv is None else Xv[t1:t1 + horizon]
+            X_test = None if Xv is None else Xv[t1 : t1 + horizon]
             paths = est.sample_paths(horizon, self.num_samples, X_future=X_test)
-            scores = score_paths(paths, values[t1:t1 + horizon], coverage)
-            rows.append({"train_end": labels[t1 - 1], "test_start": labels[t1],
-                         "test_end": labels[t1 + horizon - 1], "n_train": t1, **scores})
+            scores = score_paths(paths, values[t1 : t1 + horizon], coverage)
+            rows.append(
+                {
+                    "train_end": labels[t1 - 1],
+                    "test_start": labels[t1],
+                    "test_end": labels[t1 + horizon - 1],
+                    "n_train": t1,
+                    **scores,
+                }
+            )
         return pd.DataFrame(rows)
 
 
 def _rows(X, start, stop):
-    return X.iloc[start:stop] if isinstance(X, (pd.DataFrame, pd.Series)) else \
-        np.asarray(X)[start:stop]
+    return (
+        X.iloc[start:stop]
+        if isinstance(X, (pd.DataFrame, pd.Series))
+        else np.asarray(X)[start:stop]
+    )
 
 
 class SeasonalNaiveForecaster(ForecasterMixin, BaseEstimator):

@@ -76,26 +76,42 @@ class NUTSForecaster(nn.Module):
         NUTS warm-up steps and kept draws (one chain).
     verbose : int
         Show the sampler's progress bar when ``> 0``.
+    samples : dict of Tensor, optional
+        Posterior draws from an earlier run (a loaded forecaster): no sampling is done, and
+        ``num_samples`` must be their number.
     """
 
-    def __init__(self, model, data, covariates, *, num_warmup, num_samples, verbose=0):
+    def __init__(
+        self, model, data, covariates, *, num_warmup, num_samples, verbose=0, samples=None
+    ):
         super().__init__()
         self.model = model
         self.max_plate_nesting = max(_guess_max_plate_nesting(model, (data, covariates), {}), 1)
-        kernel = NUTS(model, max_plate_nesting=self.max_plate_nesting,
-                      init_strategy=init_to_median, target_accept_prob=0.9)
-        mcmc = MCMC(kernel, warmup_steps=num_warmup, num_samples=num_samples,
-                    disable_progbar=not verbose)
-        mcmc.run(data, covariates)
-        self._samples = mcmc.get_samples()
-        self.diagnostics = mcmc.diagnostics()
+        if samples is None:
+            kernel = NUTS(
+                model,
+                max_plate_nesting=self.max_plate_nesting,
+                init_strategy=init_to_median,
+                target_accept_prob=0.9,
+            )
+            mcmc = MCMC(
+                kernel,
+                warmup_steps=num_warmup,
+                num_samples=num_samples,
+                disable_progbar=not verbose,
+            )
+            mcmc.run(data, covariates)
+            samples, self.diagnostics = mcmc.get_samples(), mcmc.diagnostics()
+        else:
+            self.diagnostics = {}
+        self._samples = samples
         with poutine.trace() as tr, pyro.plate("particles", 1, dim=-self.max_plate_nesting - 1):
             model(data, covariates)
         self._trace = tr.trace
         for name in list(self._trace.nodes):
             if name not in self._samples:
                 del self._trace.nodes[name]
-        self._num_draws = num_samples
+        self._num_draws = len(next(iter(samples.values())))
 
     def forward(self, data, covariates, num_samples):
         """Forecast draws for steps ``[T, covariates.size(-2))`` given ``data`` (``T`` steps).

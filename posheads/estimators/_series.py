@@ -34,8 +34,17 @@ __all__ = [
 # Seasonal periods by the rule code of a pandas frequency (anchors such as "-SUN" are
 # dropped first). A year of days is 365.25 so that leap years do not shift the phase.
 _SEASONS = {
-    "D": (7.0,), "B": (5.0,), "h": (24.0, 168.0), "H": (24.0, 168.0), "W": (52.18,),
-    "MS": (12.0,), "ME": (12.0,), "M": (12.0,), "QS": (4.0,), "QE": (4.0,), "Q": (4.0,),
+    "D": (7.0,),
+    "B": (5.0,),
+    "h": (24.0, 168.0),
+    "H": (24.0, 168.0),
+    "W": (52.18,),
+    "MS": (12.0,),
+    "ME": (12.0,),
+    "M": (12.0,),
+    "QS": (4.0,),
+    "QE": (4.0,),
+    "Q": (4.0,),
 }
 
 
@@ -51,8 +60,9 @@ class SeriesInfo:
         """Time stamps of the next ``horizon`` steps (positions if there is no calendar)."""
         if self.index is None:
             return None
-        return pd.date_range(self.index[-1] + self.freq, periods=horizon, freq=self.freq,
-                             name=self.index.name)
+        return pd.date_range(
+            self.index[-1] + self.freq, periods=horizon, freq=self.freq, name=self.index.name
+        )
 
 
 def check_series(y, *, min_length: int = 3):
@@ -78,11 +88,14 @@ def check_series(y, *, min_length: int = 3):
         raise ValueError(f"y has {values.shape[0]} time steps; at least {min_length} are needed")
     bad = ~np.isfinite(values)
     if bad.any():
-        raise ValueError(f"y contains {int(bad.sum())} NaN or infinite value(s) (first at "
-                         f"position {int(np.argmax(bad))}): counts must be finite")
+        raise ValueError(
+            f"y contains {int(bad.sum())} NaN or infinite value(s) (first at "
+            f"position {int(np.argmax(bad))}): counts must be finite"
+        )
     if np.any(values < 0):
-        raise ValueError(f"y contains {int((values < 0).sum())} negative value(s): "
-                         "counts must be >= 0")
+        raise ValueError(
+            f"y contains {int((values < 0).sum())} negative value(s): counts must be >= 0"
+        )
     if np.any(values != np.floor(values)):
         raise ValueError("y contains values that are not whole numbers: counts are 0, 1, 2, ...")
     return values.copy(), info
@@ -98,7 +111,8 @@ def _regular_index(index: pd.DatetimeIndex):
         raise ValueError(
             "the DatetimeIndex of y is irregular (no frequency can be inferred): the "
             "forecaster needs equally spaced steps; resample the series (e.g. "
-            "y.asfreq('D', fill_value=0) for days without events) or pass a plain array")
+            "y.asfreq('D', fill_value=0) for days without events) or pass a plain array"
+        )
     return index, freq
 
 
@@ -114,17 +128,23 @@ def check_covariates(X, n_rows: int, *, name: str = "X", columns=None, index=Non
         X = X.to_frame()
     if isinstance(X, pd.DataFrame):
         if len(X) != n_rows:
-            raise ValueError(f"{name} has {len(X)} rows but {n_rows} are needed (one per "
-                             "time step)")
+            raise ValueError(
+                f"{name} has {len(X)} rows but {n_rows} are needed (one per time step)"
+            )
         if columns is not None:
             missing = [c for c in columns if c not in X.columns]
             if missing:
                 raise ValueError(f"{name} lacks the column(s) seen in fit: {missing}")
             X = X[list(columns)]
-        if index is not None and isinstance(X.index, pd.DatetimeIndex) and \
-                not X.index.equals(index):
-            raise ValueError(f"the index of {name} does not match the time stamps it is "
-                             f"for ({index[0]} .. {index[-1]})")
+        if (
+            index is not None
+            and isinstance(X.index, pd.DatetimeIndex)
+            and not X.index.equals(index)
+        ):
+            raise ValueError(
+                f"the index of {name} does not match the time stamps it is "
+                f"for ({index[0]} .. {index[-1]})"
+            )
         names = [str(c) for c in X.columns]
     try:
         values = np.array(X, dtype=np.float64)
@@ -135,12 +155,15 @@ def check_covariates(X, n_rows: int, *, name: str = "X", columns=None, index=Non
     if values.ndim != 2:
         raise ValueError(f"{name} must be 2-D (time steps x covariates), got {values.shape}")
     if values.shape[0] != n_rows:
-        raise ValueError(f"{name} has {values.shape[0]} rows but {n_rows} are needed (one per "
-                         "time step)")
+        raise ValueError(
+            f"{name} has {values.shape[0]} rows but {n_rows} are needed (one per time step)"
+        )
     bad = ~np.isfinite(values)
     if bad.any():
-        raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite value(s): "
-                         "fill them first (covariates must be known at every step)")
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN or infinite value(s): "
+            "fill them first (covariates must be known at every step)"
+        )
     return values, names
 
 
@@ -190,8 +213,9 @@ def interval_from_paths(paths: np.ndarray, coverage: float) -> np.ndarray:
 
 def score_paths(paths: np.ndarray, truth: np.ndarray, coverage: float) -> dict:
     """CRPS, MAE of the median and interval coverage of sample paths against the truth."""
-    crps = crps_empirical(torch.as_tensor(paths, dtype=torch.float64),
-                          torch.as_tensor(truth, dtype=torch.float64))
+    crps = crps_empirical(
+        torch.as_tensor(paths, dtype=torch.float64), torch.as_tensor(truth, dtype=torch.float64)
+    )
     lo, hi = interval_from_paths(paths, coverage).T
     median = np.quantile(paths, 0.5, axis=0, method="inverted_cdf")
     return {
@@ -213,5 +237,6 @@ def backtest_windows(n_obs: int, horizon: int, n_windows: int, stride, min_train
     if ends[0] < min_train:
         raise ValueError(
             f"{n_windows} windows of horizon {horizon} and stride {stride} leave "
-            f"{ends[0]} training steps in the first window; at least {min_train} are needed")
+            f"{ends[0]} training steps in the first window; at least {min_train} are needed"
+        )
     return ends

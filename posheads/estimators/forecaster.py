@@ -10,7 +10,9 @@ from :mod:`posheads.estimators._forecast_base`) is the baseline.
 
 All forecasters share ``sample_paths``, ``predict_interval``, ``plot`` and ``backtest``
 (rolling origins, scored by CRPS, MAE and interval coverage; see
-:mod:`posheads.estimators._series`).
+:mod:`posheads.estimators._series`). A fitted :class:`CountForecaster` saves to a folder
+and loads back without pickle (``save`` / ``load``, as the other posheads estimators), and
+fits on CUDA when one is available (``device="auto"``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._forecast_base import ForecasterMixin, SeasonalNaiveForecaster, _seed
 from ._forecast_engine import NUTSForecaster, isolated
-from ._series import check_covariates, check_series, default_season_lengths, fourier_features
+from ._persist import PersistMixin
+from ._series import (
+    SeriesInfo,
+    check_covariates,
+    check_series,
+    default_season_lengths,
+    fourier_features,
+)
+from ._validation import resolve_device, resolve_dtype
 
 __all__ = ["CountForecaster", "SeasonalNaiveForecaster"]
 
@@ -38,6 +48,58 @@ def _unit_bias(beta) -> float:
     from posheads.ops import softplus_inverse
 
     return float(softplus_inverse(torch.tensor(1.0, dtype=torch.float64), beta=float(beta)))
+
+
+# likelihood="auto" takes the discretized logistic below this dispersion index. The robust
+# estimate has a sampling error of some 20-30% on a few hundred steps, and lags that cross
+# level shifts inflate it: 0.5 asks for under-dispersion that is clear, not borderline.
+_UNDER_DISPERSED = 0.5
+
+
+def dispersion_index(values, lag=1) -> float:
+    """Robust index of dispersion (noise variance / mean) of a count series.
+
+    The noise standard deviation is estimated from the changes over ``lag`` steps (one
+    season, so that a stable seasonal pattern cancels), by their median absolute value
+    (``1.4826 * MAD`` is a standard deviation for Gaussian changes, and a few holidays or
+    storms barely move it), divided by ``sqrt(2)`` since a change is the difference of two
+    noisy counts. A Poisson series has an index near 1, an over-dispersed one above 1.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_steps,)
+        Counts.
+    lag : int, default=1
+        Season length in steps (1: day-to-day changes).
+
+    Returns
+    -------
+    float
+        ``inf`` for a series without positive mean or too short for one change.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y = np.random.default_rng(0).poisson(50.0, 400)
+    >>> 0.7 < dispersion_index(y) < 1.3
+    True
+    """
+    values = np.asarray(values, dtype=np.float64)
+    mean = values.mean() if len(values) else 0.0
+    if len(values) <= lag or mean <= 0:
+        return float("inf")
+    change = values[lag:] - values[:-lag]
+    sd = 1.4826 * np.median(np.abs(change)) / np.sqrt(2.0)
+    return float(sd**2 / mean)
+
+
+def _cpu64(t):
+    """A float64 CPU copy of a tensor (the estimator's outputs are NumPy, whatever the device)."""
+    return t.detach().to(device="cpu", dtype=torch.float64)
+
+
+def _numpy(t):
+    return _cpu64(t).numpy()
 
 
 def _init_to_mean(site):
@@ -51,7 +113,7 @@ def _init_to_mean(site):
     return init_to_mean(site).clone()
 
 
-class CountForecaster(ForecasterMixin, BaseEstimator):
+class CountForecaster(PersistMixin, ForecasterMixin, BaseEstimator):
     """Bayesian count forecaster: random-walk level, seasons and covariates, softplus link.
 
     Parameters
@@ -65,13 +127,16 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         periods: a free periodic effect).
     trend : bool, default=False
         Add a random-walk slope (local linear trend) to the random-walk level.
-    likelihood : {"negative_binomial", "poisson", "discretized_logistic", "log_gaussian"}, \
-            default="negative_binomial"
+    likelihood : {"auto", "negative_binomial", "poisson", "discretized_logistic", \
+            "log_gaussian"}, default="auto"
         The count law. Poisson and negative binomial counts vary at least as much as
         their mean; ``"discretized_logistic"``
         (:class:`~posheads.models.forecast.SoftplusDiscretizedLogistic`) has a free
         dispersion, below or above the mean, for under-dispersed series such as counts of
-        scheduled events. ``"log_gaussian"`` is the log-transform comparator.
+        scheduled events. ``"auto"`` takes the discretized logistic when the training
+        series is clearly under-dispersed (see :func:`dispersion_index`: below
+        ``0.5``) and the negative binomial otherwise. ``"log_gaussian"`` is the
+        log-transform comparator.
     inference : {"svi", "nuts"}, default="svi"
     num_steps : int, default=1000
         SVI steps.
@@ -83,7 +148,11 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         NUTS warm-up steps.
     beta : float, default=1.0
         Softness of the softplus link.
-    dtype : {"float64", "float32"}, default="float64"
+    device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
+        Where the model is fitted and forecasts are drawn; "auto" is CUDA when available.
+        Results come back as NumPy arrays on the CPU either way.
+    dtype : {"float64", "float32"} or torch.dtype, default="float64"
+        Floating type of the model's tensors.
     random_state : int, RandomState or None, default=None
         Seeds fitting and forecasting: the same seed gives the same paths.
     verbose : int, default=0
@@ -93,6 +162,8 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
     ----------
     season_lengths_, fourier_terms_ : tuple
         The seasons used.
+    likelihood_ : str
+        The likelihood used (``likelihood``, with ``"auto"`` resolved).
     scale_ : float
         Exposure of the count law (the mean count, at least 1).
     n_features_in_ : int
@@ -112,26 +183,43 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         "season_lengths": ["array-like", None],
-        "fourier_terms": [Interval(numbers.Integral, 0, None, closed="left"), "array-like",
-                          None],
+        "fourier_terms": [Interval(numbers.Integral, 0, None, closed="left"), "array-like", None],
         "trend": ["boolean"],
-        "likelihood": [StrOptions({"negative_binomial", "poisson", "discretized_logistic",
-                                    "log_gaussian"})],
+        "likelihood": [
+            StrOptions(
+                {"auto", "negative_binomial", "poisson", "discretized_logistic", "log_gaussian"}
+            )
+        ],
         "inference": [StrOptions({"svi", "nuts"})],
         "num_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0.0, None, closed="neither")],
         "num_samples": [Interval(numbers.Integral, 1, None, closed="left")],
         "num_warmup": [Interval(numbers.Integral, 0, None, closed="left")],
         "beta": [Interval(numbers.Real, 0.0, None, closed="neither")],
-        "dtype": [StrOptions({"float64", "float32"})],
+        "device": [str, torch.device],
+        "dtype": [str, torch.dtype, type],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
 
-    def __init__(self, season_lengths=None, *, fourier_terms=None, trend=False,
-                 likelihood="negative_binomial", inference="svi", num_steps=1000,
-                 learning_rate=0.05, num_samples=500, num_warmup=300, beta=1.0,
-                 dtype="float64", random_state=None, verbose=0):
+    def __init__(
+        self,
+        season_lengths=None,
+        *,
+        fourier_terms=None,
+        trend=False,
+        likelihood="auto",
+        inference="svi",
+        num_steps=1000,
+        learning_rate=0.05,
+        num_samples=500,
+        num_warmup=300,
+        beta=1.0,
+        device="auto",
+        dtype="float64",
+        random_state=None,
+        verbose=0,
+    ):
         self.season_lengths = season_lengths
         self.fourier_terms = fourier_terms
         self.trend = trend
@@ -142,6 +230,7 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         self.num_samples = num_samples
         self.num_warmup = num_warmup
         self.beta = beta
+        self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
@@ -163,11 +252,13 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         self : CountForecaster
         """
         self._validate_params()
+        self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         values, info = check_series(y)
         n = len(values)
         self._set_seasons(info, n)
         self._set_covariates(X, n, info)
         self.series_info_, self.history_ = info, values
+        self.likelihood_ = self._resolve_likelihood(values)
         self.scale_ = float(max(values.mean(), 1.0))
         data = self._tensor(np.log1p(values) if self._log else values)[:, None]
         covariates = self._design(self._covariates_train, 0)
@@ -182,8 +273,15 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
     def _log(self):
         return self.likelihood == "log_gaussian"
 
+    def _resolve_likelihood(self, values):
+        if self.likelihood != "auto":
+            return self.likelihood
+        lag = round(self.season_lengths_[0]) if self.season_lengths_ else 1
+        under = dispersion_index(values, lag) < _UNDER_DISPERSED
+        return "discretized_logistic" if under else "negative_binomial"
+
     def _tensor(self, a):
-        return torch.as_tensor(np.asarray(a), dtype=getattr(torch, self.dtype))
+        return torch.as_tensor(np.asarray(a), dtype=self._dtype, device=self._device)
 
     def _min_train(self):
         lengths = self.season_lengths or (0,)
@@ -202,12 +300,14 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         try:
             terms = [int(k) for k in np.broadcast_to(np.asarray(terms), (len(seasons),))]
         except ValueError as exc:
-            raise ValueError(f"fourier_terms must be one int or one per season "
-                             f"({len(seasons)}), got {terms!r}") from exc
+            raise ValueError(
+                f"fourier_terms must be one int or one per season ({len(seasons)}), got {terms!r}"
+            ) from exc
         for p, k in zip(seasons, terms, strict=True):
             if not 0 <= k <= p // 2:  # harmonics above p / 2 alias lower ones at whole steps
-                raise ValueError(f"fourier_terms for period {p:g} must be in 0..{int(p // 2)}, "
-                                 f"got {k}")
+                raise ValueError(
+                    f"fourier_terms for period {p:g} must be in 0..{int(p // 2)}, got {k}"
+                )
         self.season_lengths_, self.fourier_terms_ = seasons, tuple(terms)
 
     def _set_covariates(self, X, n, info):
@@ -236,25 +336,135 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
     def _make_model(self, values):
         from posheads.models.forecast import CountForecastModel, LogGaussianForecastModel
 
-        n_seasonal = fourier_features(np.zeros(1), self.season_lengths_,
-                                      self.fourier_terms_).shape[1]
+        n_seasonal = fourier_features(np.zeros(1), self.season_lengths_, self.fourier_terms_).shape[
+            1
+        ]
         if self._log:
-            return LogGaussianForecastModel(n_seasonal=n_seasonal, trend=self.trend,
-                                            bias_loc=float(np.log1p(values).mean()))
-        return CountForecastModel(likelihood=self.likelihood, n_seasonal=n_seasonal,
-                                  scale=self.scale_, bias_loc=_unit_bias(self.beta),
-                                  trend=self.trend, beta=float(self.beta))
+            return LogGaussianForecastModel(
+                n_seasonal=n_seasonal, trend=self.trend, bias_loc=float(np.log1p(values).mean())
+            )
+        return CountForecastModel(
+            likelihood=self.likelihood_,
+            n_seasonal=n_seasonal,
+            scale=self.scale_,
+            bias_loc=_unit_bias(self.beta),
+            trend=self.trend,
+            beta=float(self.beta),
+        )
 
     def _engine(self, data, covariates):
         if self.inference == "nuts":
-            return NUTSForecaster(self.model_, data, covariates, num_warmup=self.num_warmup,
-                                  num_samples=self.num_samples, verbose=self.verbose)
+            return NUTSForecaster(
+                self.model_,
+                data,
+                covariates,
+                num_warmup=self.num_warmup,
+                num_samples=self.num_samples,
+                verbose=self.verbose,
+            )
+        return self._svi(data, covariates, self.num_steps)
+
+    def _svi(self, data, covariates, num_steps):
         from pyro.contrib.forecast import Forecaster
 
-        log_every = max(self.num_steps // 10, 1) if self.verbose else 0
-        return Forecaster(self.model_, data, covariates, learning_rate=self.learning_rate,
-                          num_steps=self.num_steps, init_loc_fn=_init_to_mean,
-                          log_every=log_every)
+        log_every = max(num_steps // 10, 1) if self.verbose else 0
+        return Forecaster(
+            self.model_,
+            data,
+            covariates,
+            learning_rate=self.learning_rate,
+            num_steps=num_steps,
+            init_loc_fn=_init_to_mean,
+            log_every=log_every,
+        )
+
+    # ----------------------------------------------------------- persistence
+    def _get_state(self) -> dict:
+        """Fitted attributes for :func:`posheads.estimators.save` (plain values and arrays)."""
+        info = self.series_info_
+        name = info.name
+        state = {
+            "season_lengths_": list(self.season_lengths_),
+            "fourier_terms_": list(self.fourier_terms_),
+            "scale_": float(self.scale_),
+            "likelihood_": self.likelihood_,
+            "n_features_in_": int(self.n_features_in_),
+            "losses_": np.asarray(self.losses_, dtype=np.float64),
+            "history_": self.history_,
+            "covariates_train": self._covariates_train,
+            "cov_center": self._cov_center,
+            "cov_scale": self._cov_scale,
+            "series_name": name
+            if isinstance(name, (str, int, float)) or name is None
+            else str(name),
+            "series_freq": None if info.freq is None else info.freq.freqstr,
+        }
+        if info.index is not None:
+            index = info.index
+            state["series_index"] = index.as_unit("ns").asi8  # ns since the epoch, in UTC
+            state["series_index_name"] = None if index.name is None else str(index.name)
+            state["series_index_unit"] = index.unit
+            state["series_index_tz"] = None if index.tz is None else str(index.tz)
+        if hasattr(self, "feature_names_in_"):
+            state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+        if isinstance(self.forecaster_, NUTSForecaster):
+            state["posterior"] = {"samples": dict(self.forecaster_._samples)}
+        else:  # the guide's unconstrained parameters; their constraints come from the guide
+            state["posterior"] = {"params": dict(self._param_state["params"])}
+        return state
+
+    def _set_state(self, state: dict) -> None:
+        """Rebuild a fitted forecaster from :meth:`_get_state`'s output, without refitting."""
+        self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        self.season_lengths_ = tuple(float(p) for p in state["season_lengths_"])
+        self.fourier_terms_ = tuple(int(k) for k in state["fourier_terms_"])
+        self.scale_, self.n_features_in_ = float(state["scale_"]), int(state["n_features_in_"])
+        self.likelihood_ = str(state["likelihood_"])
+        if "feature_names_in_" in state:
+            self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        self.losses_ = [float(v) for v in np.asarray(state["losses_"]).ravel()]
+        self.history_ = np.asarray(state["history_"], dtype=np.float64)
+        self._covariates_train = np.asarray(state["covariates_train"], dtype=np.float64)
+        self._cov_center = np.asarray(state["cov_center"], dtype=np.float64)
+        self._cov_scale = np.asarray(state["cov_scale"], dtype=np.float64)
+        freq = state["series_freq"]
+        freq = None if freq is None else pd.tseries.frequencies.to_offset(freq)
+        index = None
+        if "series_index" in state:
+            stamps = np.asarray(state["series_index"], dtype=np.int64).astype("datetime64[ns]")
+            index = pd.DatetimeIndex(stamps, name=state["series_index_name"])
+            if state["series_index_tz"] is not None:
+                index = index.tz_localize("UTC").tz_convert(state["series_index_tz"])
+            index = pd.DatetimeIndex(index.as_unit(state["series_index_unit"]), freq=freq)
+        self.series_info_ = SeriesInfo(index=index, freq=freq, name=state["series_name"])
+        self.model_ = self._make_model(self.history_)
+        data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
+        covariates = self._design(self._covariates_train, 0)
+        posterior = state["posterior"]
+        if "samples" in posterior:
+            samples = {k: v.to(self._device) for k, v in posterior["samples"].items()}
+            with isolated(None) as self._param_state:
+                self.forecaster_ = NUTSForecaster(
+                    self.model_,
+                    data,
+                    covariates,
+                    num_warmup=0,
+                    num_samples=self.num_samples,
+                    samples=samples,
+                )
+            return
+        # A forecaster trained for no steps has the guide's parameters, with their
+        # constraints, at their initial values; the saved values then replace them.
+        with isolated(None) as param_state:
+            self.forecaster_ = self._svi(data, covariates, num_steps=0)
+        saved = posterior["params"]
+        if set(saved) != set(param_state["params"]):
+            raise ValueError(
+                "the saved guide parameters do not match the model rebuilt from "
+                "the saved parameters"
+            )
+        param_state["params"] = {k: v.to(self._device) for k, v in saved.items()}
+        self._param_state = param_state
 
     # ------------------------------------------------------------- forecasts
     def _future_covariates(self, horizon, X_future):
@@ -262,18 +472,28 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
             raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
         if self.n_features_in_ == 0:
             if X_future is not None:
-                raise ValueError("X_future was given but the forecaster was fitted without "
-                                 "covariates")
+                raise ValueError(
+                    "X_future was given but the forecaster was fitted without covariates"
+                )
             return np.zeros((horizon, 0))
         if X_future is None:
-            raise ValueError(f"the forecaster was fitted with {self.n_features_in_} "
-                             f"covariate(s): pass X_future with their {horizon} future rows")
+            raise ValueError(
+                f"the forecaster was fitted with {self.n_features_in_} "
+                f"covariate(s): pass X_future with their {horizon} future rows"
+            )
         columns = getattr(self, "feature_names_in_", None)
-        values, _ = check_covariates(X_future, horizon, name="X_future", columns=columns,
-                                     index=self.series_info_.future_index(horizon))
+        values, _ = check_covariates(
+            X_future,
+            horizon,
+            name="X_future",
+            columns=columns,
+            index=self.series_info_.future_index(horizon),
+        )
         if values.shape[1] != self.n_features_in_:
-            raise ValueError(f"X_future has {values.shape[1]} columns; the forecaster was "
-                             f"fitted with {self.n_features_in_}")
+            raise ValueError(
+                f"X_future has {values.shape[1]} columns; the forecaster was "
+                f"fitted with {self.n_features_in_}"
+            )
         return values
 
     def _draw(self, covariates, n, seed):
@@ -281,14 +501,14 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
         with isolated(seed, params=self._param_state), poutine.trace() as tr:
             paths = self.forecaster_(data, covariates, num_samples=n)
-        return paths.reshape(n, -1).double().numpy(), tr.trace
+        return _numpy(paths.reshape(n, -1)), tr.trace
 
     def _paths_and_mean(self, horizon, X_future, n):
         check_is_fitted(self)
         future = self._future_covariates(horizon, X_future)
         full = np.concatenate([self._covariates_train, future], axis=0)
         paths, trace = self._draw(self._design(full, 0), n, _seed(self.random_state, 1))
-        eta = trace.nodes["eta"]["value"].reshape(n, -1)[:, len(self.history_):]
+        eta = trace.nodes["eta"]["value"].reshape(n, -1)[:, len(self.history_) :]
         if self._log:
             z = np.minimum(paths, np.log(np.finfo(np.float64).max) - 1.0)  # expm1 stays finite
             draws = np.expm1(z)
@@ -297,7 +517,7 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         site = self.model_.shape_site
         shape = None if site is None else trace.nodes[site]["value"].reshape(n, 1)
         mean = self.model_.observation(eta, shape).mean.mean(0)
-        return paths, mean.double().numpy()
+        return paths, _numpy(mean)
 
     def predict(self, horizon, X_future=None):
         """Posterior-predictive mean of the next ``horizon`` counts.
@@ -339,17 +559,26 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         trace, names = self._posterior_trace(), self._param_names()
         tail = (1 - coverage) / 2
         rows = {}
-        for site in ("bias", "seasonal", "weight", "drift_scale", "slope_scale",
-                     "concentration", "dispersion", "sigma"):
+        for site in (
+            "bias",
+            "seasonal",
+            "weight",
+            "drift_scale",
+            "slope_scale",
+            "concentration",
+            "dispersion",
+            "sigma",
+        ):
             if site not in trace.nodes:
                 continue
-            draws = trace.nodes[site]["value"].reshape(self.num_samples, -1).double().numpy()
+            draws = _numpy(trace.nodes[site]["value"].reshape(self.num_samples, -1))
             labels = names.get(site, [site])
             for j in range(draws.shape[1]):
                 d = draws[:, j]
                 rows[labels[j]] = [d.mean(), d.std(), *np.quantile(d, [tail, 1 - tail])]
-        return pd.DataFrame.from_dict(rows, orient="index",
-                                      columns=["mean", "sd", "lower", "upper"])
+        return pd.DataFrame.from_dict(
+            rows, orient="index", columns=["mean", "sd", "lower", "upper"]
+        )
 
     def covariate_effect(self, column, coverage=0.9):
         """Posterior effect of one covariate on the expected count, where it is non-zero.
@@ -382,17 +611,21 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
         from posheads.ops import softplus
 
         trace = self._posterior_trace()
-        eta = trace.nodes["eta"]["value"].reshape(self.num_samples, -1).double()[:, active]
-        w = trace.nodes["weight"]["value"].reshape(self.num_samples, -1).double()[:, j:j + 1]
+        eta = _cpu64(trace.nodes["eta"]["value"].reshape(self.num_samples, -1))[:, active]
+        w = _cpu64(trace.nodes["weight"]["value"].reshape(self.num_samples, -1))[:, j : j + 1]
         x = (self._covariates_train[active, j] - self._cov_center[j]) / self._cov_scale[j]
         beta = float(self.beta)
         mu = self.scale_ * softplus(eta, beta=beta)
         mu0 = self.scale_ * softplus(eta - w * torch.as_tensor(x), beta=beta)
-        draws = {"change_per_step": (mu - mu0).mean(1).numpy(),
-                 "relative_change": (mu.sum(1) / mu0.sum(1) - 1.0).numpy()}
+        draws = {
+            "change_per_step": (mu - mu0).mean(1).numpy(),
+            "relative_change": (mu.sum(1) / mu0.sum(1) - 1.0).numpy(),
+        }
         tail = (1 - coverage) / 2
-        return pd.DataFrame({k: [v.mean(), *np.quantile(v, [tail, 1 - tail])]
-                             for k, v in draws.items()}, index=["mean", "lower", "upper"]).T
+        return pd.DataFrame(
+            {k: [v.mean(), *np.quantile(v, [tail, 1 - tail])] for k, v in draws.items()},
+            index=["mean", "lower", "upper"],
+        ).T
 
     def _column_position(self, column):
         names = getattr(self, "feature_names_in_", None)
@@ -400,5 +633,7 @@ class CountForecaster(ForecasterMixin, BaseEstimator):
             return int(column)
         if names is not None and column in list(names):
             return list(names).index(column)
-        raise ValueError(f"unknown covariate {column!r}; the forecaster has "
-                         f"{list(names) if names is not None else self.n_features_in_}")
+        raise ValueError(
+            f"unknown covariate {column!r}; the forecaster has "
+            f"{list(names) if names is not None else self.n_features_in_}"
+        )
