@@ -113,8 +113,8 @@ def to_torch(a, *, device: torch.device, dtype: torch.dtype, share: bool = False
     """A numpy array or scipy sparse matrix as a torch tensor (sparse stays sparse: CSR).
 
     A dense array is copied unless ``share``: then a writeable CPU array already of
-    ``dtype`` is used in place (posheads never writes into it), which spares a large
-    design a copy as long as the fit itself takes.
+    ``dtype`` is used in place (posheads never writes into it): for a large design the
+    copy would take about as long as the fit itself.
     """
     if a is None:
         return None

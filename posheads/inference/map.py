@@ -112,8 +112,8 @@ def _fit_glm(model, data, max_iter, tol, init, verbose, jacobian):
     X = getattr(data, "X", None)
     # the validation's reductions too: on a busy machine a two-thread sum of a small X
     # waits for a descheduled thread far longer than the sum takes
-    small = isinstance(X, torch.Tensor) and X.dim() == 2
-    with _threads_for(X) if small else contextlib.nullcontext():
+    matrix = isinstance(X, torch.Tensor) and X.dim() == 2  # else check_glm_data raises
+    with _threads_for(X) if matrix else contextlib.nullcontext():
         data = check_glm_data(data)
         loss = GLMLoss(model, data, jacobian=jacobian, validate=False, hessian_rows="auto")
         theta0 = _initial_theta(init, loss.init_theta(), lambda v: model.pack(v, loss.layout))
