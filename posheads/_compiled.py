@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -170,10 +171,12 @@ def _worth_it(tensors: list[torch.Tensor]) -> str | None:
     return device_type
 
 
-def run(name: str, *args):
-    """``KERNELS[name](*args)`` compiled where it pays, else ``None`` (use the eager path).
+def run(name: str, *args, tables: tuple = ()):
+    """``KERNELS[name](*args, *tables)`` compiled where it pays, else ``None`` (use eager).
 
-    ``args`` are tensors, ``None`` (an absent optional tensor) and Python numbers.
+    ``args`` are tensors, ``None`` (an absent optional tensor) and Python numbers;
+    ``tables`` are small lookup tensors on the same device, passed last and left out of
+    the size test and the flattening.
     """
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     device_type = _worth_it(tensors)
@@ -190,7 +193,7 @@ def run(name: str, *args):
         args = tuple(a.view(-1) if isinstance(a, torch.Tensor) else a for a in args)
     try:
         with torch.no_grad():
-            out = kernel(*args)
+            out = kernel(*args, *tables)
     except Exception as err:  # a compile or run failure: never worse than eager
         _warn_once(device_type, f"torch.compile failed for posheads kernel {name!r} ({err!r}).")
         return None
@@ -279,11 +282,86 @@ def poisson(eta, y, exposure, beta, switch, log_beta):
     return log_mu * y - s - torch.lgamma(y + 1.0)
 
 
+# lgamma(k + 1) of whole counts k below this come from a table; torch and inductor
+# evaluate lgamma one element at a time on the CPU, at several times the cost of the
+# rest of the Poisson log-probability.
+COUNT_TABLE_SIZE = 4096
+_HALF_LOG_2PI = 0.9189385332046727
+
+
+def _lgamma1p_counts(y, table, small):
+    """``lgamma(y + 1)`` of whole counts ``y >= 0``: the table below its size, above it
+    Stirling's series, whose first omitted term there is below ``1e-27``. ``small``:
+    every count is below the table's size (the series is then not evaluated at all)."""
+    size = table.shape[0]
+    index = torch.clamp(y, max=float(size - 1)).to(torch.int64)
+    if small:
+        return table[index]
+    z = torch.clamp(y, min=float(size)) + 1.0  # finite for the rows the table serves
+    w = z.reciprocal()
+    w2 = w * w
+    series = w * (1.0 / 12.0 - w2 * (1.0 / 360.0 - w2 * (1.0 / 1260.0)))
+    stirling = (z - 0.5) * torch.log(z) - z + _HALF_LOG_2PI + series
+    return torch.where(y < size, table[index], stirling)
+
+
+def poisson_counts(eta, y, exposure, beta, switch, log_beta, small, table):
+    """:func:`poisson` for whole counts ``y`` (see :func:`count_table`)."""
+    _, s, log_mu = _log_s(eta, beta, switch, log_beta)
+    if exposure is not None:
+        log_mu = log_mu + torch.log(exposure)
+        s = s * exposure
+    return log_mu * y - s - _lgamma1p_counts(y, table, small)
+
+
+_tables: dict = {}
+# [weakref to the last y checked, its version, whole counts?, all below the table size?]
+_last_counts: list = [None, -1, False, False]
+
+
+def count_table(y: torch.Tensor) -> tuple[torch.Tensor, bool] | None:
+    """``(table, small)`` when ``y`` holds whole counts and the compiled path would run on
+    the CPU, else None: the ``lgamma(k + 1)`` table for ``y``'s dtype, and whether every
+    count is below its size.
+
+    The check is one fused read of ``y``, remembered for the last ``y`` seen (until it
+    is modified): a training loop passes the same counts at every step.
+    """
+    if y.device.type != "cpu" or y.dtype not in (torch.float32, torch.float64):
+        return None
+    ref, version, whole, small = _last_counts
+    if ref is None or ref() is not y or version != y._version:
+        result = run("whole_counts", y)
+        if result is None:
+            return None
+        whole, small = bool(result[0]), bool(result[1] < COUNT_TABLE_SIZE)
+        _last_counts[:] = [weakref.ref(y), y._version, whole, small]
+    if not whole:
+        return None
+    key = (y.dtype, y.device)
+    if key not in _tables:
+        k = torch.arange(COUNT_TABLE_SIZE, dtype=torch.float64)
+        _tables[key] = torch.lgamma(k + 1.0).to(dtype=y.dtype, device=y.device)
+    return _tables[key], small
+
+
+def whole_counts(y):
+    """Whether every entry of ``y`` is a whole number >= 0, and the largest entry (one
+    fused read of ``y``)."""
+    return ((y >= 0) & (y == torch.floor(y))).all(), y.amax()
+
+
 def poisson_grad_eta(eta, y, exposure, grad, beta, switch):
-    z, s = _softplus(eta, beta, switch)
-    sig = torch.sigmoid(z)
-    # y * (sigmoid / s) - t * sigmoid: the ratio first, as y / s alone can overflow.
-    g = _dlog(z, s, beta) * y
+    # One exp for softplus, sigmoid and the tail branch (inductor does not share the one
+    # inside sigmoid): sigmoid(z) = e / (1 + e), and 1 on the linear branch, where the
+    # eager sigmoid differs from 1 by less than an ulp.
+    z = (eta * beta).clamp(min=-torch.finfo(eta.dtype).max)
+    linear = z > switch
+    e = torch.exp(torch.clamp(z, max=switch))
+    s = torch.where(linear, eta, torch.log1p(e) / beta)
+    sig = torch.where(linear, torch.ones_like(e), e / (1.0 + e))
+    dlog = torch.where(_normal(s), sig / s, beta * (1.0 - 0.5 * e))
+    g = dlog * y
     g = g - sig if exposure is None else g - exposure * sig
     return g * grad
 
@@ -323,7 +401,9 @@ KERNELS = {
         log_softplus,
         log_softplus_grad,
         poisson,
+        poisson_counts,
         poisson_grad_eta,
+        whole_counts,
         negative_binomial,
         negative_binomial_grad_eta,
         negative_binomial_grad_eta_r,

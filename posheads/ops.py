@@ -354,7 +354,14 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
     def forward(ctx, eta, y, exposure, beta, switch):
         ctx.save_for_backward(eta, y, exposure)
         ctx.beta, ctx.switch = beta, switch
-        out = _compiled.run("poisson", eta, y, exposure, beta, switch, math.log(beta))
+        args = (eta, y, exposure, beta, switch, math.log(beta))
+        counts = _compiled.count_table(y) if y.dtype == eta.dtype else None
+        out = None
+        if counts is not None:  # lgamma(y + 1) from a table
+            table, small = counts
+            out = _compiled.run("poisson_counts", *args, small, tables=(table,))
+        if out is None:
+            out = _compiled.run("poisson", *args)
         if out is not None:
             return out
         s, log_s = _forward_pieces(eta, beta, switch)

@@ -67,6 +67,9 @@ def _run_ops(inp):
         "softplus_inverse_beta": (lambda v: ops.softplus_inverse(v, beta=2.5), (inp["y_pos"],)),
         "log_softplus": (ops.log_softplus, (eta,)),
         "poisson": (lambda e: ops.poisson_softplus_log_prob(e, y), (eta,)),
+        # counts all below the lgamma table's size, and non-whole "counts" (no table)
+        "poisson_small": (lambda e: ops.poisson_softplus_log_prob(e, y.clamp(max=100)), (eta,)),
+        "poisson_quasi": (lambda e: ops.poisson_softplus_log_prob(e, y + 0.5), (eta,)),
         "poisson_exposure": (lambda e: ops.poisson_softplus_log_prob(e, y, exposure=t), (eta,)),
         "nb": (lambda e: ops.negative_binomial_softplus_log_prob(e, y, r), (eta,)),
         "nb_eta_r": (lambda e, rr: ops.negative_binomial_softplus_log_prob(e, y, rr), (eta, r)),
@@ -104,6 +107,11 @@ def _scales(inp):
         # log is ill-conditioned near s = 1: an ulp of s is an ulp of 1 in log s.
         "log_softplus": (log_s + 1.0, dlog),
         "poisson": (y * log_s + s + torch.lgamma(y + 1.0), y * dlog + 1.0),
+        "poisson_small": (
+            y.clamp(max=100) * log_s + s + torch.lgamma(y.clamp(max=100) + 1.0),
+            y.clamp(max=100) * dlog + 1.0,
+        ),
+        "poisson_quasi": ((y + 0.5) * log_s + s + torch.lgamma(y + 1.5), (y + 0.5) * dlog + 1.0),
         "poisson_exposure": (
             y * (log_s + torch.log(t).abs()) + s * t + torch.lgamma(y + 1.0),
             y * dlog + t,
@@ -216,7 +224,8 @@ def test_threshold_selects_compiled_path(recorded):
         "softplus_inverse_grad",
         "log_softplus",
         "log_softplus_grad",
-        "poisson",
+        "whole_counts",  # the counts are checked once, then lgamma(y + 1) is looked up
+        "poisson_counts",
         "poisson_grad_eta",
         "negative_binomial",
         "negative_binomial_grad_eta",
@@ -344,3 +353,30 @@ def test_nb_eta_and_r_gradients_match_composition(r_shape):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert math.isfinite(ours.sum().item())
+
+
+def test_count_lgamma_table_and_series_match_lgamma():
+    """The table's entries and Stirling's series beyond it: lgamma(y + 1) to an ulp or two."""
+    y = torch.tensor([0.0, 1.0, 2.0, 4095.0, 4096.0, 4097.0, 1e6, 1e12, 2.0**52], dtype=F64)
+    table = torch.lgamma(torch.arange(_compiled.COUNT_TABLE_SIZE, dtype=F64) + 1.0)
+    ref = torch.lgamma(y + 1.0)
+    for small in (False, True):
+        got = _compiled._lgamma1p_counts(y[:4] if small else y, table, small)
+        want = ref[:4] if small else ref
+        tol = 2 * torch.finfo(F64).eps * want.abs().clamp(min=1.0)
+        assert ((got - want).abs() <= tol).all()
+
+
+def test_count_check_is_remembered_until_y_changes(monkeypatch):
+    y = torch.poisson(torch.full((2000,), 3.0, dtype=F64))
+    calls = []
+    real_run = _compiled.run
+    monkeypatch.setattr(_compiled, "run", lambda name, *a, **k: calls.append(name) or real_run(
+        name, *a, **k))
+    with ops.use_compile(True, min_numel=0):
+        assert _compiled.count_table(y) is not None
+        assert _compiled.count_table(y) is not None
+        assert calls.count("whole_counts") == 1
+        y[0] = 0.5  # modified in place: checked again, and no longer whole counts
+        assert _compiled.count_table(y) is None
+        assert calls.count("whole_counts") == 2
