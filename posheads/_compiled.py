@@ -327,7 +327,10 @@ def count_table(y: torch.Tensor) -> tuple[torch.Tensor, bool] | None:
     The check is one fused read of ``y``, remembered for the last ``y`` seen (until it
     is modified): a training loop passes the same counts at every step.
     """
-    if y.device.type != "cpu" or y.dtype not in (torch.float32, torch.float64):
+    # the cheap tests first: this runs on every Poisson log-prob, most of them small
+    if (not _state["enabled"] or y.device.type != "cpu"
+            or y.numel() < _state["min_numel"]["cpu"]
+            or y.dtype not in (torch.float32, torch.float64)):
         return None
     ref, version, whole, small = _last_counts
     if ref is None or ref() is not y or version != y._version:
