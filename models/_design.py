@@ -100,7 +100,7 @@ class Design:
                 size=self.shape, check_invariants=False)  # the indices are X's own
 
     def gram(self, h: torch.Tensor, other: Design | None = None, nonnegative: bool = False,
-             single: bool = False):
+             single: bool = False, border: bool = True):
         """``X.T @ diag(h) @ B`` as a dense ``(p, q)`` tensor, and ``B.T @ h``.
 
         Parameters
@@ -114,12 +114,16 @@ class Design:
             then computed as ``A.T @ A`` with ``A = sqrt(h) X``, which NumPy hands to
             BLAS ``syrk`` (half the flops of a general product), when ``X`` is large.
         single : bool
-            In that case, compute in float32 (twice the speed) and return ``X``'s dtype:
-            for a Hessian that is approximate anyway.
+            For a float64 ``X`` that is large (with ``nonnegative``) or small (kept
+            transposed), compute in float32 (two to three times the speed) and return
+            float64: for a Hessian that may be approximate.
+        border : bool
+            Also compute ``B.T @ h``; else the second item may be None (a design with
+            its column of ones has that border in the Gram matrix already).
 
         Returns
         -------
-        (Tensor of shape (p, q), Tensor of shape (q,))
+        (Tensor of shape (p, q), Tensor of shape (q,) or None)
             The weighted Gram matrix and ``B.T @ h`` (the border an intercept adds).
         """
         other = self if other is None else other
@@ -139,10 +143,16 @@ class Design:
                     A = torch.mul(self.X, root[:, None], out=self._workspace())
                 An = A.numpy()
                 gram = torch.from_numpy(An.T @ An).to(self.dtype)
-                return gram, torch.mv(A.t(), root).to(self.dtype)
+                return gram, torch.mv(A.t(), root).to(self.dtype) if border else None
             if self.Xt is not None and other.Xt is not None:
+                if single and self.dtype == torch.float64:
+                    Xt, Wt = self._single_t(), other._single_t()
+                    Wt = torch.mul(Wt, h.to(torch.float32),
+                                   out=other._workspace(torch.float32, transposed=True))
+                    return (torch.mm(Xt, Wt.t()).to(self.dtype),
+                            Wt.sum(1).to(self.dtype) if border else None)
                 Wt = torch.mul(other.Xt, h, out=other._workspace(transposed=True))
-                return torch.mm(self.Xt, Wt.t()), Wt.sum(1)
+                return torch.mm(self.Xt, Wt.t()), Wt.sum(1) if border else None
             W = torch.mul(other.X, h[:, None], out=other._workspace())
             return torch.mm(self.X.t(), W), W.sum(0)
         border = other.rmatvec(h)
@@ -151,6 +161,12 @@ class Design:
         if self.sparse:  # sparse X.T times a dense, row-scaled B
             return self.Xt @ (other.X * h[:, None]), border
         return (other.Xt @ self.scaled_rows(h)).t(), border
+
+    def _single_t(self) -> torch.Tensor:
+        """``X.T`` in float32, made once (for approximate Gram products of a small X)."""
+        if "_Xt32" not in self.__dict__:
+            self._Xt32 = self.Xt.to(torch.float32)
+        return self._Xt32
 
     def _workspace(self, dtype: torch.dtype | None = None, transposed=False) -> torch.Tensor:
         """A buffer shaped like ``X`` (or ``X.T``), allocated once per dtype: row-scaled

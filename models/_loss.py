@@ -382,7 +382,11 @@ class GLMLoss:
         return self._assemble_gradient(theta, rows)
 
     def hessian(self, theta: torch.Tensor, P: dict, exact: bool = False) -> torch.Tensor:
-        """``d2f / dtheta2``, shape ``(d, d)``; from the row subset unless ``exact``."""
+        """``d2f / dtheta2``, shape ``(d, d)``.
+
+        Unless ``exact``, an approximation for Newton steps: from the row subset (a large
+        dense design) and with float32 Gram products (a float64 design).
+        """
         sub = None if exact else self.sub
         if self._fast:
             h = {("eta", "eta"): self._poisson_curvature(P, None if sub is None else sub[0])}
@@ -395,7 +399,7 @@ class GLMLoss:
             if sub is not None:
                 h = {k: v[sub[0]] for k, v in h.items()}
         # -l is convex in eta for Poisson (MATH.md), so its curvature weights are >= 0
-        return self._assemble_hessian(theta, h, sub, nonnegative=self._fast)
+        return self._assemble_hessian(theta, h, sub, nonnegative=self._fast, single=not exact)
 
     def _whole(self, key, sub=None):
         """The design of ``key`` when its coefficients are all of ``theta``, else None."""
@@ -455,16 +459,25 @@ class GLMLoss:
             if key == "gate" and D is self.X and "eta" in out:
                 A = out["eta"][0]
             else:
-                A = Design(torch.cat([torch.ones(n, 1, dtype=D.dtype, device=D.device), D.X], 1))
+                # built as [1, X].T, the layout the Design of a small X keeps and reads
+                # (its X is then a view): one copy of X, not two
+                At = torch.empty(p + 1, n, dtype=D.dtype, device=D.device)
+                At[0] = 1.0
+                At[1:] = D.X.t()
+                A = Design(At.t())
             out[key] = (A, None, slice(sl[s_int].start, sl[s_coef].stop))
         return out
 
-    def _assemble_hessian(self, theta, h, sub=None, nonnegative=False):
-        # a sub-sampled Hessian is approximate (a few %): its Gram product may use float32
+    def _assemble_hessian(self, theta, h, sub=None, nonnegative=False, single=False):
+        # An approximate Hessian (`single`) has its Gram products in float32: relative
+        # errors of about 1e-6 (a sub-sample's are a few %) slow Newton's quadratic
+        # convergence only to a linear rate of that size, and the solver asks for the
+        # exact Hessian when the rate is poor.
         sl = self.slices
         D = self._whole("eta", sub) if len(h) == 1 else None
         if D is not None:  # one augmented design: the Gram matrix is the Hessian
-            H = D.gram(h["eta", "eta"], nonnegative=nonnegative, single=sub is not None)[0]
+            H = D.gram(h["eta", "eta"], nonnegative=nonnegative, single=single,
+                       border=False)[0]
             H.mul_(self.scale * (1.0 if sub is None else sub[3]))
             if self.has_gaussian_prior:
                 H.diagonal().add_(self.prec, alpha=self.scale)
@@ -477,7 +490,7 @@ class GLMLoss:
             Di, si_int, si_coef = self._block(ki, sub)
             Dj, sj_int, sj_coef = self._block(kj, sub)
             block, cj = Di.gram(hij, Dj, nonnegative=nonnegative and ki == kj,
-                                single=sub is not None)
+                                single=single)
             ci = cj if ki == kj else (Di.rmatvec(hij) if sj_int is not None else None)
             rows_i, rows_j = (si_int, si_coef, ci), (sj_int, sj_coef, cj)
             total = hij.sum() if si_int is not None and sj_int is not None else None
@@ -526,7 +539,7 @@ class GLMLoss:
         """``sum w (y log t - lgamma(y + 1))``: the part of the Poisson log-likelihood
         that :meth:`value` leaves out."""
         if self._const is None:
-            c = torch.lgamma(self.y + 1.0)
+            c = _log_factorial(self.y)
             if self.t is not None:
                 c = c - torch.xlogy(self.y, self.t)
             self._const = -(c.sum() if self.w is None else torch.dot(self.w, c))
@@ -558,6 +571,17 @@ def _put(H, rows, cols, block, total):
         H[r_int, c_coef] += c_col[None, :]
         if c_int is not None:
             H[r_int, c_int] += total
+
+
+def _log_factorial(y: torch.Tensor) -> torch.Tensor:
+    """``lgamma(y + 1)`` per row: from a table of ``0..max(y)`` when ``y`` holds whole
+    counts no larger than its length (``lgamma`` costs about twenty multiplications, and
+    count data repeat a few values), else directly."""
+    low, top = (float(v) for v in torch.aminmax(y)) if y.numel() else (0.0, 0.0)
+    if low >= 0 and top < y.numel() and torch.equal(y, torch.floor(y)):
+        table = torch.lgamma(torch.arange(1.0, top + 2.0, dtype=y.dtype, device=y.device))
+        return table[y.long()]
+    return torch.lgamma(y + 1.0)
 
 
 def _softplus_inverse(value: float, beta: float, threshold: float, dtype) -> float:

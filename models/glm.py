@@ -340,7 +340,8 @@ class SoftplusGLM:
         """
         total = 0.0
         for name, prior in (self.priors(data) if priors is None else priors).items():
-            total = total + prior.log_prob(values[name])
+            if not isinstance(prior, dist.ImproperUniform):  # a flat prior's density is 1
+                total = total + prior.log_prob(values[name])
         return total
 
     def log_joint(self, theta, data: GLMData, *, jacobian: bool = True) -> torch.Tensor:

@@ -163,7 +163,8 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         X, y, w, t = self._validate_fit_data(X, y, sample_weight, exposure)
         self._device = resolve_device(self.device)
         self._dtype = resolve_dtype(self.dtype)
-        data = self._glm_data(X, y, w, t, share=True)
+        # no weights when none were given: unit weights would cost a product per row
+        data = self._glm_data(X, y, None if sample_weight is None else w, t, share=True)
         if self.beta == "auto":
             beta = self._profile_beta(data, w)
         else:
@@ -208,7 +209,8 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
             init = self.posterior_.extra.get("map")
         if self.inference == "map":
             return inference.fit_map(model, data, max_iter=self.max_iter, tol=self.tol,
-                                     init=init, verbose=self.verbose, seed=seed)
+                                     init=init, verbose=self.verbose, seed=seed,
+                                     check_input=False)  # validated by fit()
         if self.inference == "laplace":
             return inference.fit_laplace(model, data, num_samples=self.num_samples, seed=seed,
                                          max_iter=self.max_iter, tol=self.tol, init=init)

@@ -55,6 +55,10 @@ class NewtonSolver:
     max_backtracks = 30
     exact_after = 6
     slow_rate = 0.25
+    # A full step is refined (see _refine) when the quadratic model's best step differs
+    # from 1 by more than `refine_skip`; the refined step is kept within `refine_range`.
+    refine_skip = 0.1
+    refine_range = (0.1, 2.0)
 
     def __init__(self, loss, *, tol=1e-8, max_iter=100, verbose=0):
         if not (isinstance(max_iter, int) and max_iter >= 1):
@@ -139,12 +143,36 @@ class NewtonSolver:
                 f_new <= f + self.armijo * a * slope
                 or (-slope <= noise and f_new <= f + noise)
             ):
+                if a == 1.0 and -slope > noise:
+                    theta, P, f_new, a = self._refine(theta, P, f_new, dP)
                 self.theta, self.P, self.f_prev, self.f = theta, P, f, f_new
                 self.step_size = a
                 return True
             a *= 0.5
         self.message = "the line search could not decrease the objective"
         return False
+
+    def _refine(self, theta, P, f_new, dP):
+        """Try the minimum of the quadratic through ``f(0)``, ``f'(0)`` and ``f(1)``.
+
+        In the quadratic regime it is ``a = 1``. Far from the optimum a Newton step
+        often overshoots (or stops short of) the minimum along its direction; one more
+        value there costs a pass over the predictors, not a Hessian, and moving to it
+        saves whole iterations (NMES1988: five Newton steps become four).
+        """
+        curvature = f_new - self.f - self.slope
+        if not curvature > 0:
+            return theta, P, f_new, 1.0
+        a = min(max(-self.slope / (2.0 * curvature), self.refine_range[0]),
+                self.refine_range[1])
+        if abs(a - 1.0) <= self.refine_skip:
+            return theta, P, f_new, 1.0
+        theta_a = torch.add(self.theta, self.d, alpha=a)
+        P_a = self.loss.step(self.P, dP, a)
+        f_a = self.loss.value(theta_a, P_a)
+        if math.isfinite(f_a) and f_a < f_new:
+            return theta_a, P_a, f_a, a
+        return theta, P, f_new, 1.0
 
     def finalize(self) -> torch.Tensor:
         if not self.converged:

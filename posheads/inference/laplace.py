@@ -78,7 +78,7 @@ def fit_laplace(model, data, *, num_samples=1000, seed=None, **map_kwargs) -> Po
 def _hessian(model, fit, theta, jacobian):
     if isinstance(model, SoftplusGLM):
         loss = GLMLoss(model, fit.data, jacobian=jacobian, normalize=False, validate=False)
-        return loss.hessian(theta, loss.predictors(theta))
+        return loss.hessian(theta, loss.predictors(theta), exact=True)
     flat = fit.extra["flat_model"]
     return torch.autograd.functional.hessian(
         lambda t: -flat.log_joint(t, jacobian=jacobian), theta.detach())

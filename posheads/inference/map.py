@@ -48,7 +48,7 @@ __all__ = ["NewtonSolver", "fit_map"]
 
 
 def fit_map(model, data, *, max_iter=100, tol=1e-8, init=None, verbose=0, seed=None,
-            jacobian=False) -> Posterior:
+            jacobian=False, check_input=True) -> Posterior:
     """Maximum a posteriori (or, under flat priors, maximum-likelihood) estimate.
 
     Parameters
@@ -73,6 +73,10 @@ def fit_map(model, data, *, max_iter=100, tol=1e-8, init=None, verbose=0, seed=N
         deterministic).
     jacobian : bool
         Maximise the density of the unconstrained parameters instead (see module docs).
+    check_input : bool
+        Validate a GLM's ``data`` (finite values, non-negative counts, positive exposure
+        and weights). Pass ``False`` only for data validated already, as the estimators
+        do; the vectors are still cast to ``X``'s dtype and device.
 
     Returns
     -------
@@ -103,18 +107,18 @@ def fit_map(model, data, *, max_iter=100, tol=1e-8, init=None, verbose=0, seed=N
     True
     """
     if isinstance(model, SoftplusGLM):
-        return _fit_glm(model, data, max_iter, tol, init, verbose, jacobian)
+        return _fit_glm(model, data, max_iter, tol, init, verbose, jacobian, check_input)
     return _fit_pyro(model, data, max_iter, tol, init, verbose, seed, jacobian)
 
 
-def _fit_glm(model, data, max_iter, tol, init, verbose, jacobian):
+def _fit_glm(model, data, max_iter, tol, init, verbose, jacobian, check_input=True):
     data = GLMData(**data) if isinstance(data, dict) else data
     X = getattr(data, "X", None)
     # the validation's reductions too: on a busy machine a two-thread sum of a small X
     # waits for a descheduled thread far longer than the sum takes
     matrix = isinstance(X, torch.Tensor) and X.dim() == 2  # else check_glm_data raises
     with _threads_for(X) if matrix else contextlib.nullcontext():
-        data = check_glm_data(data)
+        data = check_glm_data(data, validate=check_input)
         loss = GLMLoss(model, data, jacobian=jacobian, validate=False, hessian_rows="auto")
         theta0 = _initial_theta(init, loss.init_theta(), lambda v: model.pack(v, loss.layout))
         solver = NewtonSolver(loss, tol=tol, max_iter=max_iter, verbose=verbose)
