@@ -106,6 +106,17 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
 
+    @classmethod
+    def _get_param_names(cls):
+        # scikit-learn reads them from the signature of __init__ on every get_params()
+        # (so on every fit, through the parameter validation); a class's signature
+        # does not change, so each class reads it once.
+        names = cls.__dict__.get("_param_names_cache")
+        if names is None:
+            names = super()._get_param_names()
+            cls._param_names_cache = names
+        return list(names)
+
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
