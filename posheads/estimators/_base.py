@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._persist import PersistMixin
+from ._streaming import StreamingMixin
 from ._summary import coefficient_table
 from ._validation import (
     check_counts,
@@ -30,6 +28,7 @@ from ._validation import (
     resolve_device,
     resolve_dtype,
     to_torch,
+    torch_seed,
 )
 
 __all__ = ["SoftplusGLMRegressor"]
@@ -39,7 +38,7 @@ __all__ = ["SoftplusGLMRegressor"]
 _BETA_GRID = np.geomspace(0.05, 20.0, 13)
 
 
-class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
+class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEstimator):
     """Base of the softplus-link count regressors (not for direct use)."""
 
     _likelihood = "poisson"
@@ -214,7 +213,7 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         from posheads import inference
 
         model = self._model(beta, w)
-        seed = _seed(self.random_state)
+        seed = torch_seed(self.random_state)
         init = None
         if self.warm_start and hasattr(self, "posterior_"):
             init = self.posterior_.extra.get("map")
@@ -297,7 +296,7 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         X, t = self._validate_X(X, exposure)
         lo, hi = self.posterior_.predict_interval(self._torch(X), coverage=coverage,
                                                   exposure=self._torch(t),
-                                                  seed=_seed(self.random_state))
+                                                  seed=torch_seed(self.random_state))
         return np.stack([lo.cpu().numpy(), hi.cpu().numpy()], axis=1).astype(np.float64)
 
     def sample_posterior_predictive(self, X, n_samples=1000, exposure=None, random_state=None):
@@ -305,7 +304,7 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         X, t = self._validate_X(X, exposure)
         draws = self.posterior_.sample_predictive(self._torch(X), n_samples,
                                                   exposure=self._torch(t),
-                                                  seed=_seed(random_state))
+                                                  seed=torch_seed(random_state))
         return draws.cpu().numpy()
 
     def score(self, X, y, sample_weight=None):
@@ -335,135 +334,6 @@ class SoftplusGLMRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         return self.posterior_.to_inference_data()
 
-
-    # ----------------------------------------------------------- streaming
-    def partial_fit(self, X, y, sample_weight=None, exposure=None):
-        """One SVI step on a mini-batch, for data that arrives in pieces.
-
-        The batch's log-likelihood is scaled to all rows seen so far, so after a pass
-        over a stream the variational posterior reflects every row; the L2 prior has
-        precision ``alpha`` times the weight seen so far, as in :meth:`fit`. Uses a
-        mean-field Gaussian guide and ``learning_rate``; ``beta="auto"`` is not
-        available here (use a fixed ``beta``).
-
-        Returns
-        -------
-        self : object
-        """
-        first = not hasattr(self, "_svi_state")
-        if first:
-            self._validate_params()
-            if self.beta == "auto":
-                raise ValueError("partial_fit needs a fixed beta, not 'auto'")
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc", "coo"],
-                             dtype=[np.float64, np.float32], y_numeric=True, reset=first)
-        check_counts(y, integer=True, why="partial_fit (SVI) needs a proper count likelihood")
-        w = check_sample_weight(sample_weight, X, dtype=np.float64)
-        t = check_exposure(exposure, X.shape[0], np.float64)
-        if first:
-            self._device = resolve_device(self.device)
-            self._dtype = resolve_dtype(self.dtype)
-            self.beta_ = float(self.beta)
-            self._weight_seen = 0.0
-            self._rows_seen = 0
-            model = self._model(self.beta_, w)
-            first_data = self._glm_data(X, np.asarray(y, dtype=np.float64), w, t)
-            self._svi_state = self._new_svi_state(model, first_data)
-        self._weight_seen += float(np.sum(w))
-        self._rows_seen += X.shape[0]
-        state = self._svi_state
-        state.model.coef_scale = self._coef_scale(self._weight_seen)
-        data = self._glm_data(X, np.asarray(y, dtype=np.float64), w, t)
-        kwargs = {"X": data.X, "y": data.y, "exposure": data.exposure, "weights": data.weights}
-        state.step(kwargs, total_size=self._rows_seen)
-        self._finish_partial_fit(state, data, kwargs)
-        return self
-
-    def _new_svi_state(self, model, first_data):
-        """An SVI state whose mean-field guide starts at the MAP of the first batch."""
-        from pyro.infer.autoguide import AutoNormal
-        from pyro.infer.autoguide.initialization import init_to_value
-
-        from posheads import inference
-        from posheads.inference.svi import SVIState
-
-        # Start the guide at the first batch's MAP: flat priors cannot be sampled for
-        # a start, and the MAP is seconds away from where SVI would end up.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            start = inference.fit_map(model, first_data, max_iter=self.max_iter).extra["map"]
-        init = init_to_value(values={k: v.detach() for k, v in start.items()})
-        guide = AutoNormal(model, init_loc_fn=init, init_scale=0.01)
-        return SVIState(model, guide, learning_rate=self.learning_rate,
-                        seed=_seed(self.random_state))
-
-    def fit_stream(self, source, epochs=1):
-        """Fit by SVI on mini-batches streamed from disk, in bounded memory.
-
-        Like :meth:`partial_fit` over ``epochs`` passes of ``source``, but every step's
-        log-likelihood is scaled to all ``source.num_rows`` rows from the first step on,
-        and the L2 prior has precision ``alpha`` times the total weight (found by one
-        pass over the weights), exactly as :meth:`fit` on the same rows would have.
-
-        Parameters
-        ----------
-        source : posheads.inference.stream.BatchSource
-            An :class:`~posheads.inference.stream.ArraySource` (``.npy`` memory maps) or
-            :class:`~posheads.inference.stream.ParquetSource`; its ``batch_size`` is the
-            mini-batch, its ``block_size`` the rows held in memory.
-        epochs : int, default=1
-            Passes over the source.
-
-        Returns
-        -------
-        self : object
-            Fitted; a later :meth:`partial_fit` continues from here.
-        """
-        from posheads.inference.stream import BatchSource
-        from posheads.models.glm import GLMData
-
-        self._validate_params()
-        if not isinstance(source, BatchSource):
-            raise ValueError(f"source must be a BatchSource, got {type(source).__name__}")
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-        if self.beta == "auto":
-            raise ValueError("fit_stream needs a fixed beta, not 'auto'")
-        for attr in ("_svi_state", "feature_names_in_"):
-            self.__dict__.pop(attr, None)
-        self._device = resolve_device(self.device)
-        self._dtype = resolve_dtype(self.dtype)
-        self.beta_ = float(self.beta)
-        self.n_features_in_ = source.num_features
-        totals = source.totals()
-        self._weight_seen, self._rows_seen = totals["weights"], totals["rows"]
-        model = self._model(self.beta_, np.array([totals["weights"]]))
-        state = data = kwargs = None
-        for _ in range(epochs):
-            for batch in source:
-                batch = {k: v.to(device=self._device, dtype=self._dtype)
-                         for k, v in batch.items()}
-                if not bool((batch["y"] == batch["y"].round()).all()):
-                    raise ValueError("fit_stream (SVI) needs whole-number counts in y")
-                data = GLMData(X=batch["X"], y=batch["y"], exposure=batch.get("exposure"),
-                               weights=batch.get("weights"))
-                if state is None:
-                    state = self._svi_state = self._new_svi_state(model, data)
-                kwargs = {"X": data.X, "y": data.y, "exposure": data.exposure,
-                          "weights": data.weights}
-                state.step(kwargs, total_size=self._rows_seen)
-        self._finish_partial_fit(state, data, kwargs)
-        return self
-
-    def _finish_partial_fit(self, state, data, kwargs):
-        from posheads.posterior import Posterior
-
-        draws = state.sample(self.num_samples, kwargs)
-        samples = {k: v[None] for k, v in draws.items()}
-        self.posterior_ = Posterior(state.model, samples, method="svi", data=data,
-                                    extra={"elbo": list(state.losses)})
-        self._set_fitted_attributes()
-        self.n_iter_ = state.num_steps
 
     # ----------------------------------------------------------- persistence
     def _get_state(self) -> dict:
@@ -513,13 +383,6 @@ def _poisson_unit_deviance(y, mu):
     mu = np.maximum(mu, np.finfo(np.float64).tiny)
     ratio = np.where(y > 0, y / mu, 1.0)
     return 2.0 * (np.where(y > 0, y * np.log(ratio), 0.0) - (y - mu))
-
-
-def _seed(random_state) -> int | None:
-    """A torch seed from a scikit-learn ``random_state`` (None stays None: fresh entropy)."""
-    if random_state is None:
-        return None
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
 def _golden_section(f, lo, hi, tol):

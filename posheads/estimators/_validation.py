@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_array
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "to_torch",
+    "torch_seed",
 ]
 
 
@@ -131,3 +133,10 @@ def to_torch(a, *, device: torch.device, dtype: torch.dtype, share: bool = False
             and a.dtype == np_dtype and a.flags.writeable and min(a.strides, default=0) >= 0):
         return torch.from_numpy(a)
     return torch.as_tensor(np.array(a, dtype=np_dtype, copy=True), device=device)
+
+
+def torch_seed(random_state) -> int | None:
+    """A torch seed from a scikit-learn ``random_state`` (None stays None: fresh entropy)."""
+    if random_state is None:
+        return None
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))

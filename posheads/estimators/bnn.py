@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import d2_tweedie_score
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -31,6 +30,7 @@ from ._validation import (
     resolve_device,
     resolve_dtype,
     to_torch,
+    torch_seed,
 )
 
 __all__ = ["BayesianNeuralCountRegressor"]
@@ -53,13 +53,6 @@ def _weighted_moments(X, w, chunk: int = 65536):
     var = sum(w[i:i + chunk] @ (X[i:i + chunk].astype(np.float64) - mean) ** 2
               for i in range(0, len(X), chunk)) / total
     return mean, np.sqrt(var)
-
-
-def _seed(random_state) -> int | None:
-    """A torch seed from a scikit-learn ``random_state`` (None: fresh entropy)."""
-    if random_state is None:
-        return None
-    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
 class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
@@ -293,7 +286,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         width = max((*self.model_.hidden_sizes, X.shape[1]))
         rows = X.shape[0] if self.batch_size is None else min(self.batch_size, X.shape[0])
         with engine.intra_op_threads(rows * width, self._device):
-            self._fit_posterior(data, _seed(self.random_state))
+            self._fit_posterior(data, torch_seed(self.random_state))
         self._train = (X, y, t)
         return self
 
@@ -383,7 +376,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         out = torch.empty(n_samples, Z.shape[0], dtype=torch.float64)
         devices = [self._device.index or 0] if self._device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            seed = _seed(random_state)
+            seed = torch_seed(random_state)
             torch.manual_seed(seed if seed is not None else torch.seed())
             # row j of the (reps * S) draws comes from posterior draw j mod S
             order = torch.randperm(S * reps)[:n_samples].to(self._device)
@@ -421,7 +414,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
 
         draws = self.sample_posterior_predictive(
             X, max(2000, self.num_samples), exposure=exposure,
-            random_state=_seed(self.random_state))
+            random_state=torch_seed(self.random_state))
         lo, hi = (b.numpy() for b in count_interval(torch.from_numpy(draws), coverage))
         return np.stack([lo, hi], axis=1)
 
@@ -480,7 +473,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         Z, t = self._standardised(X, exposure)
         logp = np.empty((self.num_draws_, Z.shape[0]))
         draws = np.empty_like(logp)
-        with engine.seeded(_seed(self.random_state), self._device):
+        with engine.seeded(torch_seed(self.random_state), self._device):
             for rows, d in self._distributions(Z, t):
                 obs = torch.as_tensor(y[rows], dtype=torch.float64, device=self._device)
                 logp[:, rows] = d.log_prob(obs).cpu().numpy()
