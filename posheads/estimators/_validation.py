@@ -84,6 +84,8 @@ def check_counts(y: np.ndarray, *, integer: bool, name: str = "y", why: str = ""
 
 def check_sample_weight(sample_weight, X, dtype) -> np.ndarray:
     """scikit-learn's weight check plus: weights must be finite and not all zero."""
+    if sample_weight is None:  # unit weights: nothing to check
+        return np.ones(X.shape[0], dtype=dtype)
     w = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True)
     if not np.all(np.isfinite(w)):
         raise ValueError("sample_weight contains NaN or infinity.")
