@@ -27,10 +27,12 @@ Compiled fast path
 On CUDA tensors and large CPU tensors (``2**16`` and ``2**20`` elements), the forward
 passes and the common backward passes run as single fused kernels built by
 ``torch.compile`` (see :mod:`posheads._compiled`): the same formulas, to a few ulps, in
-one pass over memory. ``POSHEADS_COMPILE=0``, :func:`set_compile` or :func:`use_compile`
-turn it off; where no compiler is found, or a kernel fails to build, posheads warns once
-(:class:`CompileWarning`) and computes eagerly. Double backward always uses the eager
-guarded path.
+one pass over memory. Where the input requires grad, the forward kernel returns the
+derivative too, and the backward multiplies it by the incoming gradient in place (no
+recomputation, no new tensor). ``POSHEADS_COMPILE=0``, :func:`set_compile` or
+:func:`use_compile` turn it off; where no compiler is found, or a kernel fails to
+build, posheads warns once (:class:`CompileWarning`) and computes eagerly. Double
+backward always uses the eager guarded path.
 """
 
 from __future__ import annotations
@@ -225,21 +227,55 @@ def softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> tor
 
 class _SoftplusInverse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y, beta, switch, big):
+    def forward(ctx, y, beta, switch, big, with_grad):
         ctx.save_for_backward(y)
         ctx.beta, ctx.switch, ctx.big = beta, switch, big
-        out = _compiled.run("softplus_inverse", y, beta, switch, math.log(beta))
+        args = (y, beta, switch, math.log(beta), big)
+        out = _compiled_with_grad(ctx, "softplus_inverse", *args, with_grad=with_grad)
         return _softplus_inverse_value(y, beta, switch) if out is None else out
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         if not torch.is_grad_enabled():  # not under create_graph: nothing to differentiate
-            g = _compiled.run("softplus_inverse_grad", y, grad, ctx.beta, ctx.switch, ctx.big)
+            g = _saved_grad(ctx, grad)
+            if g is None:
+                g = _compiled.run("softplus_inverse_grad", y, grad, ctx.beta, ctx.switch, ctx.big)
             if g is not None:
-                return g, None, None, None
+                return g, None, None, None, None
         d = _softplus_inverse_grad(y, ctx.beta, ctx.switch, ctx.big)
-        return grad * d, None, None, None
+        return grad * d, None, None, None, None
+
+
+def _wants_grad(x: torch.Tensor, *others) -> bool:
+    """Whether a forward should compute its derivative for ``x`` too: ``x`` requires grad
+    under grad mode, and nothing else does (the in-place backward serves ``x`` only)."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return False
+    return not any(o is not None and o.requires_grad for o in others)
+
+
+def _compiled_with_grad(ctx, name, *args, with_grad, tables=()):
+    """Run the compiled kernel ``name`` (None where it does not run). With ``with_grad``,
+    run ``name + "_and_grad"`` and keep the derivative it returns for the backward, in
+    ``ctx.slope`` (an intermediate, not an input or output, so not saved for double
+    backward, which takes the eager path)."""
+    ctx.slope = None
+    if not with_grad:
+        return _compiled.run(name, *args, tables=tables)
+    out = _compiled.run(name + "_and_grad", *args, tables=tables)
+    if out is None:
+        return None
+    out, ctx.slope = out
+    return out
+
+
+def _saved_grad(ctx, grad: torch.Tensor) -> torch.Tensor | None:
+    """``grad`` times the derivative the forward kept, in place in it (so no new tensor);
+    None where there is none: the forward did not compute it, or a backward with
+    ``retain_graph=True`` already consumed it (the kernels then recompute it)."""
+    slope, ctx.slope = getattr(ctx, "slope", None), None
+    return None if slope is None else _mul(slope, grad)
 
 
 def _softplus_inverse_value(y, beta, switch):
@@ -299,27 +335,31 @@ def softplus_inverse(y: torch.Tensor, beta: float = 1.0, threshold: float = 20.0
     dtype = y.dtype if y.is_floating_point() else compute
     switch = linear_switch(dtype, threshold)
     big = torch.finfo(dtype).max
-    out = _SoftplusInverse.apply(y.to(compute), float(beta), switch, big)
+    y_c = y.to(compute)
+    out = _SoftplusInverse.apply(y_c, float(beta), switch, big, _wants_grad(y_c))
     return out.to(dtype)
 
 
 class _LogSoftplus(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, beta, switch):
+    def forward(ctx, x, beta, switch, with_grad):
         ctx.save_for_backward(x)
         ctx.beta, ctx.switch = beta, switch
-        out = _compiled.run("log_softplus", x, beta, switch, math.log(beta))
+        args = (x, beta, switch, math.log(beta))
+        out = _compiled_with_grad(ctx, "log_softplus", *args, with_grad=with_grad)
         return _forward_pieces(x, beta, switch)[1] if out is None else out
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         if not torch.is_grad_enabled():
-            g = _compiled.run("log_softplus_grad", x, grad, ctx.beta, ctx.switch)
+            g = _saved_grad(ctx, grad)
+            if g is None:
+                g = _compiled.run("log_softplus_grad", x, grad, ctx.beta, ctx.switch)
             if g is not None:
-                return g, None, None
+                return g, None, None, None
         dlog = _backward_pieces(x, ctx.beta, ctx.switch, need_log=False)[3]
-        return grad * dlog, None, None
+        return grad * dlog, None, None, None
 
 
 def log_softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> torch.Tensor:
@@ -345,13 +385,14 @@ def log_softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) ->
     compute = _compute_dtype(x)
     # An integer x gives a floating result, as in softplus_inverse.
     dtype = x.dtype if x.is_floating_point() else compute
-    out = _LogSoftplus.apply(x.to(compute), float(beta), linear_switch(dtype, threshold))
+    x_c = x.to(compute)
+    out = _LogSoftplus.apply(x_c, float(beta), linear_switch(dtype, threshold), _wants_grad(x_c))
     return out.to(dtype)
 
 
 class _PoissonSoftplusLogProb(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, eta, y, exposure, beta, switch):
+    def forward(ctx, eta, y, exposure, beta, switch, with_grad):
         ctx.save_for_backward(eta, y, exposure)
         ctx.beta, ctx.switch = beta, switch
         args = (eta, y, exposure, beta, switch, math.log(beta))
@@ -359,9 +400,11 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
         out = None
         if counts is not None:  # lgamma(y + 1) from a table
             table, small = counts
-            out = _compiled.run("poisson_counts", *args, small, tables=(table,))
+            out = _compiled_with_grad(
+                ctx, "poisson_counts", *args, small, with_grad=with_grad, tables=(table,)
+            )
         if out is None:
-            out = _compiled.run("poisson", *args)
+            out = _compiled_with_grad(ctx, "poisson", *args, with_grad=with_grad)
         if out is not None:
             return out
         s, log_s = _forward_pieces(eta, beta, switch)
@@ -385,12 +428,14 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
     def backward(ctx, grad):
         eta, y, exposure = ctx.saved_tensors
         if not torch.is_grad_enabled() and not any(ctx.needs_input_grad[1:3]):
-            args = (eta, y, exposure, grad, ctx.beta, ctx.switch)
-            g_eta = _compiled.run("poisson_grad_eta", *args)
+            g_eta = _saved_grad(ctx, grad)
+            if g_eta is None:
+                args = (eta, y, exposure, grad, ctx.beta, ctx.switch)
+                g_eta = _compiled.run("poisson_grad_eta", *args)
             if g_eta is None:
                 g_eta = _poisson_eta_grad(eta, y, exposure, ctx.beta, ctx.switch, grad)
             if g_eta is not None:
-                return _reduce_to(g_eta, eta.shape), None, None, None, None
+                return _reduce_to(g_eta, eta.shape), None, None, None, None, None
         s, log_s, sig, dlog = _backward_pieces(
             eta, ctx.beta, ctx.switch, need_log=ctx.needs_input_grad[1]
         )
@@ -404,7 +449,7 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
             g_y = _reduce_to(grad * (log_mu - torch.digamma(y + 1.0)), y.shape)
         if exposure is not None and ctx.needs_input_grad[2]:
             g_t = _reduce_to(grad * (y / exposure - s), exposure.shape)
-        return g_eta, g_y, g_t, None, None
+        return g_eta, g_y, g_t, None, None, None
 
 
 def _fits(a: torch.Tensor, b) -> bool:
@@ -478,7 +523,8 @@ def poisson_softplus_log_prob(
     _check_args(beta, threshold)
     eta_c, (y_c, t_c), out_dtype = _prepare(eta, y, exposure)
     switch = linear_switch(out_dtype, threshold)
-    out = _PoissonSoftplusLogProb.apply(eta_c, y_c, t_c, float(beta), switch)
+    with_grad = _wants_grad(eta_c, y_c, t_c)
+    out = _PoissonSoftplusLogProb.apply(eta_c, y_c, t_c, float(beta), switch, with_grad)
     return out.to(out_dtype)
 
 

@@ -2,7 +2,12 @@
 
 * compiled and eager results agree, forward and backward, in float32 and float64, on
   inputs that reach every branch (the linear switch, the asymptote where ``softplus``
-  underflows, sub-normal inputs of ``softplus_inverse``);
+  underflows, sub-normal inputs of ``softplus_inverse``, both sides of the switch of
+  its ``1 - exp(-z)`` between a Taylor series and ``exp``): the value without grad, the
+  value and gradient of a forward that computes its derivative too, and the gradient
+  of a second backward (``retain_graph``), which recomputes it;
+* the arithmetic stand-ins for inductor's vectorised functions (``1 - exp(-z)`` by a
+  Taylor series near 0, ``log1p`` on ``[0, 1]``, ``log`` of normal floats) against mpmath;
 * the switches: ``set_compile`` / ``use_compile``, ``POSHEADS_COMPILE=0``, the size
   threshold (tiny tensors stay eager), and double backward stays eager;
 * a kernel that fails to compile warns once and gives the eager result;
@@ -28,7 +33,7 @@ import torch.nn.functional as F
 
 from posheads import _compiled, ops
 
-from ._reference import devices
+from ._reference import devices, mpc, ulp
 
 # Importing inductor's C++ backend touches a deprecated torch.jit API.
 pytestmark = pytest.mark.filterwarnings("ignore:.*script_method.*:DeprecationWarning")
@@ -53,14 +58,27 @@ def _inputs(dtype, device, n=512):
     t = torch.rand(n, generator=gen, dtype=F64) * 3.0 + 0.2
     # Positive values from sub-normal to large, for softplus_inverse.
     y_pos = torch.exp(torch.linspace(-740.0, 25.0, n, dtype=F64)).to(dtype).clamp(min=1e-45)
+    # Its branches at z = beta y (beta 1 and 2.5): the switch of 1 - exp(-z) at |z| = 1/2,
+    # the smallest normal z, the linear switch.
+    tiny = torch.finfo(dtype).tiny
+    edges = torch.tensor([0.5, 0.2, tiny, tiny / 2.5, 16.0, 6.4, 36.0, 14.4], dtype=dtype)
+    edges = torch.cat([edges, torch.nextafter(edges, edges * 2), torch.nextafter(edges, edges * 0)])
+    edges = torch.cat([edges, torch.linspace(0.15, 0.6, 64, dtype=dtype)])
+    y_pos[: len(edges)] = edges
     made = {"eta": eta, "y": y, "r": r, "t": t}
     made = {k: v.to(dtype) for k, v in made.items()}
-    made["y_pos"] = y_pos.to(dtype)
+    made["y_pos"] = y_pos
     return {k: v.to(device) for k, v in made.items()}
 
 
 def _run_ops(inp):
-    """Values and gradients of every compiled op (the names are the fixture's keys)."""
+    """Values and gradients of every compiled op (the names are the fixture's keys).
+
+    ``name``: value and gradients of a forward on leaves that require grad (the
+    ``*_and_grad`` kernels, whose derivative the backward multiplies in place);
+    ``name/no_grad``: the value under ``torch.no_grad()``; ``name/again``: the gradients
+    of a second backward through the same graph, which recomputes them.
+    """
     eta, y, r, t = inp["eta"], inp["y"], inp["r"], inp["t"]
     calls = {
         "softplus_inverse": (ops.softplus_inverse, (inp["y_pos"],)),
@@ -71,6 +89,11 @@ def _run_ops(inp):
         "poisson_small": (lambda e: ops.poisson_softplus_log_prob(e, y.clamp(max=100)), (eta,)),
         "poisson_quasi": (lambda e: ops.poisson_softplus_log_prob(e, y + 0.5), (eta,)),
         "poisson_exposure": (lambda e: ops.poisson_softplus_log_prob(e, y, exposure=t), (eta,)),
+        # exposure requires grad too: no derivative from the forward, the eager backward
+        "poisson_eta_t": (
+            lambda e, tt: ops.poisson_softplus_log_prob(e, y, exposure=tt),
+            (eta, t),
+        ),
         "nb": (lambda e: ops.negative_binomial_softplus_log_prob(e, y, r), (eta,)),
         "nb_eta_r": (lambda e, rr: ops.negative_binomial_softplus_log_prob(e, y, rr), (eta, r)),
     }
@@ -78,8 +101,12 @@ def _run_ops(inp):
     for name, (fn, args) in calls.items():
         leaves = [a.detach().clone().requires_grad_() for a in args]
         value = fn(*leaves)
-        grads = torch.autograd.grad(value, leaves, torch.ones_like(value))
+        ones = torch.ones_like(value)
+        grads = torch.autograd.grad(value, leaves, ones, retain_graph=True)
         out[name] = (value.detach(), *grads)
+        out[name + "/again"] = torch.autograd.grad(value, leaves, ones)
+        with torch.no_grad():
+            out[name + "/no_grad"] = (fn(*args),)
     return out
 
 
@@ -116,6 +143,11 @@ def _scales(inp):
             y * (log_s + torch.log(t).abs()) + s * t + torch.lgamma(y + 1.0),
             y * dlog + t,
         ),
+        "poisson_eta_t": (
+            y * (log_s + torch.log(t).abs()) + s * t + torch.lgamma(y + 1.0),
+            y * dlog + t,
+            y / t + s,
+        ),
         "nb": (nb_value, nb_grad),
         "nb_eta_r": (nb_value, nb_grad, dr),
     }
@@ -142,8 +174,10 @@ def test_compiled_matches_eager(results, dtype):
     scales = _scales(inp)
     eps = torch.finfo(dtype).eps
     for name, expected in eager.items():
+        op, _, variant = name.partition("/")
+        scale_of = {"": scales[op], "no_grad": scales[op][:1], "again": scales[op][1:]}[variant]
         for i, (got, want, scale) in enumerate(
-            zip(compiled[name], expected, scales[name], strict=True)
+            zip(compiled[name], expected, scale_of, strict=True)
         ):
             assert got.dtype == want.dtype and got.shape == want.shape
             assert torch.isfinite(got).all(), (name, i)
@@ -219,17 +253,109 @@ def test_threshold_selects_compiled_path(recorded):
         _all_ops(999)
         assert recorded == []
         _all_ops(1000)
+    # The inputs require grad: the forwards compute the derivative too, and the backwards
+    # multiply it by the incoming gradient (the NB log-prob still has its own backward).
     assert set(recorded) == {
-        "softplus_inverse",
-        "softplus_inverse_grad",
-        "log_softplus",
-        "log_softplus_grad",
+        "softplus_inverse_and_grad",
+        "log_softplus_and_grad",
         "whole_counts",  # the counts are checked once, then lgamma(y + 1) is looked up
-        "poisson_counts",
-        "poisson_grad_eta",
+        "poisson_counts_and_grad",
         "negative_binomial",
         "negative_binomial_grad_eta",
     }
+    recorded.clear()
+    with ops.use_compile(True, min_numel=1000), torch.no_grad():
+        _all_ops(1000, requires_grad=False)
+    assert set(recorded) == {
+        "softplus_inverse",
+        "log_softplus",
+        "whole_counts",
+        "poisson_counts",
+        "negative_binomial",
+    }
+
+
+def test_kernels_are_compiled_parallel(monkeypatch):
+    # Without dynamic_threads, inductor made a kernel first compiled on a small tensor
+    # serial, and its cache handed that serial code to every later size.
+    seen = {}
+
+    def spy_compile(fn, **kwargs):
+        seen[fn.__name__] = kwargs
+        return fn
+
+    monkeypatch.setattr(_compiled, "_kernels", {})
+    monkeypatch.setattr(torch, "compile", spy_compile)
+    with ops.use_compile(True, min_numel=0):
+        ops.log_softplus(torch.zeros(10))
+    assert seen["log_softplus"]["options"]["cpp.dynamic_threads"] is True
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_one_minus_exp_matches_mpmath(dtype):
+    """``1 - exp(-z)`` of the softplus_inverse kernels (a Taylor series for ``|z| <= 1/2``,
+    ``exp`` beyond) against mpmath: within 3 ulps on both sides of the switch, down to
+    sub-normal and zero ``z``, and for negative ``z`` (out of the domain of
+    ``softplus_inverse``, reached by its gradient)."""
+    tiny = torch.finfo(dtype).tiny
+    half = torch.tensor([0.5, -0.5], dtype=dtype)
+    z = torch.cat(
+        [
+            torch.linspace(-0.7, 0.7, 4001, dtype=dtype),
+            half,
+            torch.nextafter(half, half * 2),
+            torch.nextafter(half, half * 0),
+            torch.logspace(math.log10(tiny) - 5, 0, 500, dtype=F64).to(dtype),
+            torch.tensor([0.0, tiny, 2 * tiny, 20.0, 80.0, -20.0, -80.0], dtype=dtype),
+        ]
+    )
+    got = _compiled._one_minus_exp(z)
+    want = [float(-mpc.expm1(-mpc.mpf(float(v)))) for v in z]
+    want_t = torch.tensor(want, dtype=F64).to(dtype)
+    err = (got.double() - want_t.double()).abs().numpy()
+    assert (err <= 3 * ulp(want, dtype)).all(), z[int(err.argmax())].item()
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_log1p_series_matches_mpmath(dtype):
+    """``log1p(u)`` for ``0 <= u <= 1`` of the softplus kernels (an atanh series in place of
+    Sleef's log1p) against mpmath: within 1.5 ulps, down to sub-normal and zero ``u``."""
+    tiny = torch.finfo(dtype).tiny
+    u = torch.cat(
+        [
+            torch.linspace(0.0, 1.0, 4001, dtype=dtype),
+            torch.logspace(math.log10(tiny) - 5, 0, 500, dtype=F64).to(dtype),
+            torch.tensor([tiny, 1.0, 1.0 - torch.finfo(dtype).eps / 2], dtype=dtype),
+        ]
+    )
+    got = _compiled._log1p_unit(u)
+    want = [float(mpc.log1p(mpc.mpf(float(v)))) for v in u]
+    err = (got.double() - torch.tensor(want, dtype=F64)).abs().numpy()
+    # a sub-normal result is compared in absolute terms (ulp of the sub-normal spacing)
+    assert (err <= 1.5 * ulp(want, dtype)).all(), u[int(err.argmax())].item()
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_log_of_normal_floats_matches_mpmath(dtype):
+    """The CPU kernels' ``log`` of normal floats (exponent and mantissa from the bits, an
+    atanh series) against mpmath: within 1.5 ulps from the smallest normal float to the
+    largest, near 1 (where the result is tiny) and at powers of two; NaN stays NaN."""
+    fi = torch.finfo(dtype)
+    s = torch.cat(
+        [
+            torch.logspace(math.log10(fi.tiny), math.log10(fi.max), 4001, dtype=F64).to(dtype),
+            torch.linspace(0.5, 2.0, 4001, dtype=dtype),
+            torch.tensor([2.0**k for k in range(-30, 31)], dtype=dtype),
+            torch.tensor([fi.tiny, fi.max, 1.0 - fi.eps / 2, 1.0 + fi.eps], dtype=dtype),
+            torch.tensor([0.7071067811865476, 1.4142135623730951], dtype=dtype),
+        ]
+    )
+    s = s[torch.isfinite(s)]
+    got = _compiled._log_normal(s)
+    want = [float(mpc.log(mpc.mpf(float(v)))) for v in s]
+    err = (got.double() - torch.tensor(want, dtype=F64)).abs().numpy()
+    assert (err <= 1.5 * ulp(want, dtype)).all(), s[int(err.argmax())].item()
+    assert _compiled._log_normal(torch.tensor([math.nan], dtype=dtype)).isnan().all()
 
 
 def test_off_switch(recorded):
@@ -380,3 +506,20 @@ def test_count_check_is_remembered_until_y_changes(monkeypatch):
         y[0] = 0.5  # modified in place: checked again, and no longer whole counts
         assert _compiled.count_table(y) is None
         assert calls.count("whole_counts") == 2
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("beta", [1.0, 0.3, 2.5])
+def test_softplus_inverse_out_of_domain_and_extremes_match_eager(dtype, beta):
+    # The compiled kernel's own log (of y scaled by 2**digits where beta * y is below the
+    # smallest normal float) keeps torch's conventions: -inf at 0, NaN below 0 and at NaN.
+    fi = torch.finfo(dtype)
+    y = torch.tensor(
+        [0.0, -0.0, -1.0, -fi.tiny, math.nan, math.inf, fi.tiny * fi.eps, fi.tiny, 1e-30],
+        dtype=dtype,
+    )
+    with ops.use_compile(True, min_numel=0):
+        got = ops.softplus_inverse(y, beta=beta)
+    with ops.use_compile(False):
+        want = ops.softplus_inverse(y, beta=beta)
+    torch.testing.assert_close(got, want, equal_nan=True, rtol=8 * fi.eps, atol=0.0)
