@@ -580,7 +580,7 @@ def _log_factorial(y: torch.Tensor) -> torch.Tensor:
     low, top = (float(v) for v in torch.aminmax(y)) if y.numel() else (0.0, 0.0)
     if low >= 0 and top < y.numel() and torch.equal(y, torch.floor(y)):
         table = torch.lgamma(torch.arange(1.0, top + 2.0, dtype=y.dtype, device=y.device))
-        return table[y.long()]
+        return table.index_select(0, y.long())
     return torch.lgamma(y + 1.0)
 
 
