@@ -280,6 +280,11 @@ class GLMLoss:
     def _nb(self):
         return self.model.likelihood == "negative_binomial"
 
+    @property
+    def closed_form(self) -> bool:
+        """Whether the derivatives are closed-form (Poisson, NB), not from autograd."""
+        return self._fast or self._nb
+
     def _nb_pieces(self, theta, P):
         """:func:`nb_pieces` at ``theta``, kept in ``P`` for the gradient and Hessian."""
         u = self._u(theta)

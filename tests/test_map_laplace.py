@@ -378,3 +378,17 @@ def test_general_pyro_model_map_and_laplace():
     assert flat is None or theta.shape == (2,)
     assert lap.samples["sigma"].shape == (1, 500) and (lap.samples["sigma"] > 0).all()
     assert torch.linalg.eigvalsh(lap.extra["cov"]).min() > 0
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "negative_binomial"])
+def test_map_results_are_ordinary_tensors(likelihood):
+    """The closed-form solver runs in inference mode; nothing it returns may stay an
+    inference tensor, which autograd would refuse later."""
+    X, y = simulated(likelihood)
+    post = fit_map(SoftplusGLM(likelihood), GLMData(X, y))
+    outputs = [post.extra["theta"], *post.extra["map"].values(), *post.samples.values()]
+    assert not any(torch.is_inference(t) for t in outputs)
+    coef = post.extra["map"]["coef"]
+    w = torch.ones_like(coef, requires_grad=True)
+    (coef * w).sum().backward()  # would raise for an inference tensor
+    torch.testing.assert_close(w.grad, coef)

@@ -122,7 +122,14 @@ def _fit_glm(model, data, max_iter, tol, init, verbose, jacobian, check_input=Tr
         loss = GLMLoss(model, data, jacobian=jacobian, validate=False, hessian_rows="auto")
         theta0 = _initial_theta(init, loss.init_theta(), lambda v: model.pack(v, loss.layout))
         solver = NewtonSolver(loss, tol=tol, max_iter=max_iter, verbose=verbose)
-        theta = solver.solve(theta0)
+        # Where the derivatives are closed-form, no autograd bookkeeping inside the
+        # solver: a tenth of a small fit's time. Its tensors stay local, and theta is
+        # cloned into an ordinary tensor that autograd may use later. (Not for a sparse
+        # X: torch cannot convert sparse layouts of inference tensors.)
+        lean = loss.closed_form and not loss.X.sparse
+        with torch.inference_mode() if lean else contextlib.nullcontext():
+            theta = solver.solve(theta0)
+        theta = theta.clone()
         values = model.unpack(theta, loss.layout)
         log_joint = float(loss.log_joint(theta, solver.P))
     extra = {"map": values, "theta": theta, "n_iter": solver.n_iter,
