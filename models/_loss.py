@@ -74,6 +74,9 @@ class GLMLoss:
         Seeds the choice of the Hessian rows.
     """
 
+    # likelihoods whose derivatives are closed-form (the others use autograd per row)
+    CLOSED_FORM = ("poisson", "negative_binomial")
+
     def __init__(self, model, data, *, jacobian=False, normalize=True, validate=True,
                  hessian_rows=None, seed=0):
         data = check_glm_data(data, validate=validate)
@@ -280,10 +283,6 @@ class GLMLoss:
     def _nb(self):
         return self.model.likelihood == "negative_binomial"
 
-    @property
-    def closed_form(self) -> bool:
-        """Whether the derivatives are closed-form (Poisson, NB), not from autograd."""
-        return self._fast or self._nb
 
     def _nb_pieces(self, theta, P):
         """:func:`nb_pieces` at ``theta``, kept in ``P`` for the gradient and Hessian."""
