@@ -36,6 +36,8 @@ __all__ = ["SoftplusGLMRegressor"]
 # beta="auto": candidate softness values for the profile likelihood, then a golden-section
 # refinement on log(beta) around the best one.
 _BETA_GRID = np.geomspace(0.05, 20.0, 13)
+# parameter sets that passed _validate_params, keyed by class, names, types and values
+_VALID_PARAMS: set = set()
 
 
 class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEstimator):
@@ -115,6 +117,22 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
             names = super()._get_param_names()
             cls._param_names_cache = names
         return list(names)
+
+    def _validate_params(self):
+        # The check is a pure function of the parameter values (and their types), so a
+        # set of hashable values that passed once passes again: skip scikit-learn's
+        # constraint objects (about 40 us a fit).
+        params = self.get_params(deep=False)
+        try:
+            key = (type(self), tuple((k, type(v), v) for k, v in sorted(params.items())))
+            hash(key)
+        except TypeError:  # an unhashable value: check every time
+            key = None
+        if key is not None and key in _VALID_PARAMS:
+            return
+        super()._validate_params()
+        if key is not None and len(_VALID_PARAMS) < 1024:
+            _VALID_PARAMS.add(key)
 
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
