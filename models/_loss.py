@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
@@ -73,9 +74,6 @@ class GLMLoss:
     seed : int
         Seeds the choice of the Hessian rows.
     """
-
-    # likelihoods whose derivatives are closed-form (the others use autograd per row)
-    CLOSED_FORM = ("poisson", "negative_binomial")
 
     def __init__(self, model, data, *, jacobian=False, normalize=True, validate=True,
                  hessian_rows=None, seed=0):
@@ -282,6 +280,16 @@ class GLMLoss:
     @property
     def _nb(self):
         return self.model.likelihood == "negative_binomial"
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether no derivative needs autograd: Poisson, or NB whose concentration prior
+        is the default inverse gamma or flat (another prior's derivatives use autograd)."""
+        if self._fast:
+            return True
+        prior = self.conc_prior
+        return self._nb and (prior is None or isinstance(
+            prior, (SoftplusInverseGamma, dist.ImproperUniform)))
 
 
     def _nb_pieces(self, theta, P):

@@ -392,3 +392,19 @@ def test_map_results_are_ordinary_tensors(likelihood):
     w = torch.ones_like(coef, requires_grad=True)
     (coef * w).sum().backward()  # would raise for an inference tensor
     torch.testing.assert_close(w.grad, coef)
+
+
+def test_nb_with_a_custom_concentration_prior_converges():
+    """A concentration prior other than the default has its derivatives by autograd, so
+    that fit keeps autograd on (inference mode would silently zero them)."""
+    X, y = simulated("negative_binomial", n=500)
+    model = SoftplusGLM("negative_binomial", concentration_prior=dist.Gamma(
+        torch.tensor(4.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)))
+    data = GLMData(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        post = fit_map(model, data)
+    assert post.extra["converged"]
+    theta = post.extra["theta"].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model.log_joint(theta, data, jacobian=False), theta)
+    assert float(grad.abs().max()) < 1e-6 * len(y)

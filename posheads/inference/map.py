@@ -37,7 +37,6 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from posheads.models._data import check_glm_data
-from posheads.models._design import is_sparse
 from posheads.models._loss import GLMLoss
 from posheads.models.glm import GLMData, SoftplusGLM
 from posheads.posterior import Posterior
@@ -120,20 +119,19 @@ def _fit_glm(model, data, max_iter, tol, init, verbose, jacobian, check_input=Tr
     matrix = isinstance(X, torch.Tensor) and X.dim() == 2  # else check_glm_data raises
     with _threads_for(X) if matrix else contextlib.nullcontext():
         data = check_glm_data(data, validate=check_input)
-        # Where the derivatives are closed-form, no autograd bookkeeping in the loss and
-        # the solver: a tenth of a small fit's time. Their tensors stay local, and theta
-        # is cloned into an ordinary tensor that autograd may use later. (Not for a
-        # sparse X: torch cannot convert sparse layouts of inference tensors.)
-        lean = model.likelihood in GLMLoss.CLOSED_FORM and not is_sparse(data.X)
+        loss = GLMLoss(model, data, jacobian=jacobian, validate=False, hessian_rows="auto")
+        theta0 = _initial_theta(init, loss.init_theta(), lambda v: model.pack(v, loss.layout))
+        solver = NewtonSolver(loss, tol=tol, max_iter=max_iter, verbose=verbose)
+        # Where no derivative needs autograd, no autograd bookkeeping in the solver: a
+        # tenth of a small fit's time. Its tensors stay local, and theta is cloned into
+        # an ordinary tensor that autograd may use later. (Not for a sparse X: torch
+        # cannot convert sparse layouts of inference tensors.)
+        lean = loss.closed_form and not loss.X.sparse
         with torch.inference_mode() if lean else contextlib.nullcontext():
-            loss = GLMLoss(model, data, jacobian=jacobian, validate=False, hessian_rows="auto")
-            theta0 = _initial_theta(init, loss.init_theta(),
-                                    lambda v: model.pack(v, loss.layout))
-            solver = NewtonSolver(loss, tol=tol, max_iter=max_iter, verbose=verbose)
             theta = solver.solve(theta0)
-            log_joint = float(loss.log_joint(theta, solver.P))
         theta = theta.clone()
         values = model.unpack(theta, loss.layout)
+        log_joint = float(loss.log_joint(theta, solver.P))
     extra = {"map": values, "theta": theta, "n_iter": solver.n_iter,
              "converged": solver.converged, "grad_max": solver.g_max,
              "log_joint": log_joint, "jacobian": jacobian}
