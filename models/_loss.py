@@ -291,7 +291,6 @@ class GLMLoss:
         return self._nb and (prior is None or isinstance(
             prior, (SoftplusInverseGamma, dist.ImproperUniform)))
 
-
     def _nb_pieces(self, theta, P):
         """:func:`nb_pieces` at ``theta``, kept in ``P`` for the gradient and Hessian."""
         u = self._u(theta)
