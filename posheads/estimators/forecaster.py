@@ -21,7 +21,6 @@ import numbers
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 from pyro import poutine
 from sklearn.base import BaseEstimator
@@ -30,9 +29,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._forecast_base import ForecasterMixin, SeasonalNaiveForecaster, _seed
 from ._forecast_engine import NUTSForecaster, isolated
+from ._forecast_report import ForecastReportMixin, _numpy
+from ._forecast_state import ForecastStateMixin
 from ._persist import PersistMixin
 from ._series import (
-    SeriesInfo,
     check_covariates,
     check_series,
     default_season_lengths,
@@ -93,15 +93,6 @@ def dispersion_index(values, lag=1) -> float:
     return float(sd**2 / mean)
 
 
-def _cpu64(t):
-    """A float64 CPU copy of a tensor (the estimator's outputs are NumPy, whatever the device)."""
-    return t.detach().to(device="cpu", dtype=torch.float64)
-
-
-def _numpy(t):
-    return _cpu64(t).numpy()
-
-
 def _init_to_mean(site):
     """Start the guide at prior means (zero innovations), as a fresh tensor.
 
@@ -113,7 +104,8 @@ def _init_to_mean(site):
     return init_to_mean(site).clone()
 
 
-class CountForecaster(PersistMixin, ForecasterMixin, BaseEstimator):
+class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, ForecasterMixin,
+                      BaseEstimator):
     """Bayesian count forecaster: random-walk level, seasons and covariates, softplus link.
 
     Parameters
@@ -378,94 +370,6 @@ class CountForecaster(PersistMixin, ForecasterMixin, BaseEstimator):
             log_every=log_every,
         )
 
-    # ----------------------------------------------------------- persistence
-    def _get_state(self) -> dict:
-        """Fitted attributes for :func:`posheads.estimators.save` (plain values and arrays)."""
-        info = self.series_info_
-        name = info.name
-        state = {
-            "season_lengths_": list(self.season_lengths_),
-            "fourier_terms_": list(self.fourier_terms_),
-            "scale_": float(self.scale_),
-            "likelihood_": self.likelihood_,
-            "n_features_in_": int(self.n_features_in_),
-            "losses_": np.asarray(self.losses_, dtype=np.float64),
-            "history_": self.history_,
-            "covariates_train": self._covariates_train,
-            "cov_center": self._cov_center,
-            "cov_scale": self._cov_scale,
-            "series_name": name
-            if isinstance(name, (str, int, float)) or name is None
-            else str(name),
-            "series_freq": None if info.freq is None else info.freq.freqstr,
-        }
-        if info.index is not None:
-            index = info.index
-            state["series_index"] = index.as_unit("ns").asi8  # ns since the epoch, in UTC
-            state["series_index_name"] = None if index.name is None else str(index.name)
-            state["series_index_unit"] = index.unit
-            state["series_index_tz"] = None if index.tz is None else str(index.tz)
-        if hasattr(self, "feature_names_in_"):
-            state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
-        if isinstance(self.forecaster_, NUTSForecaster):
-            state["posterior"] = {"samples": dict(self.forecaster_._samples)}
-        else:  # the guide's unconstrained parameters; their constraints come from the guide
-            state["posterior"] = {"params": dict(self._param_state["params"])}
-        return state
-
-    def _set_state(self, state: dict) -> None:
-        """Rebuild a fitted forecaster from :meth:`_get_state`'s output, without refitting."""
-        self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
-        self.season_lengths_ = tuple(float(p) for p in state["season_lengths_"])
-        self.fourier_terms_ = tuple(int(k) for k in state["fourier_terms_"])
-        self.scale_, self.n_features_in_ = float(state["scale_"]), int(state["n_features_in_"])
-        self.likelihood_ = str(state["likelihood_"])
-        if "feature_names_in_" in state:
-            self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
-        self.losses_ = [float(v) for v in np.asarray(state["losses_"]).ravel()]
-        self.history_ = np.asarray(state["history_"], dtype=np.float64)
-        self._covariates_train = np.asarray(state["covariates_train"], dtype=np.float64)
-        self._cov_center = np.asarray(state["cov_center"], dtype=np.float64)
-        self._cov_scale = np.asarray(state["cov_scale"], dtype=np.float64)
-        freq = state["series_freq"]
-        freq = None if freq is None else pd.tseries.frequencies.to_offset(freq)
-        index = None
-        if "series_index" in state:
-            stamps = np.asarray(state["series_index"], dtype=np.int64).astype("datetime64[ns]")
-            index = pd.DatetimeIndex(stamps, name=state["series_index_name"])
-            if state["series_index_tz"] is not None:
-                index = index.tz_localize("UTC").tz_convert(state["series_index_tz"])
-            index = pd.DatetimeIndex(index.as_unit(state["series_index_unit"]), freq=freq)
-        self.series_info_ = SeriesInfo(index=index, freq=freq, name=state["series_name"])
-        self.model_ = self._make_model(self.history_)
-        data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
-        covariates = self._design(self._covariates_train, 0)
-        posterior = state["posterior"]
-        if "samples" in posterior:
-            samples = {k: v.to(self._device) for k, v in posterior["samples"].items()}
-            with isolated(None) as self._param_state:
-                self.forecaster_ = NUTSForecaster(
-                    self.model_,
-                    data,
-                    covariates,
-                    num_warmup=0,
-                    num_samples=self.num_samples,
-                    samples=samples,
-                )
-            return
-        # A forecaster trained for no steps has the guide's parameters, with their
-        # constraints, at their initial values; the saved values then replace them.
-        with isolated(None) as param_state:
-            self.forecaster_ = self._svi(data, covariates, num_steps=0)
-        saved = posterior["params"]
-        if set(saved) != set(param_state["params"]):
-            raise ValueError(
-                "the saved guide parameters do not match the model rebuilt from "
-                "the saved parameters"
-            )
-        param_state["params"] = {k: v.to(self._device) for k, v in saved.items()}
-        self._param_state = param_state
-
     # ------------------------------------------------------------- forecasts
     def _future_covariates(self, horizon, X_future):
         if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
@@ -529,111 +433,3 @@ class CountForecaster(PersistMixin, ForecasterMixin, BaseEstimator):
         ndarray of shape (horizon,), or Series indexed by the future time stamps
         """
         return self._output(self._paths_and_mean(horizon, X_future, self.num_samples)[1])
-
-    # ------------------------------------------------------------- posterior
-    def _posterior_trace(self):
-        check_is_fitted(self)
-        covariates = self._design(self._covariates_train, 0)
-        return self._draw(covariates, self.num_samples, _seed(self.random_state, 2))[1]
-
-    def _param_names(self):
-        names = []
-        for p, k in zip(self.season_lengths_, self.fourier_terms_, strict=True):
-            for j in range(1, k + 1):
-                names += [f"season{p:g}_cos{j}"] + ([f"season{p:g}_sin{j}"] if 2 * j != p else [])
-        features = getattr(self, "feature_names_in_", None)
-        if features is None:
-            features = [f"x{i}" for i in range(self.n_features_in_)]
-        return {"seasonal": names, "weight": list(features)}
-
-    def summary(self, coverage=0.9):
-        """Posterior mean, sd and central interval of every global parameter.
-
-        Weights of standardised covariates are per training standard deviation; those of
-        0/1 covariates per unit. All are on the scale of the linear predictor ``eta``.
-
-        Returns
-        -------
-        DataFrame with columns ``mean``, ``sd``, ``lower``, ``upper``
-        """
-        trace, names = self._posterior_trace(), self._param_names()
-        tail = (1 - coverage) / 2
-        rows = {}
-        for site in (
-            "bias",
-            "seasonal",
-            "weight",
-            "drift_scale",
-            "slope_scale",
-            "concentration",
-            "dispersion",
-            "sigma",
-        ):
-            if site not in trace.nodes:
-                continue
-            draws = _numpy(trace.nodes[site]["value"].reshape(self.num_samples, -1))
-            labels = names.get(site, [site])
-            for j in range(draws.shape[1]):
-                d = draws[:, j]
-                rows[labels[j]] = [d.mean(), d.std(), *np.quantile(d, [tail, 1 - tail])]
-        return pd.DataFrame.from_dict(
-            rows, orient="index", columns=["mean", "sd", "lower", "upper"]
-        )
-
-    def covariate_effect(self, column, coverage=0.9):
-        """Posterior effect of one covariate on the expected count, where it is non-zero.
-
-        Compares, over the training steps where the covariate is non-zero, the fitted
-        rate ``mu = scale * softplus(eta)`` (the mean of Poisson and negative binomial
-        counts) with the counterfactual rate whose ``eta`` lacks that covariate's term.
-        Under a softplus link the effect depends on the level, so it is summarised as the
-        mean change per step and the relative change of the total
-        (``sum(mu) / sum(mu_without) - 1``).
-
-        Parameters
-        ----------
-        column : str or int
-            A name from ``feature_names_in_`` or a column position.
-        coverage : float, default=0.9
-
-        Returns
-        -------
-        DataFrame with rows ``change_per_step``, ``relative_change`` and columns
-        ``mean``, ``lower``, ``upper``
-        """
-        check_is_fitted(self)
-        if self._log:
-            raise ValueError("covariate_effect needs a count likelihood, not log_gaussian")
-        j = self._column_position(column)
-        active = self._covariates_train[:, j] != 0
-        if not active.any():
-            raise ValueError(f"covariate {column!r} is zero at every training step")
-        from posheads.ops import softplus
-
-        trace = self._posterior_trace()
-        eta = _cpu64(trace.nodes["eta"]["value"].reshape(self.num_samples, -1))[:, active]
-        w = _cpu64(trace.nodes["weight"]["value"].reshape(self.num_samples, -1))[:, j : j + 1]
-        x = (self._covariates_train[active, j] - self._cov_center[j]) / self._cov_scale[j]
-        beta = float(self.beta)
-        mu = self.scale_ * softplus(eta, beta=beta)
-        mu0 = self.scale_ * softplus(eta - w * torch.as_tensor(x), beta=beta)
-        draws = {
-            "change_per_step": (mu - mu0).mean(1).numpy(),
-            "relative_change": (mu.sum(1) / mu0.sum(1) - 1.0).numpy(),
-        }
-        tail = (1 - coverage) / 2
-        return pd.DataFrame(
-            {k: [v.mean(), *np.quantile(v, [tail, 1 - tail])] for k, v in draws.items()},
-            index=["mean", "lower", "upper"],
-        ).T
-
-    def _column_position(self, column):
-        names = getattr(self, "feature_names_in_", None)
-        if isinstance(column, (int, np.integer)) and 0 <= column < self.n_features_in_:
-            return int(column)
-        if names is not None and column in list(names):
-            return list(names).index(column)
-        raise ValueError(
-            f"unknown covariate {column!r}; the forecaster has "
-            f"{list(names) if names is not None else self.n_features_in_}"
-        )

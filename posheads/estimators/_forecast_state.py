@@ -1,0 +1,102 @@
+"""Saving and loading a fitted :class:`~posheads.estimators.forecaster.CountForecaster`
+without pickle: its fitted attributes as plain values and arrays, and the rebuild."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ._forecast_engine import NUTSForecaster, isolated
+from ._series import SeriesInfo
+from ._validation import resolve_device, resolve_dtype
+
+
+class ForecastStateMixin:
+    """``_get_state`` / ``_set_state`` for :class:`~posheads.estimators._persist.PersistMixin`."""
+
+    def _get_state(self) -> dict:
+        """Fitted attributes for :func:`posheads.estimators.save` (plain values and arrays)."""
+        info = self.series_info_
+        name = info.name
+        state = {
+            "season_lengths_": list(self.season_lengths_),
+            "fourier_terms_": list(self.fourier_terms_),
+            "scale_": float(self.scale_),
+            "likelihood_": self.likelihood_,
+            "n_features_in_": int(self.n_features_in_),
+            "losses_": np.asarray(self.losses_, dtype=np.float64),
+            "history_": self.history_,
+            "covariates_train": self._covariates_train,
+            "cov_center": self._cov_center,
+            "cov_scale": self._cov_scale,
+            "series_name": name
+            if isinstance(name, (str, int, float)) or name is None
+            else str(name),
+            "series_freq": None if info.freq is None else info.freq.freqstr,
+        }
+        if info.index is not None:
+            index = info.index
+            state["series_index"] = index.as_unit("ns").asi8  # ns since the epoch, in UTC
+            state["series_index_name"] = None if index.name is None else str(index.name)
+            state["series_index_unit"] = index.unit
+            state["series_index_tz"] = None if index.tz is None else str(index.tz)
+        if hasattr(self, "feature_names_in_"):
+            state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+        if isinstance(self.forecaster_, NUTSForecaster):
+            state["posterior"] = {"samples": dict(self.forecaster_._samples)}
+        else:  # the guide's unconstrained parameters; their constraints come from the guide
+            state["posterior"] = {"params": dict(self._param_state["params"])}
+        return state
+
+    def _set_state(self, state: dict) -> None:
+        """Rebuild a fitted forecaster from :meth:`_get_state`'s output, without refitting."""
+        self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        self.season_lengths_ = tuple(float(p) for p in state["season_lengths_"])
+        self.fourier_terms_ = tuple(int(k) for k in state["fourier_terms_"])
+        self.scale_, self.n_features_in_ = float(state["scale_"]), int(state["n_features_in_"])
+        self.likelihood_ = str(state["likelihood_"])
+        if "feature_names_in_" in state:
+            self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        self.losses_ = [float(v) for v in np.asarray(state["losses_"]).ravel()]
+        self.history_ = np.asarray(state["history_"], dtype=np.float64)
+        self._covariates_train = np.asarray(state["covariates_train"], dtype=np.float64)
+        self._cov_center = np.asarray(state["cov_center"], dtype=np.float64)
+        self._cov_scale = np.asarray(state["cov_scale"], dtype=np.float64)
+        freq = state["series_freq"]
+        freq = None if freq is None else pd.tseries.frequencies.to_offset(freq)
+        index = None
+        if "series_index" in state:
+            stamps = np.asarray(state["series_index"], dtype=np.int64).astype("datetime64[ns]")
+            index = pd.DatetimeIndex(stamps, name=state["series_index_name"])
+            if state["series_index_tz"] is not None:
+                index = index.tz_localize("UTC").tz_convert(state["series_index_tz"])
+            index = pd.DatetimeIndex(index.as_unit(state["series_index_unit"]), freq=freq)
+        self.series_info_ = SeriesInfo(index=index, freq=freq, name=state["series_name"])
+        self.model_ = self._make_model(self.history_)
+        data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
+        covariates = self._design(self._covariates_train, 0)
+        posterior = state["posterior"]
+        if "samples" in posterior:
+            samples = {k: v.to(self._device) for k, v in posterior["samples"].items()}
+            with isolated(None) as self._param_state:
+                self.forecaster_ = NUTSForecaster(
+                    self.model_,
+                    data,
+                    covariates,
+                    num_warmup=0,
+                    num_samples=self.num_samples,
+                    samples=samples,
+                )
+            return
+        # A forecaster trained for no steps has the guide's parameters, with their
+        # constraints, at their initial values; the saved values then replace them.
+        with isolated(None) as param_state:
+            self.forecaster_ = self._svi(data, covariates, num_steps=0)
+        saved = posterior["params"]
+        if set(saved) != set(param_state["params"]):
+            raise ValueError(
+                "the saved guide parameters do not match the model rebuilt from "
+                "the saved parameters"
+            )
+        param_state["params"] = {k: v.to(self._device) for k, v in saved.items()}
+        self._param_state = param_state
