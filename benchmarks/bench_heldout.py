@@ -38,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from posheads import (
+    HurdleNegativeBinomialSoftplusRegressor,
     HurdlePoissonSoftplusRegressor,
     NegativeBinomialSoftplusRegressor,
     PoissonSoftplusRegressor,
@@ -52,6 +53,7 @@ FAMILIES = {
     "zero-inflated Poisson": ZeroInflatedPoissonSoftplusRegressor,
     "zero-inflated NB": ZeroInflatedNegativeBinomialSoftplusRegressor,
     "hurdle Poisson": HurdlePoissonSoftplusRegressor,
+    "hurdle NB": HurdleNegativeBinomialSoftplusRegressor,
 }
 
 

@@ -210,7 +210,7 @@ class GLMLoss:
             pi = min(max((p0 - math.exp(-m)) / max(1.0 - math.exp(-m), 1e-12), 0.02), 0.9)
             rate = rate / (1.0 - pi)
             gate = math.log(pi / (1.0 - pi))
-        elif lik == "hurdle_poisson":
+        elif lik.startswith("hurdle"):
             pz = min(max(p0, 1e-3), 1.0 - 1e-3)
             gate = math.log(pz / (1.0 - pz))
         if "intercept" in self.slices:

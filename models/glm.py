@@ -1,9 +1,9 @@
 """Generalised linear models of counts with a softplus link (``posheads.models.glm``).
 
-The mean of the count part is ``exposure * softplus_beta(intercept + X @ coef)``. Five
+The mean of the count part is ``exposure * softplus_beta(intercept + X @ coef)``. Six
 likelihoods: ``"poisson"``, ``"negative_binomial"`` (NB2, concentration estimated),
-``"zero_inflated_poisson"``, ``"zero_inflated_negative_binomial"`` and
-``"hurdle_poisson"``; the last three have a zero part with logits
+``"zero_inflated_poisson"``, ``"zero_inflated_negative_binomial"``, ``"hurdle_poisson"``
+and ``"hurdle_negative_binomial"``; the last four have a zero part with logits
 ``gate_intercept + X_zero @ gate_coef`` (``X_zero`` defaults to ``X``).
 
 A :class:`SoftplusGLM` has two faces:
@@ -58,15 +58,19 @@ LIKELIHOODS = (
     "zero_inflated_poisson",
     "zero_inflated_negative_binomial",
     "hurdle_poisson",
+    "hurdle_negative_binomial",
 )
-_WITH_CONCENTRATION = ("negative_binomial", "zero_inflated_negative_binomial")
-_WITH_GATE = ("zero_inflated_poisson", "zero_inflated_negative_binomial", "hurdle_poisson")
+_WITH_CONCENTRATION = ("negative_binomial", "zero_inflated_negative_binomial",
+                       "hurdle_negative_binomial")
+_WITH_GATE = ("zero_inflated_poisson", "zero_inflated_negative_binomial", "hurdle_poisson",
+              "hurdle_negative_binomial")
 _DISTRIBUTIONS = {
     "poisson": pd.SoftplusPoisson,
     "negative_binomial": pd.SoftplusNegativeBinomial,
     "zero_inflated_poisson": pd.SoftplusZeroInflatedPoisson,
     "zero_inflated_negative_binomial": pd.SoftplusZeroInflatedNegativeBinomial,
     "hurdle_poisson": pd.SoftplusHurdlePoisson,
+    "hurdle_negative_binomial": pd.SoftplusHurdleNegativeBinomial,
 }
 
 

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 _ESTIMATORS = (
     "BayesianNeuralCountRegressor",
     "CountForecaster",
+    "HurdleNegativeBinomialSoftplusRegressor",
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",

@@ -18,6 +18,7 @@ _ESTIMATORS = {
     "zero-inflated-poisson": "ZeroInflatedPoissonSoftplusRegressor",
     "zero-inflated-negative-binomial": "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "hurdle-poisson": "HurdlePoissonSoftplusRegressor",
+    "hurdle-negative-binomial": "HurdleNegativeBinomialSoftplusRegressor",
 }
 
 

@@ -20,7 +20,7 @@ from ._cli_io import CLIError
 __all__ = ["main"]
 
 _MODELS = ["poisson", "negative-binomial", "zero-inflated-poisson",
-           "zero-inflated-negative-binomial", "hurdle-poisson"]
+           "zero-inflated-negative-binomial", "hurdle-poisson", "hurdle-negative-binomial"]
 _INFERENCE = ["map", "laplace", "svi", "nuts"]
 
 

@@ -34,6 +34,7 @@ from .transforms import SoftplusTransform
 __all__ = [
     "DistributionHead",
     "GammaHead",
+    "HurdleNegativeBinomialHead",
     "HurdlePoissonHead",
     "LogNormalHead",
     "NegativeBinomialHead",
@@ -452,10 +453,7 @@ class HurdlePoissonHead(_CountHead):
     _default_raw: ClassVar[dict[str, float]] = _GATE_START
 
     def _init_raw(self, y, scale):
-        zero = float((y == 0).double().mean())
-        gate = min(max(zero, 1e-3), 1.0 - 1e-3)  # a logit needs 0 < P(0) < 1
-        positive = y[y > 0]
-        mean_pos = float(positive.mean()) if positive.numel() else 1.0
+        gate, mean_pos = _hurdle_start(y)
         # zero-truncated Poisson mean m = rate / (1 - exp(-rate)): iterate
         # rate <- m (1 - exp(-rate)), a contraction from rate = m when m > 1
         rate = mean_pos
@@ -463,6 +461,44 @@ class HurdlePoissonHead(_CountHead):
             rate = mean_pos * -math.expm1(-rate)
         rate = max(rate, 1e-3)
         return {"eta": self._eta(rate, scale), "gate_logits": _logit(gate)}
+
+
+class HurdleNegativeBinomialHead(_CountHead):
+    """Features -> :class:`~posheads.distributions.SoftplusHurdleNegativeBinomial`.
+
+    Raw outputs: ``eta``, ``concentration`` (softplus) and ``gate_logits`` (the logit of
+    ``P(y = 0)``). The concentration starts at 1, the gate at the fraction of zeros and
+    the mean of the positive part at that of the positive targets.
+
+    Examples
+    --------
+    >>> head = HurdleNegativeBinomialHead(2).init_from_targets(torch.tensor([0.0, 2.0, 4.0, 0.0]))
+    >>> round(float(head(torch.zeros(2)).mean.detach()), 4)
+    1.5
+    """
+
+    raw_names = ("eta", "concentration", "gate_logits")
+    distribution_class = D.SoftplusHurdleNegativeBinomial
+    _default_raw: ClassVar[dict[str, float]] = {**_CONCENTRATION_START, **_GATE_START}
+
+    def domain_map(self, raw):
+        return {**raw, "concentration": _positive(raw["concentration"])}
+
+    def _init_raw(self, y, scale):
+        gate, mean_pos = _hurdle_start(y)
+        # with r = 1 the zero-truncated NB mean is 1 + mu
+        rate = max(mean_pos - 1.0, 1e-3)
+        return {"eta": self._eta(rate, scale),
+                "concentration": _inv_softplus(_DEFAULT_CONCENTRATION),
+                "gate_logits": _logit(gate)}
+
+
+def _hurdle_start(y):
+    """``(P(y = 0), mean of the positive targets)``, kept inside (0, 1) and >= 1."""
+    zero = float((y == 0).double().mean())
+    gate = min(max(zero, 1e-3), 1.0 - 1e-3)  # a logit needs 0 < P(0) < 1
+    positive = y[y > 0]
+    return gate, float(positive.mean()) if positive.numel() else 1.0
 
 
 class GammaHead(DistributionHead):

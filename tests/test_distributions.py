@@ -27,8 +27,10 @@ def _t(values, dtype=torch.float64):
     return torch.tensor(values, dtype=dtype)
 
 
-def _hurdle_reference(mu, g, y):
-    log_pos = dist.Poisson(mu).log_prob(y) - torch.log(-torch.expm1(-mu)) - F.softplus(g)
+def _hurdle_reference(count, g, y):
+    """A zero part with logits ``g`` in front of torch's ``count`` distribution truncated."""
+    log_p0 = count.log_prob(torch.zeros_like(y))
+    log_pos = count.log_prob(y) - torch.log(-torch.expm1(log_p0)) - F.softplus(g)
     return torch.where(y == 0, -F.softplus(-g), log_pos)
 
 
@@ -54,6 +56,9 @@ def _reference_cases(low):
         ("hurdle", lambda dt: D.SoftplusHurdlePoisson(eta.to(dt), g.to(dt), low=low,
                                                       exposure=t.to(dt)),
          None, COUNTS),
+        ("hurdle_nb", lambda dt: D.SoftplusHurdleNegativeBinomial(
+            eta.to(dt), r.to(dt), g.to(dt), low=low, exposure=t.to(dt)),
+         None, COUNTS),
         ("gamma", lambda dt: D.SoftplusGamma(eta.to(dt), r.to(dt), low=low),
          dist.Gamma(r, r / mean), POSITIVE),
         ("normal", lambda dt: D.SoftplusNormal(_t(REALS[::-1], dt), eta.to(dt), low=low),
@@ -70,7 +75,10 @@ def test_log_prob_matches_torch_and_pyro(dtype, low):
         y = _t(values)
         d = ours(dtype)
         if ref is None:  # hurdle: no reference distribution in torch or Pyro
-            expected = _hurdle_reference(d.rate.double(), d.gate_logits.double(), y)
+            mu = d.rate.double()
+            count = (dist.Poisson(mu) if name == "hurdle" else dist.NegativeBinomial(
+                total_count=_t(R), logits=torch.log(mu) - torch.log(_t(R))))
+            expected = _hurdle_reference(count, d.gate_logits.double(), y)
         else:
             expected = ref.log_prob(y)
         got = d.log_prob(y.to(dtype))
@@ -78,7 +86,7 @@ def test_log_prob_matches_torch_and_pyro(dtype, low):
         torch.testing.assert_close(got.double(), expected, **TOL[dtype], msg=name)
 
 
-@pytest.mark.parametrize("name", ["poisson", "nb", "zip", "zinb", "hurdle"])
+@pytest.mark.parametrize("name", ["poisson", "nb", "zip", "zinb", "hurdle", "hurdle_nb"])
 def test_count_probabilities_sum_to_one(name):
     d = dict((n, ours) for n, ours, _, _ in _reference_cases(0.2))[name](torch.float64)
     y = torch.arange(2000, dtype=torch.float64).unsqueeze(-1)
@@ -103,6 +111,10 @@ def _moment_cases():
         "zinb": D.SoftplusZeroInflatedNegativeBinomial(eta, r, g, low=0.1),
         "hurdle": D.SoftplusHurdlePoisson(eta, g),
         "hurdle_tiny_rate": D.SoftplusHurdlePoisson(_t([-30.0, -8.0, -3.0]), g),
+        "hurdle_nb": D.SoftplusHurdleNegativeBinomial(eta, r, g, exposure=t),
+        # P(0) near 1: most positive draws come from inverting the truncated CDF
+        "hurdle_nb_tiny_rate": D.SoftplusHurdleNegativeBinomial(
+            _t([-30.0, -8.0, -3.0]), _t([0.05, 0.5, 0.02]), g),
         "gamma": D.SoftplusGamma(eta, r),
         "normal": D.SoftplusNormal(eta, _t([-2.0, 0.0, 1.0]), low=0.1),
         "lognormal": D.SoftplusLogNormal(eta, _t([-2.0, -1.0, -0.5])),
@@ -125,7 +137,8 @@ def test_sample_moments_match_mean_and_variance(name):
     assert ((v - d.variance).abs() <= 5 * se_var + 1e-12).all(), (v, d.variance)
 
 
-@pytest.mark.parametrize("name", ["poisson", "nb", "zip", "zinb", "hurdle"])
+@pytest.mark.parametrize("name", ["poisson", "nb", "zip", "zinb", "hurdle", "hurdle_nb",
+                                  "hurdle_nb_tiny_rate"])
 def test_count_samples_are_integer_valued_floats(name):
     x = _moment_cases()[name].sample((100,))
     assert x.is_floating_point()
@@ -140,16 +153,40 @@ def test_hurdle_samples_are_positive_when_gate_is_closed():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls", [D.SoftplusPoisson, D.SoftplusNegativeBinomial,
-                                 D.SoftplusZeroInflatedPoisson, D.SoftplusHurdlePoisson])
+                                 D.SoftplusZeroInflatedPoisson, D.SoftplusHurdlePoisson,
+                                 D.SoftplusHurdleNegativeBinomial])
 def test_sampling_huge_rates_is_finite(cls, dtype):
     eta = torch.tensor([0.0, 1e13, 1e20, 1e30, 3e38], dtype=dtype)
     extra = {"gate_logits": -50.0} if "Zero" in cls.__name__ or "Hurdle" in cls.__name__ else {}
-    if cls is D.SoftplusNegativeBinomial:
-        extra = {"concentration": 1e6}
+    if "NegativeBinomial" in cls.__name__:
+        extra["concentration"] = 1e6
     x = cls(eta, **extra).sample((200,))
     assert torch.isfinite(x).all() and (x >= 0).all()
     rel = x[:, 1:].double().mean(0) / eta[1:].double()
     torch.testing.assert_close(rel, torch.ones_like(rel), rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize(("eta", "r"), [(1.5, 1.3), (-5.0, 0.05), (2.0, 0.02)])
+def test_truncated_nb_draws_follow_the_truncated_pmf(eta, r):
+    """Chi-square goodness of fit against SciPy's pmf; the last two cases have P(0) of
+    0.995 and 0.95, so their draws come mostly from inverting the CDF."""
+    stats = pytest.importorskip("scipy.stats")
+    torch.manual_seed(3)
+    d = D.SoftplusHurdleNegativeBinomial(_t([eta]), _t([r]), gate_logits=_t([-60.0]))
+    n = 20_000
+    x = d.sample((n,))[:, 0].long().numpy()
+    assert x.min() >= 1
+    mu = float(d.rate)
+    count = stats.nbinom(r, r / (r + mu))
+    # cells 1..K-1 and a tail cell >= K, with K where every expected count exceeds 5
+    k = 1
+    while count.sf(k) / count.sf(0) * n > 5 and k < 200:
+        k += 1
+    expected = [count.pmf(j) / count.sf(0) * n for j in range(1, k)] + [
+        count.sf(k - 1) / count.sf(0) * n]
+    observed = [(x == j).sum() for j in range(1, k)] + [(x >= k).sum()]
+    p_value = stats.chisquare(observed, expected).pvalue
+    assert p_value > 1e-3, (p_value, observed[:5], expected[:5])
 
 
 def test_rate_zero_samples_zero():
@@ -175,6 +212,7 @@ def _extreme_cases(eta, low, dtype):
         (D.SoftplusZeroInflatedPoisson(e, g, low=low), counts, (g,)),
         (D.SoftplusZeroInflatedNegativeBinomial(e, r, g, low=low), counts, (r, g)),
         (D.SoftplusHurdlePoisson(e, g, low=low, exposure=t), counts, (g,)),
+        (D.SoftplusHurdleNegativeBinomial(e, r, g, low=low, exposure=t), counts, (r, g)),
         (D.SoftplusGamma(e, r, low=low), pos, (r,)),
         (D.SoftplusNormal(0.5, e, low=low), reals, ()),
         (D.SoftplusLogNormal(0.5, e, low=low), pos, ()),
@@ -195,8 +233,12 @@ def test_log_prob_and_gradients_finite_at_extreme_eta(dtype, low):
         assert torch.isfinite(d.mean[3]).all(), name  # at eta = 0
 
 
-def test_hurdle_at_vanishing_rate_puts_positive_mass_on_one():
-    d = D.SoftplusHurdlePoisson(torch.tensor([-1e4, -200.0]), gate_logits=torch.tensor(0.3))
+@pytest.mark.parametrize("count", ["poisson", "nb"])
+def test_hurdle_at_vanishing_rate_puts_positive_mass_on_one(count):
+    eta, g = torch.tensor([-1e4, -200.0]), torch.tensor(0.3)
+    d = (D.SoftplusHurdlePoisson(eta, g) if count == "poisson"
+         else D.SoftplusHurdleNegativeBinomial(eta, 0.7, g))
+    assert (d.sample((200,)) <= 1).all()
     lp1 = d.log_prob(torch.tensor(1.0))
     torch.testing.assert_close(lp1, -F.softplus(torch.tensor(0.3)).expand(2))
     assert (d.log_prob(torch.tensor(2.0)) < -100).all()
@@ -218,6 +260,8 @@ def _shape_factories(shift=0.0):
         "zip": lambda: D.SoftplusZeroInflatedPoisson(eta, torch.zeros(2)),
         "zinb": lambda: D.SoftplusZeroInflatedNegativeBinomial(eta, 2.0, torch.zeros(2)),
         "hurdle": lambda: D.SoftplusHurdlePoisson(eta, torch.zeros(2), low=0.1),
+        "hurdle_nb": lambda: D.SoftplusHurdleNegativeBinomial(eta, torch.tensor([0.5, 4.0]),
+                                                              torch.zeros(2)),
         "gamma": lambda: D.SoftplusGamma(eta, torch.ones(2)),
         "normal": lambda: D.SoftplusNormal(torch.zeros(2), eta),
         "lognormal": lambda: D.SoftplusLogNormal(torch.zeros(2), eta),
@@ -274,9 +318,11 @@ def test_pyro_sample_and_predictive(name):
     [(-1.0, "non-negative"), (1.5, "whole numbers"), (math.nan, "finite"), (-math.inf, "finite")],
 )
 @pytest.mark.parametrize("cls", [D.SoftplusPoisson, D.SoftplusZeroInflatedPoisson,
-                                 D.SoftplusHurdlePoisson])
+                                 D.SoftplusHurdlePoisson, D.SoftplusHurdleNegativeBinomial])
 def test_invalid_counts_raise_clear_errors(cls, value, match):
     extra = {} if cls is D.SoftplusPoisson else {"gate_logits": 0.0}
+    if cls is D.SoftplusHurdleNegativeBinomial:
+        extra["concentration"] = 2.0
     d = cls(torch.zeros(3), **extra, validate_args=True)
     y = torch.tensor([0.0, 2.0, value])
     with pytest.raises(ValueError, match=f"{cls.__name__}: counts must be {match}"):

@@ -17,6 +17,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from posheads import (
+    HurdleNegativeBinomialSoftplusRegressor,
     HurdlePoissonSoftplusRegressor,
     NegativeBinomialSoftplusRegressor,
     PoissonSoftplusRegressor,
@@ -29,7 +30,7 @@ from posheads.estimators import load
 
 ALL = [PoissonSoftplusRegressor, NegativeBinomialSoftplusRegressor,
        ZeroInflatedPoissonSoftplusRegressor, ZeroInflatedNegativeBinomialSoftplusRegressor,
-       HurdlePoissonSoftplusRegressor]
+       HurdlePoissonSoftplusRegressor, HurdleNegativeBinomialSoftplusRegressor]
 
 # scikit-learn's common checks fit regressors to real-valued targets (e.g. 0.37). A
 # zero-inflated or hurdle likelihood splits the data into "zero" and "a count 1, 2, ...",
@@ -275,6 +276,29 @@ def test_zero_inflated_and_hurdle_fit_counts():
     p0 = 1 / (1 + np.exp(-(hurdle.gate_intercept_ + X @ hurdle.gate_coef_)))
     assert p0.mean() == pytest.approx(np.mean(y == 0), abs=0.01)
     assert zip_.predict(X).mean() == pytest.approx(y.mean(), rel=0.05)
+
+
+def test_hurdle_negative_binomial_recovers_its_parameters():
+    # simulated here with numpy alone: a logistic zero part, and NB2 draws (numpy's
+    # parameterisation: n = r, p = r / (r + mu)) redrawn until positive
+    rng = np.random.default_rng(21)
+    n, r = 6000, 1.5
+    X = rng.normal(size=(n, 2))
+    mu = np.logaddexp(0.0, 1.5 + X @ [0.8, -0.5])
+    p_zero = 1 / (1 + np.exp(-(-0.4 + X @ [0.6, 0.0])))
+    y = rng.negative_binomial(r, r / (r + mu)).astype(float)
+    while (redo := y == 0).any():
+        y[redo] = rng.negative_binomial(r, r / (r + mu[redo]))
+    y[rng.random(n) < p_zero] = 0.0
+    est = HurdleNegativeBinomialSoftplusRegressor(alpha=0, inference="laplace").fit(X, y)
+    table = est.summary()
+    truth = [1.5, 0.8, -0.5, r, -0.4, 0.6, 0.0]
+    z = (table["estimate"].to_numpy() - truth) / table["std_err"].to_numpy()
+    assert list(table.index) == ["intercept", "x0", "x1", "concentration", "gate_intercept",
+                                 "gate:x0", "gate:x1"]
+    # every estimate within 3.5 Laplace standard errors of the truth (seven at once)
+    assert np.abs(z).max() < 3.5, dict(zip(table.index, z.round(2), strict=True))
+    assert est.predict(X).mean() == pytest.approx(y.mean(), rel=0.03)
 
 
 def test_zero_inflated_negative_binomial_recovers_gate_and_dispersion():

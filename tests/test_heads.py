@@ -21,9 +21,9 @@ from posheads import heads as H
 from posheads import ops
 
 ALL_HEADS = [H.PoissonHead, H.NegativeBinomialHead, H.ZeroInflatedPoissonHead,
-             H.ZeroInflatedNegativeBinomialHead, H.HurdlePoissonHead, H.GammaHead,
-             H.NormalHead, H.LogNormalHead]
-COUNT_HEADS = ALL_HEADS[:5]
+             H.ZeroInflatedNegativeBinomialHead, H.HurdlePoissonHead,
+             H.HurdleNegativeBinomialHead, H.GammaHead, H.NormalHead, H.LogNormalHead]
+COUNT_HEADS = ALL_HEADS[:6]
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_count_heads_take_exposure(head_cls):
         head(h, exposure=-exposure)
 
 
-@pytest.mark.parametrize("head_cls", ALL_HEADS[5:])
+@pytest.mark.parametrize("head_cls", ALL_HEADS[len(COUNT_HEADS):])
 def test_continuous_heads_refuse_exposure(head_cls):
     with pytest.raises(ValueError, match="takes no exposure"):
         head_cls(3)(torch.randn(2, 3), exposure=torch.ones(2))

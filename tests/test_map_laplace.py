@@ -3,7 +3,8 @@
 Peers: statsmodels' IRLS with a softplus link class (Poisson), a direct float64 numpy
 optimisation of the exact likelihood (BFGS, then Newton steps with a finite-difference
 Hessian of the analytic gradient) for the negative binomial, zero-inflated Poisson and
-hurdle Poisson, whose softplus-link versions statsmodels does not offer.
+hurdle Poisson (the positive part of the hurdle NB too), whose softplus-link versions
+statsmodels does not offer.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def _softplus_pieces(A, beta):
     return np.logaddexp(0.0, eta), special.expit(eta)
 
 
-def nb2_negll(A, y):
+def nb2_negll(A, y, truncated=False):
+    """NB2 (or, ``truncated``, zero-truncated NB2) in ``(coef, log r)``."""
     n = len(y)
 
     def f(th):
@@ -86,10 +88,16 @@ def nb2_negll(A, y):
         r = np.exp(th[-1])
         ll = (special.gammaln(y + r) - special.gammaln(r) - special.gammaln(y + 1)
               + r * th[-1] + y * np.log(mu) - (y + r) * np.log(r + mu))
-        d_eta = r * (y - mu) / (mu * (r + mu)) * sig
+        d_mu = r * (y - mu) / (mu * (r + mu))
         d_r = (special.digamma(y + r) - special.digamma(r) + th[-1] + 1 - np.log(r + mu)
                - (y + r) / (r + mu))
-        return -ll.sum() / n, -np.r_[A.T @ d_eta, (d_r * r).sum()] / n
+        if truncated:  # - log(1 - p0) with log p0 = r (log r - log(r + mu))
+            log_p0 = r * (th[-1] - np.log(r + mu))
+            odds = np.exp(log_p0) / -np.expm1(log_p0)  # p0 / (1 - p0)
+            ll = ll - np.log(-np.expm1(log_p0))
+            d_mu = d_mu - odds * r / (r + mu)
+            d_r = d_r + odds * (th[-1] - np.log(r + mu) + 1 - r / (r + mu))
+        return -ll.sum() / n, -np.r_[A.T @ (d_mu * sig), (d_r * r).sum()] / n
 
     return f
 
@@ -160,6 +168,21 @@ def test_zero_part_models_match_direct_optimisation(biochemists, likelihood):
     post = fit_map(SoftplusGLM(likelihood, **ML),
                    GLMData(torch.from_numpy(X), torch.from_numpy(y)), tol=1e-10)
     np.testing.assert_allclose(flat_params(post), ref, rtol=1e-6, atol=1e-9)
+
+
+def test_hurdle_nb_positive_part_is_a_truncated_nb_regression(biochemists):
+    """The hurdle NB separates: its count part is the zero-truncated NB2 ML fit of the
+    positive rows, its zero part a logistic regression (checked below for the Poisson)."""
+    X, y = biochemists
+    pos = y > 0
+    A = np.column_stack([np.ones(pos.sum()), X[pos]])
+    x0 = np.r_[np.log(np.expm1(y[pos].mean() - 1)), np.zeros(X.shape[1]), 0.0]
+    ref = direct_ml(nb2_negll(A, y[pos], truncated=True), x0)
+    model = SoftplusGLM("hurdle_negative_binomial", concentration_prior="flat", **ML)
+    post = fit_map(model, GLMData(torch.from_numpy(X), torch.from_numpy(y)), tol=1e-10)
+    assert post.extra["converged"]
+    ours = flat_params(post)[: A.shape[1] + 1]
+    np.testing.assert_allclose(ours, np.r_[ref[:-1], np.exp(ref[-1])], rtol=1e-6)
 
 
 def test_hurdle_zero_part_is_a_logistic_regression(biochemists):

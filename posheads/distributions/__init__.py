@@ -7,7 +7,8 @@ of :mod:`posheads.ops`; ``beta``, ``threshold`` and ``low`` are Python floats.
 
 Counts: ``SoftplusPoisson``, ``SoftplusNegativeBinomial`` (NB2, variance
 ``mu + mu**2 / concentration``), ``SoftplusZeroInflatedPoisson``,
-``SoftplusZeroInflatedNegativeBinomial`` and ``SoftplusHurdlePoisson``.
+``SoftplusZeroInflatedNegativeBinomial``, ``SoftplusHurdlePoisson`` and
+``SoftplusHurdleNegativeBinomial``.
 Positive and real values: ``SoftplusGamma``, ``SoftplusLogNormal``, ``SoftplusNormal``.
 
 Where ``low`` and ``exposure`` go
@@ -26,6 +27,9 @@ Numerical notes
   above a rate of 1e12 a rounded normal draw is used, which at that rate is the Poisson
   law to float precision (skewness ``rate**-0.5 = 1e-6``), and rates are capped at the
   largest float so a sample is never ``inf``.
+* Zero-truncated draws are exact: the Poisson by the time of the first event of a Poisson
+  process given one occurs, the NB2 by rejection and then, for the rows with ``P(0)`` near
+  1, by inverting its CDF with SciPy (on the CPU).
 * For the continuous families, a term ``value / mean`` (Gamma) or ``(value - loc)**2 /
   scale**2`` (Normal) is computed in log space and continued linearly past
   ``sqrt(finfo.max)``: there the true log density is below ``-1e19`` in float32 and
@@ -35,6 +39,7 @@ Numerical notes
 
 from .continuous import SoftplusGamma, SoftplusLogNormal, SoftplusNormal
 from .counts import (
+    SoftplusHurdleNegativeBinomial,
     SoftplusHurdlePoisson,
     SoftplusNegativeBinomial,
     SoftplusPoisson,
@@ -44,6 +49,7 @@ from .counts import (
 
 __all__ = [
     "SoftplusGamma",
+    "SoftplusHurdleNegativeBinomial",
     "SoftplusHurdlePoisson",
     "SoftplusLogNormal",
     "SoftplusNegativeBinomial",

@@ -27,12 +27,17 @@ __all__ = [
     "exp_capped",
     "link",
     "log1mexp",
+    "sample_negative_binomial",
     "sample_poisson",
+    "sample_truncated_negative_binomial",
 ]
 
 # torch.poisson counts in int64 and wraps past 2**63; far below that the normal
 # approximation is exact to float precision (Poisson skewness is 1e-6 at 1e12).
 _NORMAL_APPROX_RATE = 1e12
+# Zero-truncated NB draws: rounds of "draw, keep the positive ones" before the rest
+# (rows with P(0) near 1, where rejection would take long) go to inversion.
+_REJECTION_ROUNDS = 4
 
 
 # ---------------------------------------------------------------- helpers
@@ -75,6 +80,51 @@ def sample_poisson(rate):
     exact = torch.poisson(torch.where(big, torch.zeros_like(rate), rate))
     approx = torch.round(rate + rate.sqrt() * torch.randn_like(rate)).clamp(min=0)
     return torch.where(big, approx, exact)
+
+
+def sample_negative_binomial(mu, r):
+    """NB2 draws of mean ``mu`` and concentration ``r`` (same shape), as floats.
+
+    Gamma-Poisson mixture: ``lambda = mu G / r`` with ``G ~ Gamma(r, 1)`` has mean ``mu``
+    and variance ``mu**2 / r``.
+    """
+    gamma = torch.distributions.Gamma(r, torch.ones_like(r)).sample()
+    return sample_poisson(mu * (gamma / r))
+
+
+def sample_truncated_negative_binomial(mu, r):
+    """Exact draws of NB2(``mu``, ``r``) conditioned on ``y > 0`` (same shape), as floats.
+
+    Rejection first (draw, redraw the zeros) for ``_REJECTION_ROUNDS`` rounds; what is left
+    is drawn by inverting the truncated CDF, ``y = min{k : S(k) <= v S(0)}`` for
+    ``v ~ U(0, 1]`` and the survival function ``S`` of SciPy's ``nbinom`` (float64, CPU),
+    with ``S(0) = -expm1(-r softplus(log(mu / r)))`` computed here without cancellation.
+    """
+    out = sample_negative_binomial(mu, r)
+    for _ in range(_REJECTION_ROUNDS):
+        zero = out == 0
+        if not bool(zero.any()):
+            return out
+        out[zero] = sample_negative_binomial(mu[zero], r[zero])
+    zero = out == 0
+    if bool(zero.any()):
+        out[zero] = _truncated_nb_by_inversion(mu[zero], r[zero]).to(out)
+    return out
+
+
+def _truncated_nb_by_inversion(mu, r):
+    from scipy.stats import nbinom
+
+    mu, r = mu.detach().double(), r.detach().double()
+    d = torch.log(mu) - torch.log(r)  # logit of mu / (r + mu)
+    survival0 = -torch.expm1(-r * ops.softplus(d))
+    v = 1.0 - torch.rand(mu.shape, dtype=torch.float64, device=mu.device)  # (0, 1]
+    q = (v * survival0).cpu().numpy()
+    draws = nbinom.isf(q, r.cpu().numpy(), torch.sigmoid(-d).cpu().numpy())
+    draws = torch.from_numpy(draws).to(mu.device)
+    # rounding in SciPy's S(0) (p = r / (r + mu) near 1) can return 0 for q near S(0); a
+    # rate that underflowed to 0 leaves all of the positive part on 1
+    return torch.where(survival0 > 0, draws.clamp(min=1.0), torch.ones_like(draws))
 
 
 def as_float(value, like):

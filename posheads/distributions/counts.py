@@ -1,8 +1,10 @@
 """Count distributions under a softplus link: Poisson, NB2, zero-inflated and hurdle.
 
 The count families are mixins (``_PoissonCounts``, ``_NegativeBinomialCounts``) providing
-``_count_log_prob``, ``_count_sample`` and ``_count_moments`` to the shared
-``SoftplusCounts`` base; ``_ZeroInflated`` wraps any of them with structural zeros.
+``_count_log_prob``, ``_count_sample``, ``_count_moments`` and the zero-truncation pieces
+(``_log_positive``, ``_dispersion_index``, ``_positive_sample``) to the shared
+``SoftplusCounts`` base; ``_ZeroInflated`` wraps any of them with structural zeros and
+``_Hurdle`` with a separate zero part in front of the zero-truncated count.
 """
 
 from __future__ import annotations
@@ -13,9 +15,17 @@ import torch
 from torch.distributions import constraints
 
 from .. import ops
-from ._base import SoftplusCounts, as_float, log1mexp, sample_poisson
+from ._base import (
+    SoftplusCounts,
+    as_float,
+    log1mexp,
+    sample_negative_binomial,
+    sample_poisson,
+    sample_truncated_negative_binomial,
+)
 
 __all__ = [
+    "SoftplusHurdleNegativeBinomial",
     "SoftplusHurdlePoisson",
     "SoftplusNegativeBinomial",
     "SoftplusPoisson",
@@ -40,6 +50,22 @@ class _PoissonCounts:
         rate = self.rate
         return rate, rate
 
+    def _log_positive(self):
+        # log P(y > 0) = log(1 - exp(-rate)), from log(rate) once the rate underflows
+        return log1mexp(self.rate, self.log_rate)
+
+    def _dispersion_index(self):
+        return torch.ones_like(self.rate)
+
+    def _positive_sample(self, shape):
+        rate = self.rate.expand(shape)
+        # Zero-truncated Poisson, exactly: the first event of a rate-`rate` process on
+        # [0, 1] given one occurs is at t = -log1p(u expm1(-rate)) / rate, and the events
+        # after it number Poisson(rate (1 - t)). No rejection, fine for tiny rates.
+        u = torch.rand_like(rate)
+        rest = (rate + torch.log1p(u * torch.expm1(-rate))).clamp(min=0)
+        return 1.0 + sample_poisson(rest)
+
 
 class _NegativeBinomialCounts:
     """NB2 count part with ``concentration`` r (mixin for ``SoftplusCounts``)."""
@@ -54,15 +80,26 @@ class _NegativeBinomialCounts:
                 - value * ops.softplus(-d) - r * ops.softplus(d))
 
     def _count_sample(self, shape):
-        r = self.concentration.expand(shape)
-        # Gamma-Poisson mixture: lambda = mu * G / r with G ~ Gamma(r, 1) has mean mu and
-        # variance mu**2 / r.
-        gamma = torch.distributions.Gamma(r, torch.ones_like(r)).sample()
-        return sample_poisson(self.rate.expand(shape) * (gamma / r))
+        return sample_negative_binomial(self.rate.expand(shape),
+                                        self.concentration.expand(shape))
 
     def _count_moments(self):
         mu = self.rate
         return mu, mu * (1.0 + mu / self.concentration)
+
+    def _log_positive(self):
+        # -log P(0) = r log(1 + mu / r) = r softplus(d); its log from log_softplus when the
+        # rate is so small that the product underflows
+        r = self.concentration
+        d = self.log_rate - torch.log(r)
+        return log1mexp(r * ops.softplus(d), torch.log(r) + ops.log_softplus(d))
+
+    def _dispersion_index(self):
+        return 1.0 + self.rate / self.concentration
+
+    def _positive_sample(self, shape):
+        return sample_truncated_negative_binomial(self.rate.expand(shape),
+                                                  self.concentration.expand(shape))
 
 
 class _ZeroInflated:
@@ -98,6 +135,50 @@ class _ZeroInflated:
             counts = self._count_sample(shape)
             structural = torch.bernoulli(self.gate.expand(shape)).bool()
             return counts.masked_fill(structural, 0.0)
+
+
+class _Hurdle:
+    """A zero with probability ``gate = sigmoid(gate_logits)``, else the count part
+    truncated to ``y > 0`` (mixin).
+
+    ``log P(0) = -softplus(-g)``; for ``y > 0``,
+    ``log P(y) = -softplus(g) + log p(y) - log P_count(y > 0)``.
+    """
+
+    @property
+    def gate(self):
+        """Probability of a zero, ``sigmoid(gate_logits)``."""
+        return torch.sigmoid(self.gate_logits)
+
+    def _truncated_mean(self):
+        # rate / P(count > 0) in log space: tends to 1 as the rate underflows
+        return torch.exp(self.log_rate - self._log_positive())
+
+    @property
+    def mean(self):
+        return torch.sigmoid(-self.gate_logits) * self._truncated_mean()
+
+    @property
+    def variance(self):
+        # the truncated count has E[y^2] = m (var / mu + mu) for its mean m, so
+        # Var = p m (var / mu + mu - p m) with p = 1 - gate
+        p_pos, m = torch.sigmoid(-self.gate_logits), self._truncated_mean()
+        return p_pos * m * (self._dispersion_index() + self.rate - p_pos * m)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        value = as_float(value, self.eta)
+        g = self.gate_logits
+        log_pos = self._count_log_prob(value) - self._log_positive()
+        return torch.where(value == 0, -ops.softplus(-g), log_pos - ops.softplus(g))
+
+    def sample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            counts = self._positive_sample(shape)
+            zero = torch.bernoulli(self.gate.expand(shape)).bool()
+            return counts.masked_fill(zero, 0.0)
 
 
 # ---------------------------------------------------------------- count distributions
@@ -236,7 +317,7 @@ class SoftplusZeroInflatedNegativeBinomial(
         super().__init__(params, beta, threshold, low, validate_args)
 
 
-class SoftplusHurdlePoisson(_PoissonCounts, SoftplusCounts):
+class SoftplusHurdlePoisson(_Hurdle, _PoissonCounts, SoftplusCounts):
     """Hurdle Poisson: zero with probability ``sigmoid(gate_logits)``, else zero-truncated.
 
     ``log P(0) = -softplus(-g)``; for ``y > 0``,
@@ -271,42 +352,41 @@ class SoftplusHurdlePoisson(_PoissonCounts, SoftplusCounts):
         params = {"eta": eta, "gate_logits": gate_logits, "exposure": exposure}
         super().__init__(params, beta, threshold, low, validate_args)
 
-    @property
-    def gate(self):
-        """Probability of a zero, ``sigmoid(gate_logits)``."""
-        return torch.sigmoid(self.gate_logits)
 
-    def _truncated_mean(self):
-        # rate / (1 - exp(-rate)) in log space: tends to 1 as the rate underflows
-        return torch.exp(self.log_rate - log1mexp(self.rate, self.log_rate))
+class SoftplusHurdleNegativeBinomial(_Hurdle, _NegativeBinomialCounts, SoftplusCounts):
+    """Hurdle NB2: zero with probability ``sigmoid(gate_logits)``, else zero-truncated NB2.
 
-    @property
-    def mean(self):
-        return torch.sigmoid(-self.gate_logits) * self._truncated_mean()
+    ``log P(0) = -softplus(-g)``; for ``y > 0``,
+    ``log P(y) = -softplus(g) + log NB(y | mu, r) - log(1 - (r / (r + mu))**r)``, the last
+    term from ``log(mu)`` when ``mu`` underflows (the positive part then sits on 1).
+    Samples are exact: NB draws rejected while zero, and after a few rounds the remaining
+    ones (those with ``P(0)`` near 1) by inverting the truncated CDF with SciPy.
 
-    @property
-    def variance(self):
-        # E[y^2] = (1 - pi) m (1 + rate) for the zero-truncated mean m
-        p_pos, m = torch.sigmoid(-self.gate_logits), self._truncated_mean()
-        return p_pos * m * (1.0 + self.rate - p_pos * m)
+    Parameters
+    ----------
+    eta, concentration : Tensor or float
+        As in :class:`SoftplusNegativeBinomial` (of the untruncated NB2).
+    gate_logits : Tensor or float
+        Logits of ``P(y = 0)``.
+    beta, threshold, low, exposure, validate_args
+        As in :class:`SoftplusPoisson`.
 
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = as_float(value, self.eta)
-        g = self.gate_logits
-        log_pos = self._count_log_prob(value) - log1mexp(self.rate, self.log_rate)
-        return torch.where(value == 0, -ops.softplus(-g), log_pos - ops.softplus(g))
+    Examples
+    --------
+    >>> d = SoftplusHurdleNegativeBinomial(0.5, 2.0, gate_logits=torch.tensor([-40.0, 0.0]))
+    >>> bool((d.sample((100,))[:, 0] > 0).all())
+    True
+    """
 
-    def sample(self, sample_shape=()):
-        shape = self._extended_shape(sample_shape)
-        with torch.no_grad():
-            rate = self.rate.expand(shape)
-            # Zero-truncated Poisson, exactly: the first event of a rate-`rate` process on
-            # [0, 1] given one occurs is at t = -log1p(u expm1(-rate)) / rate, and the events
-            # after it number Poisson(rate (1 - t)). No rejection, fine for tiny rates.
-            u = torch.rand_like(rate)
-            rest = (rate + torch.log1p(u * torch.expm1(-rate))).clamp(min=0)
-            counts = 1.0 + sample_poisson(rest)
-            zero = torch.bernoulli(self.gate.expand(shape)).bool()
-            return counts.masked_fill(zero, 0.0)
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "concentration": constraints.positive,
+        "gate_logits": constraints.real,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, concentration, gate_logits, *, beta=1.0, threshold=20.0,
+                 low=0.0, exposure=None, validate_args=None):
+        params = {"eta": eta, "concentration": concentration, "gate_logits": gate_logits,
+                  "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)

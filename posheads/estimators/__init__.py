@@ -4,6 +4,7 @@ from ._persist import load
 from .bnn import BayesianNeuralCountRegressor
 from .forecaster import CountForecaster, SeasonalNaiveForecaster
 from .glm import (
+    HurdleNegativeBinomialSoftplusRegressor,
     HurdlePoissonSoftplusRegressor,
     NegativeBinomialSoftplusRegressor,
     PoissonSoftplusRegressor,
@@ -14,6 +15,7 @@ from .glm import (
 __all__ = [
     "BayesianNeuralCountRegressor",
     "CountForecaster",
+    "HurdleNegativeBinomialSoftplusRegressor",
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",

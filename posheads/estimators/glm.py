@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._base import SoftplusGLMRegressor
 
 __all__ = [
+    "HurdleNegativeBinomialSoftplusRegressor",
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
@@ -118,4 +119,17 @@ class HurdlePoissonSoftplusRegressor(SoftplusGLMRegressor):
     """ + _PARAMS
 
     _likelihood = "hurdle_poisson"
+    _integer_counts = True
+
+
+class HurdleNegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
+    __doc__ = """Hurdle negative-binomial (NB2) regression with a softplus link.
+
+    Zero with probability ``sigmoid(gate_intercept_ + X @ gate_coef_)``, else a
+    zero-truncated NB2 count of mean ``t * softplus(b0 + X w)`` (before truncation) and
+    concentration ``concentration_``: the zeros and the over-dispersed positive counts
+    have separate models. Targets must be whole numbers.
+    """ + _PARAMS
+
+    _likelihood = "hurdle_negative_binomial"
     _integer_counts = True
