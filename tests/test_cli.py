@@ -109,3 +109,13 @@ def test_demo_fast(tmp_path):
     for name in ["scikit-learn Poisson", "posheads NB, softplus, NUTS"]:
         assert name in proc.stdout
     assert (tmp_path / "nmes1988_demo.png").stat().st_size > 10_000
+
+
+def test_every_glm_estimator_has_a_model_name():
+    import posheads
+    from posheads import cli
+    from posheads._cli_commands import _ESTIMATORS
+
+    assert sorted(cli._MODELS) == sorted(_ESTIMATORS)
+    glms = {name for name in posheads.__all__ if name.endswith("SoftplusRegressor")}
+    assert set(_ESTIMATORS.values()) == glms
