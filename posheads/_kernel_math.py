@@ -109,7 +109,7 @@ def _log_normal(s):
 def _pieces(x, beta, switch, log_beta):
     """``z = beta x``, ``u = exp(-|z|)``, where ``s`` is a normal float, ``s(x)`` and
     ``log s(x)``, from one exp and one log per element (and an atanh series)."""
-    # As in ops._branches: beta * x overflows to -inf for x < -max / beta when beta > 1
+    # As in _softplus._branches: beta * x overflows to -inf for x < -max / beta when beta > 1
     # (unconditional here, so that beta stays a kernel argument, not a guard).
     z = (x * beta).clamp(min=-torch.finfo(x.dtype).max)
     linear = z > switch  # torch's softplus kernel: linear above the switch
@@ -137,7 +137,7 @@ def _sp_pair(v):
     """``(softplus(v), softplus(-v))`` of the NB logit from one exp and one log1p, as
     ``max(+-v, 0) + log1p(exp(-|v|))``: no overflow, so no linear switch is needed (beyond
     ``|v| = 36`` the log1p is below half an ulp of ``|v|`` in float64, as in
-    ops._NO_OVERFLOW_SP)."""
+    _count_logprob._NO_OVERFLOW_SP)."""
     tail = _log1p_unit(torch.exp(-v.abs()))
     return torch.clamp(v, min=0.0) + tail, torch.clamp(-v, min=0.0) + tail
 
@@ -145,7 +145,7 @@ def _sp_pair(v):
 # Terms of the Taylor series of (1 - exp(-z)) / z = sum_k (-z)**k / (k + 1)! used for
 # |z| <= 1/2, where the first one left out is below 0.01 ulp: z**9 / 10! < 6e-10 relative
 # in float32 (eps 1.2e-7), z**16 / 17! < 5e-20 in float64 (eps 2.2e-16). Float16 and
-# bfloat16 are computed in float32 (ops._compute_dtype).
+# bfloat16 are computed in float32 (_softplus._compute_dtype).
 _EXPM1_TERMS = {torch.float32: 9, torch.float64: 16}
 
 
@@ -170,7 +170,7 @@ def _softplus_inverse(y, beta, switch, log_beta):
     """``z = beta y``, ``-expm1(-z)`` and ``s^-1(y)``: one exp and one log per element."""
     z = y * beta
     m = _one_minus_exp(z)  # a normal float wherever z is
-    # As in ops._softplus_inverse_value: where beta * y is sub-normal (or zero, for a
+    # As in _softplus._softplus_inverse_value: where beta * y is sub-normal (or zero, for a
     # positive y and beta < 1), take log(beta * y) as log(y) + log(beta): the log of y
     # there, of m elsewhere, so that one log serves both branches. y is scaled by
     # 2**digits there (exactly), which makes a sub-normal y normal for _log_normal.
