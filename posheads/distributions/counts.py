@@ -181,6 +181,39 @@ class _Hurdle:
             return counts.masked_fill(zero, 0.0)
 
 
+class _GatedPoissonArgs:
+    """Parameters ``(eta, gate_logits)`` of a Poisson count with a zero part (mixin)."""
+
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "gate_logits": constraints.real,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, gate_logits, *, beta=1.0, threshold=20.0, low=0.0,
+                 exposure=None, validate_args=None):
+        params = {"eta": eta, "gate_logits": gate_logits, "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)
+
+
+class _GatedNegativeBinomialArgs:
+    """Parameters ``(eta, concentration, gate_logits)`` of an NB2 count with a zero part
+    (mixin)."""
+
+    arg_constraints: ClassVar[dict] = {
+        "eta": constraints.real,
+        "concentration": constraints.positive,
+        "gate_logits": constraints.real,
+        "exposure": constraints.positive,
+    }
+
+    def __init__(self, eta, concentration, gate_logits, *, beta=1.0, threshold=20.0,
+                 low=0.0, exposure=None, validate_args=None):
+        params = {"eta": eta, "concentration": concentration, "gate_logits": gate_logits,
+                  "exposure": exposure}
+        super().__init__(params, beta, threshold, low, validate_args)
+
+
 # ---------------------------------------------------------------- count distributions
 class SoftplusPoisson(_PoissonCounts, SoftplusCounts):
     """Poisson with rate ``exposure * (low + softplus_beta(eta))``.
@@ -248,7 +281,8 @@ class SoftplusNegativeBinomial(_NegativeBinomialCounts, SoftplusCounts):
         super().__init__(params, beta, threshold, low, validate_args)
 
 
-class SoftplusZeroInflatedPoisson(_ZeroInflated, _PoissonCounts, SoftplusCounts):
+class SoftplusZeroInflatedPoisson(_ZeroInflated, _PoissonCounts, _GatedPoissonArgs,
+                                  SoftplusCounts):
     """Zero-inflated Poisson: a zero with probability ``sigmoid(gate_logits)``, else Poisson.
 
     ``log P(0) = logaddexp(-softplus(-g), -softplus(g) - rate)`` and
@@ -271,20 +305,9 @@ class SoftplusZeroInflatedPoisson(_ZeroInflated, _PoissonCounts, SoftplusCounts)
     True
     """
 
-    arg_constraints: ClassVar[dict] = {
-        "eta": constraints.real,
-        "gate_logits": constraints.real,
-        "exposure": constraints.positive,
-    }
-
-    def __init__(self, eta, gate_logits, *, beta=1.0, threshold=20.0, low=0.0,
-                 exposure=None, validate_args=None):
-        params = {"eta": eta, "gate_logits": gate_logits, "exposure": exposure}
-        super().__init__(params, beta, threshold, low, validate_args)
-
 
 class SoftplusZeroInflatedNegativeBinomial(
-        _ZeroInflated, _NegativeBinomialCounts, SoftplusCounts):
+        _ZeroInflated, _NegativeBinomialCounts, _GatedNegativeBinomialArgs, SoftplusCounts):
     """Zero-inflated NB2: a zero with probability ``sigmoid(gate_logits)``, else NB2.
 
     Parameters
@@ -303,21 +326,8 @@ class SoftplusZeroInflatedNegativeBinomial(
     torch.Size([4])
     """
 
-    arg_constraints: ClassVar[dict] = {
-        "eta": constraints.real,
-        "concentration": constraints.positive,
-        "gate_logits": constraints.real,
-        "exposure": constraints.positive,
-    }
 
-    def __init__(self, eta, concentration, gate_logits, *, beta=1.0, threshold=20.0,
-                 low=0.0, exposure=None, validate_args=None):
-        params = {"eta": eta, "concentration": concentration, "gate_logits": gate_logits,
-                  "exposure": exposure}
-        super().__init__(params, beta, threshold, low, validate_args)
-
-
-class SoftplusHurdlePoisson(_Hurdle, _PoissonCounts, SoftplusCounts):
+class SoftplusHurdlePoisson(_Hurdle, _PoissonCounts, _GatedPoissonArgs, SoftplusCounts):
     """Hurdle Poisson: zero with probability ``sigmoid(gate_logits)``, else zero-truncated.
 
     ``log P(0) = -softplus(-g)``; for ``y > 0``,
@@ -341,19 +351,9 @@ class SoftplusHurdlePoisson(_Hurdle, _PoissonCounts, SoftplusCounts):
     tensor(-0.6931)
     """
 
-    arg_constraints: ClassVar[dict] = {
-        "eta": constraints.real,
-        "gate_logits": constraints.real,
-        "exposure": constraints.positive,
-    }
 
-    def __init__(self, eta, gate_logits, *, beta=1.0, threshold=20.0, low=0.0,
-                 exposure=None, validate_args=None):
-        params = {"eta": eta, "gate_logits": gate_logits, "exposure": exposure}
-        super().__init__(params, beta, threshold, low, validate_args)
-
-
-class SoftplusHurdleNegativeBinomial(_Hurdle, _NegativeBinomialCounts, SoftplusCounts):
+class SoftplusHurdleNegativeBinomial(
+        _Hurdle, _NegativeBinomialCounts, _GatedNegativeBinomialArgs, SoftplusCounts):
     """Hurdle NB2: zero with probability ``sigmoid(gate_logits)``, else zero-truncated NB2.
 
     ``log P(0) = -softplus(-g)``; for ``y > 0``,
@@ -377,16 +377,3 @@ class SoftplusHurdleNegativeBinomial(_Hurdle, _NegativeBinomialCounts, SoftplusC
     >>> bool((d.sample((100,))[:, 0] > 0).all())
     True
     """
-
-    arg_constraints: ClassVar[dict] = {
-        "eta": constraints.real,
-        "concentration": constraints.positive,
-        "gate_logits": constraints.real,
-        "exposure": constraints.positive,
-    }
-
-    def __init__(self, eta, concentration, gate_logits, *, beta=1.0, threshold=20.0,
-                 low=0.0, exposure=None, validate_args=None):
-        params = {"eta": eta, "concentration": concentration, "gate_logits": gate_logits,
-                  "exposure": exposure}
-        super().__init__(params, beta, threshold, low, validate_args)
