@@ -53,6 +53,8 @@ LIKELIHOODS = {
     "negative_binomial": heads.NegativeBinomialHead,
     "zero_inflated_poisson": heads.ZeroInflatedPoissonHead,
     "zero_inflated_negative_binomial": heads.ZeroInflatedNegativeBinomialHead,
+    "hurdle_poisson": heads.HurdlePoissonHead,
+    "hurdle_negative_binomial": heads.HurdleNegativeBinomialHead,
 }
 ACTIVATIONS = ("softplus", "relu", "tanh", "gelu", "silu", "elu", "sigmoid")
 
@@ -136,7 +138,7 @@ class BayesianCountMLP(PyroModule):
     activation_beta : float, default=1.0
         Softness of the softplus activation.
     likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson", \
-"zero_inflated_negative_binomial"}
+"zero_inflated_negative_binomial", "hurdle_poisson", "hurdle_negative_binomial"}
         The count head.
     skip : bool, default=True
         Feed the inputs to the head next to the last hidden layer (a GLM term).

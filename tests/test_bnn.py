@@ -194,6 +194,7 @@ def test_exposure_scales_the_mean_and_weights_of_one_change_nothing():
 @pytest.mark.parametrize(("fit_kwargs", "params", "match"), [
     ({"y": -np.ones(30)}, {}, "negative"),
     ({"y": np.full(30, 0.5)}, {"likelihood": "zero_inflated_poisson"}, "whole numbers"),
+    ({"y": np.full(30, 0.5)}, {"likelihood": "hurdle_negative_binomial"}, "whole numbers"),
     ({"X": np.full((30, 2), np.nan)}, {}, "NaN"),
     ({"exposure": np.zeros(30)}, {}, "exposure"),
     ({"exposure": np.ones(29)}, {}, "exposure"),
@@ -207,6 +208,20 @@ def test_bad_input_raises_clear_errors(fit_kwargs, params, match):
     X, y = args.pop("X"), args.pop("y")
     with pytest.raises(ValueError, match=match):
         BayesianNeuralCountRegressor(**{**TINY, **params}).fit(X, y, **args)
+
+
+@pytest.mark.parametrize("likelihood", ["hurdle_poisson", "hurdle_negative_binomial"])
+def test_hurdle_heads_fit_and_predict_their_zeros(likelihood):
+    # zeros in 40% of the rows, independent of X; the network's zero part learns the share
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(400, 2))
+    y = rng.poisson(np.logaddexp(0.0, 1.0 + X[:, 0])) + 1.0
+    y[rng.random(400) < 0.4] = 0.0
+    est = BayesianNeuralCountRegressor(**{**TINY, "num_steps": 300, "num_samples": 50},
+                                       likelihood=likelihood).fit(X, y)
+    draws = est.sample_posterior_predictive(X, n_samples=50, random_state=0)
+    assert np.mean(draws == 0) == pytest.approx(0.4, abs=0.06)
+    assert est.predict(X).mean() == pytest.approx(y.mean(), rel=0.15)
 
 
 def test_diverging_fit_names_the_step():

@@ -68,7 +68,8 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     activation : {"softplus", "relu", "tanh", "gelu", "silu", "elu", "sigmoid"}
         Hidden activation.
     likelihood : {"negative_binomial", "poisson", "zero_inflated_poisson", \
-"zero_inflated_negative_binomial"}, default="negative_binomial"
+"zero_inflated_negative_binomial", "hurdle_poisson", "hurdle_negative_binomial"}, \
+default="negative_binomial"
         Count head. Poisson and negative binomial accept non-integer targets (a
         quasi-likelihood, as scikit-learn's Poisson regression does).
     activation_beta : float, default=1.0
@@ -153,7 +154,8 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         "activation": [StrOptions({"softplus", "relu", "tanh", "gelu", "silu", "elu",
                                    "sigmoid"})],
         "likelihood": [StrOptions({"negative_binomial", "poisson", "zero_inflated_poisson",
-                                   "zero_inflated_negative_binomial"})],
+                                   "zero_inflated_negative_binomial", "hurdle_poisson",
+                                   "hurdle_negative_binomial"})],
         "activation_beta": [Interval(numbers.Real, 0.0, None, closed="neither")],
         "skip_connection": ["boolean"],
         "prior_scale": [Interval(numbers.Real, 0.0, None, closed="neither")],
@@ -210,7 +212,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------- validation
     @property
     def _integer_counts(self) -> bool:
-        return self.likelihood.startswith("zero_inflated")
+        return self.likelihood.startswith(("zero_inflated", "hurdle"))
 
     def _validate_fit_data(self, X, y, sample_weight, exposure):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True,
