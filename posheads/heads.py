@@ -494,7 +494,8 @@ class HurdleNegativeBinomialHead(_CountHead):
 
 
 def _hurdle_start(y):
-    """``(P(y = 0), mean of the positive targets)``, kept inside (0, 1) and >= 1."""
+    """``(P(y = 0)`` kept inside ``(0, 1)``, the mean of the positive targets or 1 when
+    there are none)."""
     zero = float((y == 0).double().mean())
     gate = min(max(zero, 1e-3), 1.0 - 1e-3)  # a logit needs 0 < P(0) < 1
     positive = y[y > 0]
