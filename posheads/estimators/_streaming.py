@@ -28,6 +28,11 @@ class StreamingMixin:
     def partial_fit(self, X, y, sample_weight=None, exposure=None):
         """One SVI step on a mini-batch, for data that arrives in pieces.
 
+        One call is one stochastic-gradient (Adam) step of size ``learning_rate``, not a
+        pass to convergence: the guide starts at the first batch's MAP and then moves a
+        little with each batch, so a short stream (or one ordered by the target) leaves it
+        near that start. Pass over the data several times, or use :meth:`fit_stream`.
+
         The batch's log-likelihood is scaled to all rows seen so far, so after a pass
         over a stream the variational posterior reflects every row; the L2 prior has
         precision ``alpha`` times the weight seen so far, as in :meth:`fit`. Uses a

@@ -8,7 +8,11 @@ Hessian as covariance: Wald intervals for the coefficients).
 Under a softplus link a coefficient is not a log rate ratio: ``d E[y] / d x_j`` is
 ``t * sigmoid(beta * eta) * w_j``, close to ``w_j`` counts per unit of ``x_j`` where the
 predictor is large. The table therefore also gives the average marginal effect (AME) on
-the count scale, ``mean_i d E[y_i] / d x_ij``, with its interval over the draws.
+the count scale, ``mean_i d E[y_i] / d x_ij``, with its interval over the draws. For
+zero-inflated and hurdle models ``E[y]`` includes the zero part, so a feature's AME adds
+its effect through the gate (``gate_coef_``) to that through the count part, and (for a
+hurdle) the truncation of the count; it can then differ in size and even in sign from
+the count part's coefficient.
 """
 
 from __future__ import annotations
