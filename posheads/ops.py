@@ -51,14 +51,22 @@ from ._softplus import _check_args as _check_args
 from ._softplus import _compute_dtype as _compute_dtype
 from ._softplus import linear_switch, log_softplus, softplus, softplus_inverse
 
+# Building blocks for the layers above, under their public names.
+check_link_args = _check_args
+softplus_branches = _branches
+softplus_derivatives = _backward_pieces
+
 __all__ = [
     "CompileWarning",
+    "check_link_args",
     "linear_switch",
     "log_softplus",
     "negative_binomial_softplus_log_prob",
     "poisson_softplus_log_prob",
     "set_compile",
     "softplus",
+    "softplus_branches",
+    "softplus_derivatives",
     "softplus_inverse",
     "use_compile",
 ]
