@@ -32,23 +32,24 @@ import statistics
 import torch
 from bench_ops import _time_once, machine, make_inputs
 
-from posheads import _kernel_math as K
 from posheads import ops
-from posheads._compiled import _OPTIONS
+from posheads.ops import _kernels as K
+from posheads.ops._compile import KERNEL_OPTIONS
 
 
 def _poisson_without_lgamma(eta, y, beta, switch, log_beta):
-    return K._poisson_terms(eta, y, None, beta, switch, log_beta)[0]
+    return K.poisson_terms(eta, y, None, beta, switch, log_beta)[0]
 
 
 def _nb_without_lgamma(eta, y, r, beta, switch, log_beta):
-    d = K._nb_logit(eta, r, None, beta, switch, log_beta)[1]
-    sp_d, sp_minus_d = K._sp_pair(d)
+    d = K.nb_logit(eta, r, None, beta, switch, log_beta)[1]
+    sp_d, sp_minus_d = K.sp_pair(d)
     return -(y * sp_minus_d + r * sp_d)
 
 
-def _compiled(fn):
-    return torch.compile(fn, dynamic=True, fullgraph=True, options=_OPTIONS)
+def _compile_kernel(fn):
+    """``fn`` compiled as posheads compiles its kernels."""
+    return torch.compile(fn, dynamic=True, fullgraph=True, options=KERNEL_OPTIONS)
 
 
 def rows(n, dtype, device, repeat):
@@ -56,10 +57,10 @@ def rows(n, dtype, device, repeat):
     eta, y, r = inputs["eta"], inputs["counts"], inputs["r"]
     switch = ops.linear_switch(dtype)
     link = (1.0, switch, math.log(1.0))
-    copy2 = _compiled(lambda a, b: a + b)
-    copy3 = _compiled(lambda a, b, c: a + b * c)
-    poisson_core = _compiled(_poisson_without_lgamma)
-    nb_core = _compiled(_nb_without_lgamma)
+    copy2 = _compile_kernel(lambda a, b: a + b)
+    copy3 = _compile_kernel(lambda a, b, c: a + b * c)
+    poisson_core = _compile_kernel(_poisson_without_lgamma)
+    nb_core = _compile_kernel(_nb_without_lgamma)
     with torch.no_grad():
         cases = {
             "Poisson log-prob": [

@@ -12,13 +12,14 @@ sha256 is checked on every load, see ``datasets/README.md``):
 
 Simulators, every one reproducible through ``random_state``:
 
-- :func:`make_count_regression` -- Poisson, negative binomial or zero-inflated Poisson
-  regression under a softplus or log link.
+- :func:`make_count_regression` -- a count regression of any family of
+  :mod:`posheads.families` under a softplus or log link.
 - :func:`make_count_series` -- a count series with level, trend, seasonality and covariates
   under a softplus link.
 
 :func:`list_datasets` names what is shipped. This package uses numpy, pandas and
-scikit-learn only; it imports no other part of posheads.
+scikit-learn; the simulators draw counts through :mod:`posheads.families`, imported when
+they run, so importing the data sets loads neither torch nor Pyro.
 """
 
 from ._base import ChecksumError, get_data_dir, list_datasets

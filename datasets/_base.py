@@ -27,7 +27,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 _README = Path(__file__).resolve().parent / "README.md"
 
-#: Expected sha256 of every shipped file (written by ``datasets/extract.py``; the same values
+#: Expected sha256 of every shipped file (written by ``tools/extract_datasets.py``; the same values
 #: are listed in ``datasets/README.md``).
 CHECKSUMS: dict[str, str] = {
     "biochemists.csv": "475de29651d8969f63a618a94650b79e1888fb8692da409da70e8583759e6a57",
@@ -134,14 +134,14 @@ def read_csv_verified(filename: str, **read_csv_kwargs) -> pd.DataFrame:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"posheads data file {filename!r} is missing (looked for {path}; expected sha256 "
-            f"{expected}). Reinstall posheads, or rebuild it with datasets/extract.py."
+            f"{expected}). Reinstall posheads, or rebuild it with tools/extract_datasets.py."
         ) from None
     actual = _sha256(payload)
     if actual != expected:
         raise ChecksumError(
             f"posheads data file {filename!r} ({path}) has been altered or is corrupt: its "
             f"sha256 is {actual}, expected {expected}. Reinstall posheads, or rebuild it with "
-            "datasets/extract.py."
+            "tools/extract_datasets.py."
         )
     return pd.read_csv(io.BytesIO(payload), **read_csv_kwargs)
 

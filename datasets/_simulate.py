@@ -1,14 +1,16 @@
 """Simulated count data with a known ground truth: a regression set and a seasonal series.
 
 Both draw every random quantity from one ``numpy.random.default_rng(random_state)`` in a
-fixed order, so a given ``random_state`` always gives the same data. Counts are drawn from
+fixed order, so a given ``random_state`` always gives the same data. Counts are drawn by
+the simulator of a family of :mod:`posheads.families` (imported when a simulator runs,
+so importing the data sets stays free of torch and Pyro), with count-part mean ``mu``:
 
 * ``"poisson"``: ``y ~ Poisson(mu)``;
-* ``"negative_binomial"``: mean ``mu``, concentration ``r``, variance
-  ``mu + mu**2 / r``, drawn as the gamma-Poisson mixture ``lam ~ Gamma(r, mu / r)``,
-  ``y ~ Poisson(lam)``;
+* ``"negative_binomial"``: mean ``mu``, concentration ``r``, variance ``mu + mu**2 / r``;
 * ``"zero_inflated_poisson"``: ``y = 0`` with probability ``pi = zero_inflation``, else
-  ``y ~ Poisson(mu)``, so ``E[y] = (1 - pi) * mu``.
+  ``y ~ Poisson(mu)``, so ``E[y] = (1 - pi) * mu``;
+* likewise every other registered family: ``concentration`` is its shape of that name,
+  ``zero_inflation`` the probability of its zero part (``P(y = 0)`` for a hurdle).
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from sklearn.utils import Bunch
 
 __all__ = ["make_count_regression", "make_count_series"]
 
-LIKELIHOODS = ("poisson", "negative_binomial", "zero_inflated_poisson",
-               "zero_inflated_negative_binomial")
 LINKS = ("softplus", "log")
 SEASONALITIES = ("fourier", "periodic")
 
@@ -31,7 +31,7 @@ SEASONALITIES = ("fourier", "periodic")
 _MAX_MEAN = 1e15
 
 
-def softplus(x):
+def _softplus(x):
     """``log(1 + exp(x))`` without overflow: ``logaddexp(0, x)`` is exact for any finite x."""
     return np.logaddexp(0.0, x)
 
@@ -58,37 +58,39 @@ def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _check_noise(likelihood, concentration, zero_inflation) -> tuple[str, float, float]:
-    likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
+def _family(likelihood):
+    from posheads.families import available_families, get_family
+
+    try:
+        return get_family(likelihood)
+    except ValueError:
+        names = [f.name for f in available_families()]
+        raise ValueError(f"likelihood must be one of {names}, got {likelihood!r}") from None
+
+
+def _check_noise(likelihood, concentration, zero_inflation):
+    family = _family(likelihood)
     concentration = _check_real(concentration, "concentration", 0.0, open_low=True)
     zero_inflation = _check_real(zero_inflation, "zero_inflation", 0.0, 1.0)
-    return likelihood, concentration, zero_inflation
+    return family, concentration, zero_inflation
 
 
 # -- sampling -------------------------------------------------------------------------------
-def _sample_counts(rng, mu, likelihood: str, concentration: float, zero_inflation: float):
-    """Draw counts of mean ``mu`` (before zero inflation); return ``(y, mean)``."""
+def _sample_counts(rng, mu, family, concentration: float, zero_inflation: float):
+    """Draw counts of count-part mean ``mu``; return ``(y, E[y])``."""
     if not np.all(np.isfinite(mu)) or np.max(mu, initial=0.0) > _MAX_MEAN:
         raise ValueError(
             f"the simulated mean exceeds {_MAX_MEAN:g}: lower intercept/level, trend or the "
             "coefficient scales (with link='log', the mean is exp of the linear predictor)"
         )
-    if likelihood in ("negative_binomial", "zero_inflated_negative_binomial"):
-        rate = rng.gamma(shape=concentration, scale=mu / concentration)
-        y = rng.poisson(rate).astype(np.int64)
-    else:
-        y = rng.poisson(mu).astype(np.int64)
-    if likelihood == "negative_binomial":
-        return y, mu
-    if likelihood.startswith("zero_inflated"):
-        structural_zero = rng.random(mu.shape) < zero_inflation
-        return np.where(structural_zero, 0, y), (1.0 - zero_inflation) * mu
-    return y, mu
+    shapes = {"concentration": concentration} if "concentration" in family.shape_names else {}
+    parts = {name: zero_inflation for name in family.part_names}
+    return family.simulate(mu, rng, shapes=shapes, parts=parts)
 
 
 def _inverse_link(eta, link: str):
     if link == "softplus":
-        return softplus(eta)
+        return _softplus(eta)
     with np.errstate(over="ignore"):  # overflow becomes inf, caught by _sample_counts
         return np.exp(eta)
 
@@ -119,16 +121,17 @@ def make_count_regression(
         Number of rows, >= 1.
     n_features : int, default=5
         Number of covariates, >= 1.
-    likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson", \
-            "zero_inflated_negative_binomial"}, default="poisson"
+    likelihood : str, default="poisson"
+        A family of :mod:`posheads.families` (``"poisson"``, ``"negative_binomial"``,
+        ``"zero_inflated_poisson"``, ...).
     link : {"softplus", "log"}, default="softplus"
         Inverse link from ``eta`` to ``mu``: ``softplus(eta) = log1p(exp(eta))`` or ``exp``.
     concentration : float, default=2.0
         Concentration ``r > 0`` of the negative binomial (variance ``mu + mu**2 / r``;
-        larger is closer to Poisson). Used by the negative-binomial likelihoods.
+        larger is closer to Poisson). Used by the families with a concentration.
     zero_inflation : float, default=0.2
-        Probability ``pi`` in [0, 1) of a structural zero. Used by the zero-inflated
-        likelihoods.
+        Probability ``pi`` in [0, 1) of the zero part: a structural zero for the
+        zero-inflated families, ``P(y = 0)`` for the hurdle families.
     intercept : float, default=1.0
         Intercept of ``eta``.
     coef_scale : float, default=1.0
@@ -144,7 +147,7 @@ def make_count_regression(
         ``coef`` (n_features,), ``intercept`` (float), ``eta`` (n_samples,): the linear
         predictor, ``mu`` (n_samples,): the mean of the count distribution before zero
         inflation, ``mean`` (n_samples,): the true ``E[y | X]`` (``(1 - pi) * mu`` for the
-        zero-inflated likelihoods, else ``mu``), and the ``likelihood``, ``link``,
+        zero-inflated families, ``mu`` for the Poisson and NB), and the ``likelihood``, ``link``,
         ``concentration`` and ``zero_inflation`` used.
 
     Examples
@@ -170,7 +173,7 @@ def make_count_regression(
     mu = _inverse_link(eta, link)
     y, mean = _sample_counts(rng, mu, likelihood, concentration, zero_inflation)
     info = Bunch(coef=coef, intercept=intercept, eta=eta, mu=mu, mean=mean)
-    info.update(likelihood=likelihood, link=link)
+    info.update(likelihood=likelihood.name, link=link)
     info.update(concentration=concentration, zero_inflation=zero_inflation)
     return X, y, info
 
@@ -290,11 +293,12 @@ def make_count_series(
         coefficient 0.8, unit variance), or the covariates themselves.
     coef_scale : float, default=0.5
         The covariate coefficients are ``Normal(0, coef_scale**2 / n_covariates)``.
-    likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson"}, default="poisson"
+    likelihood : str, default="poisson"
+        A family of :mod:`posheads.families`, as in :func:`make_count_regression`.
     concentration : float, default=5.0
-        Negative binomial concentration ``r > 0``; used only by ``"negative_binomial"``.
+        Concentration ``r > 0``; used by the families with a concentration.
     zero_inflation : float, default=0.2
-        Structural-zero probability in [0, 1); used only by ``"zero_inflated_poisson"``.
+        Probability in [0, 1) of the zero part; used by the families with one.
     as_frame : bool, default=False
         Return ``y`` as a pandas Series and ``X`` as a DataFrame on the time index (and the
         ``mean``, ``mu`` and ``eta`` of ``info`` as Series).
@@ -339,12 +343,13 @@ def make_count_series(
     coef = rng.normal(0.0, coef_scale / np.sqrt(max(X.shape[1], 1)), size=X.shape[1])
     effect = X @ coef
     eta = level + trend * t + seasonal.sum(axis=1) + effect
-    mu = softplus(eta)
+    mu = _softplus(eta)
     y, mean = _sample_counts(rng, mu, likelihood, concentration, zero_inflation)
 
     info = Bunch(mean=mean, mu=mu, eta=eta, seasonal=seasonal, coef=coef)
     info.update(covariate_effect=effect, level=level, trend=trend, season_lengths=lengths)
-    info.update(likelihood=likelihood, concentration=concentration, zero_inflation=zero_inflation)
+    info.update(likelihood=likelihood.name, concentration=concentration,
+                zero_inflation=zero_inflation)
     info.index = index
     if as_frame:
         for key in ("mean", "mu", "eta"):

@@ -1,18 +1,32 @@
-"""Pyro models built on posheads' softplus distributions and heads (``posheads.models``).
+"""Pyro models built on posheads' families and heads (``posheads.models``).
 
-* :mod:`posheads.models.glm` -- :class:`SoftplusGLM`, count GLMs with a softplus link
-  (Poisson, negative binomial, zero-inflated Poisson and NB, hurdle Poisson and NB), and
-  :class:`GLMData`, the data every engine takes.
+* :mod:`posheads.models.glm` -- :class:`SoftplusGLM`, GLMs of any family with a softplus
+  link, and :class:`GLMData`, the data they take;
+* :mod:`posheads.models.bnn` -- :class:`BayesianCountMLP`, Bayesian neural networks with a
+  family's head;
+* :mod:`posheads.models.forecast` -- count time-series models for Pyro's forecasting
+  framework;
+* :mod:`posheads.models.protocol` -- :class:`PosteriorModel`, what the engines ask of a
+  model, and :class:`PyroModel`, its implementation for any Pyro model;
+* :mod:`posheads.models.target` -- :class:`Target`, a posterior on one flat vector.
 """
 
-from .forecast import CountForecastModel, LogGaussianForecastModel, SoftplusDiscretizedLogistic
-from .glm import LIKELIHOODS, GLMData, SoftplusGLM
+from .data import GLMData, check_glm_data
+from .forecast import CountForecastModel, LogGaussianForecastModel
+from .glm import LIKELIHOODS, SoftplusGLM
+from .protocol import PosteriorModel, PyroModel, as_model
+from .target import PyroTarget, Target
 
 __all__ = [
     "LIKELIHOODS",
     "CountForecastModel",
     "GLMData",
     "LogGaussianForecastModel",
-    "SoftplusDiscretizedLogistic",
+    "PosteriorModel",
+    "PyroModel",
+    "PyroTarget",
     "SoftplusGLM",
+    "Target",
+    "as_model",
+    "check_glm_data",
 ]

@@ -43,30 +43,15 @@ from pyro import poutine
 from pyro.nn import PyroModule, PyroSample
 from torch import nn
 
-from posheads import heads
-from posheads.constraints import softplus_positive
+from posheads import families, heads
+from posheads.distributions import SoftplusHalfNormal
 
 __all__ = ["ACTIVATIONS", "LIKELIHOODS", "BayesianCountMLP"]
 
-LIKELIHOODS = {
-    "poisson": heads.PoissonHead,
-    "negative_binomial": heads.NegativeBinomialHead,
-    "zero_inflated_poisson": heads.ZeroInflatedPoissonHead,
-    "zero_inflated_negative_binomial": heads.ZeroInflatedNegativeBinomialHead,
-    "hurdle_poisson": heads.HurdlePoissonHead,
-    "hurdle_negative_binomial": heads.HurdleNegativeBinomialHead,
-}
+#: Names of the families registered when this module was imported (any family works:
+#: see :func:`posheads.families.available_families`).
+LIKELIHOODS = tuple(f.name for f in families.available_families())
 ACTIVATIONS = ("softplus", "relu", "tanh", "gelu", "silu", "elu", "sigmoid")
-
-
-class _HalfNormal(dist.HalfNormal):
-    """``HalfNormal`` whose support ``biject_to`` maps with softplus instead of ``exp``."""
-
-    support = softplus_positive()
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(_HalfNormal, _instance)
-        return super().expand(batch_shape, _instance=new)
 
 
 class _BufferPrior:
@@ -84,7 +69,7 @@ class _BufferPrior:
             return dist.Normal(module.weight_loc, module.weight_scale).to_event(2)
         if self.kind == "bias":
             return dist.Normal(module.bias_loc, module.bias_scale).to_event(1)
-        return _HalfNormal(module.layer_scale_prior).to_event(1)
+        return SoftplusHalfNormal(module.layer_scale_prior).to_event(1)
 
 
 def _bayesian_linear(layer: nn.Linear, weight_scale: torch.Tensor, bias_loc: torch.Tensor,
@@ -115,8 +100,6 @@ def _check_options(in_features, hidden_sizes, activation, likelihood, prior_scal
         raise ValueError(f"hidden_sizes must be positive ints, got {hidden_sizes!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {tuple(LIKELIHOODS)}, got {likelihood!r}")
     for name, value in (("prior_scale", prior_scale), ("coef_scale", coef_scale),
                         ("bias_scale", bias_scale)):
         if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
@@ -137,9 +120,9 @@ class BayesianCountMLP(PyroModule):
         Hidden activation; ``"softplus"`` is :class:`posheads.heads.Softplus`.
     activation_beta : float, default=1.0
         Softness of the softplus activation.
-    likelihood : {"poisson", "negative_binomial", "zero_inflated_poisson", \
-"zero_inflated_negative_binomial", "hurdle_poisson", "hurdle_negative_binomial"}
-        The count head.
+    likelihood : str or Family
+        The family of the head (:class:`posheads.heads.FamilyHead`): ``"poisson"``,
+        ``"negative_binomial"``, the zero-inflated and hurdle families, or your own.
     skip : bool, default=True
         Feed the inputs to the head next to the last hidden layer (a GLM term).
     prior_scale : float, default=1.0
@@ -172,9 +155,10 @@ class BayesianCountMLP(PyroModule):
                  beta=1.0, threshold=20.0):
         sizes = _check_options(in_features, hidden_sizes, activation, likelihood,
                                prior_scale, coef_scale, bias_scale)
+        family = families.get_family(likelihood)
         super().__init__()
         self.in_features, self.hidden_sizes, self.skip = in_features, sizes, bool(skip)
-        self.likelihood, self.activation_name = likelihood, activation
+        self.family, self.activation_name = family, activation
         # without hidden layers there is no scale to learn: the network is a softplus GLM
         self.learn_prior_scale = bool(learn_prior_scale) and bool(sizes)
         self.bias_scale = float(bias_scale)
@@ -187,8 +171,8 @@ class BayesianCountMLP(PyroModule):
                              1.0)
         width = sizes[-1] if sizes else 0
         head_in = width + (in_features if self.skip or not sizes else 0)
-        self.head = PyroModule[LIKELIHOODS[likelihood]](head_in, beta=beta, threshold=threshold,
-                                                        validate=False)
+        self.head = PyroModule[heads.FamilyHead](head_in, family=family, beta=beta,
+                                                 threshold=threshold, validate=False)
         columns = torch.cat([torch.full((width,), width ** -0.5 if width else 1.0),
                              torch.full((head_in - width,), float(coef_scale))])
         _bayesian_linear(self.head.proj, columns, self.head.proj.bias.detach(), bias_scale)
@@ -198,6 +182,11 @@ class BayesianCountMLP(PyroModule):
             self.layer_scale = PyroSample(_BufferPrior("scale"))
         else:
             self.register_buffer("layer_scale", scales)
+
+    @property
+    def likelihood(self) -> str:
+        """The family's name."""
+        return self.family.name
 
     @property
     def raw_names(self) -> tuple[str, ...]:
@@ -217,8 +206,8 @@ class BayesianCountMLP(PyroModule):
         -------
         self
         """
-        plain = LIKELIHOODS[self.likelihood](self.head.in_features, beta=self.head.beta,
-                                             threshold=self.head.threshold)
+        plain = heads.FamilyHead(self.head.in_features, family=self.family,
+                                 beta=self.head.beta, threshold=self.head.threshold)
         plain.init_from_targets(y.detach().cpu(), None if exposure is None else exposure.cpu())
         loc = self.head.proj.bias_loc
         loc.copy_(plain.proj.bias.detach().to(loc))

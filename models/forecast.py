@@ -8,18 +8,17 @@ linear predictor is
 with ``level_t`` a Gaussian random walk (plus, optionally, an integrated random-walk
 slope: a local linear trend), ``f_t`` seasonal features (Fourier terms, built by the
 caller and put in the first ``n_seasonal`` covariate columns) and ``x_t`` the remaining
-covariates (known in advance: holidays, weather, an intervention). Counts are Poisson or
-negative binomial with mean ``scale * softplus(eta_t)``, through
-:class:`~posheads.distributions.SoftplusPoisson` and
-:class:`~posheads.distributions.SoftplusNegativeBinomial`. ``scale`` is a fixed exposure
-taken from the data (the mean count), so every prior is on a unit scale whatever the size
-of the counts.
+covariates (known in advance: holidays, weather, an intervention). Counts follow a
+family of :mod:`posheads.families` (negative binomial, Poisson, discretized logistic, or
+any other without a zero part) with mean ``scale * softplus(eta_t)``. ``scale`` is a
+fixed exposure taken from the data (the mean count), so every prior is on a unit scale
+whatever the size of the counts.
 
 Poisson and negative binomial counts have a variance of at least their mean. Counts of
 scheduled events (flights, trains, shifts) are often *under*-dispersed: the daily NYC
 departures vary by about 6 flights around a weekly pattern of 300, where a Poisson law
-says 17. For such series :class:`SoftplusDiscretizedLogistic` is a count law with a free
-dispersion (variance about ``dispersion * mean``, below or above the mean).
+says 17. For such series :class:`~posheads.distributions.SoftplusDiscretizedLogistic` is a
+count law with a free dispersion (variance about ``dispersion * mean``, below or above the mean).
 
 How a count likelihood fits the framework
 -----------------------------------------
@@ -30,7 +29,7 @@ count likelihood, and the forecast a draw of integer counts. The framework resha
 noise distribution (:func:`~pyro.contrib.forecast.util.reshape_batch`) and, when it
 forecasts, conditions it on the observed prefix
 (:func:`~pyro.contrib.forecast.util.prefix_condition`); both are single-dispatch functions,
-and this module registers the softplus count distributions with them. Given the latent
+and this module registers every softplus-link distribution with them. Given the latent
 path, counts are independent over time, so conditioning on the prefix is slicing the
 parameters to the forecast steps.
 
@@ -42,140 +41,31 @@ noise.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.contrib.forecast import ForecastingModel
 from pyro.contrib.forecast.util import prefix_condition, reshape_batch
-from pyro.distributions import TorchDistribution
-from torch.distributions import constraints
-from torch.distributions.utils import broadcast_all
 
-from posheads import ops
-from posheads.distributions import SoftplusNegativeBinomial, SoftplusPoisson
+from posheads import families
+from posheads.distributions import SoftplusDiscretizedLogistic, SoftplusLinked
 
 __all__ = [
-    "LIKELIHOODS",
     "CountForecastModel",
     "LogGaussianForecastModel",
     "SoftplusDiscretizedLogistic",
 ]
 
-LIKELIHOODS = ("poisson", "negative_binomial", "discretized_logistic")
-
-
-class SoftplusDiscretizedLogistic(TorchDistribution):
-    """Counts ``y = max(0, round(z))`` with ``z ~ Logistic(mu, s)``: a count law of any dispersion.
-
-    ``mu = exposure * (low + softplus_beta(eta))`` and ``s = sqrt(3 * dispersion * mu) / pi``,
-    so the variance is about ``dispersion * mu`` (plus 1/12 from rounding) where ``mu`` is
-    a few ``s`` above zero: ``dispersion < 1`` is under-dispersed, ``1`` Poisson-like.
-    The logistic's exponential tails make the fit robust to a few outlying counts. The
-    probabilities are differences of logistic CDFs (as in PixelCNN++'s discretized
-    logistic), written in log space without cancellation:
-
-    ``log P(y) = -softplus(-b) - softplus(b - 1/s) + log(1 - exp(-1/s))`` for ``y >= 1``,
-    ``log P(0) = -softplus(-b)``, with ``b = (y + 1/2 - mu) / s``.
-
-    Parameters
-    ----------
-    eta : Tensor or float
-        Linear predictor of the location ``mu`` (the mean where ``mu >> s``).
-    dispersion : Tensor or float
-        ``> 0``; broadcast with ``eta``.
-    beta, threshold, low : float
-        As in :class:`posheads.distributions.SoftplusPoisson`.
-    exposure : Tensor, optional
-        Positive exposure multiplying ``mu``.
-    validate_args : bool, optional
-
-    Examples
-    --------
-    >>> d = SoftplusDiscretizedLogistic(torch.tensor(300.0), dispersion=0.1)
-    >>> float(d.sample((2000,)).std()) < 17.0  # a Poisson(300) has sd 17.3
-    True
-    """
-
-    arg_constraints: ClassVar[dict] = {
-        "eta": constraints.real,
-        "dispersion": constraints.positive,
-        "exposure": constraints.positive,
-    }
-    support = constraints.nonnegative_integer
-
-    def __init__(
-        self,
-        eta,
-        dispersion,
-        *,
-        beta=1.0,
-        threshold=20.0,
-        low=0.0,
-        exposure=None,
-        validate_args=None,
-    ):
-        exposure = torch.ones(()) if exposure is None else exposure
-        self.eta, self.dispersion, self.exposure = broadcast_all(eta, dispersion, exposure)
-        self.beta, self.threshold, self.low = float(beta), float(threshold), float(low)
-        super().__init__(self.eta.shape, validate_args=validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        return _rebuild(self, lambda p: p.expand(batch_shape))
-
-    @property
-    def loc(self):
-        """``mu = exposure * (low + softplus(eta))``."""
-        return self.exposure * (self.low + ops.softplus(self.eta, self.beta, self.threshold))
-
-    @property
-    def scale(self):
-        """Logistic scale ``s``, floored at ``finfo.eps`` so ``1 / s`` stays finite."""
-        s = torch.sqrt(3.0 * self.dispersion * self.loc) / math.pi
-        return s.clamp(min=torch.finfo(s.dtype).eps)
-
-    @property
-    def mean(self):
-        # E[y] = sum_{k >= 1} P(y >= k), each a logistic tail; 40 scales past mu the
-        # remaining terms are below exp(-40) of the mean.
-        mu, s = self.loc, self.scale
-        top = int(torch.max(mu + 40.0 * s).ceil().item()) + 1
-        k = torch.arange(1, top + 1, dtype=mu.dtype, device=mu.device)
-        return torch.sigmoid((mu.unsqueeze(-1) - k + 0.5) / s.unsqueeze(-1)).sum(-1)
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        value = torch.as_tensor(value, dtype=self.eta.dtype, device=self.eta.device)
-        s = self.scale
-        b = (value + 0.5 - self.loc) / s
-        log_zero = -ops.softplus(-b)
-        log_bin = log_zero - ops.softplus(b - 1.0 / s) + torch.log(-torch.expm1(-1.0 / s))
-        return torch.where(value == 0, log_zero, log_bin)
-
-    def sample(self, sample_shape=()):
-        shape = self._extended_shape(sample_shape)
-        with torch.no_grad():
-            tiny = torch.finfo(self.eta.dtype).tiny  # keeps log(u) and log1p(-u) finite
-            u = torch.rand(shape, dtype=self.eta.dtype, device=self.eta.device)
-            u = u.clamp(tiny, 1.0 - torch.finfo(self.eta.dtype).eps)
-            z = self.loc + self.scale * (torch.log(u) - torch.log1p(-u))
-            return torch.round(z).clamp(min=0.0)
-
-
-# Parameters of each count distribution, in the keyword names of its constructor.
-_COUNT_PARAMS = {
-    SoftplusPoisson: ("eta", "exposure"),
-    SoftplusNegativeBinomial: ("eta", "concentration", "exposure"),
-    SoftplusDiscretizedLogistic: ("eta", "dispersion", "exposure"),
-}
+# LogNormal priors (loc, scale) of shapes on a series' unit scale, where they differ from
+# the family's default: the NB concentration of a count series is about as often 1 as 1000.
+_SHAPE_PRIORS = {"concentration": (3.0, 2.0), "dispersion": (0.0, 2.0)}
 
 
 # ----------------------------------------------------- framework registrations
 def _rebuild(d, transform):
-    params = {name: transform(getattr(d, name)) for name in _COUNT_PARAMS[type(d)]}
+    """The same law with every tensor parameter transformed (reshaped, sliced)."""
+    params = {name: transform(getattr(d, name)) for name in d._names}
     return type(d)(**params, beta=d.beta, threshold=d.threshold, low=d.low)
 
 
@@ -190,9 +80,9 @@ def _prefix_condition_counts(d, data):
     return _rebuild(d, lambda p: p[..., t:, :])
 
 
-for _type in _COUNT_PARAMS:
-    reshape_batch.register(_type)(_reshape_counts)
-    prefix_condition.register(_type)(_prefix_condition_counts)
+# every softplus-link distribution: the count laws of all families
+reshape_batch.register(SoftplusLinked)(_reshape_counts)
+prefix_condition.register(SoftplusLinked)(_prefix_condition_counts)
 
 
 # ------------------------------------------------------------------- helpers
@@ -260,9 +150,11 @@ class CountForecastModel(_StructuralMixin, ForecastingModel):
 
     Parameters
     ----------
-    likelihood : {"negative_binomial", "poisson", "discretized_logistic"}
-        Observation family. The negative binomial is NB2 with ``concentration ~
-        LogNormal(3, 2)``; the discretized logistic has ``dispersion ~ LogNormal(0, 2)``.
+    likelihood : str or Family
+        Observation family, one without parts (``posheads.families.get_family``):
+        ``"negative_binomial"`` (NB2, ``concentration ~ LogNormal(3, 2)``), ``"poisson"``,
+        ``"discretized_logistic"`` (``dispersion ~ LogNormal(0, 2)``) or your own; other
+        shapes take the family's default prior.
     n_seasonal : int
         How many leading covariate columns are seasonal features (prior scale
         ``seasonal_scale``); the rest are regressors (prior scale ``weight_scale``).
@@ -305,30 +197,35 @@ class CountForecastModel(_StructuralMixin, ForecastingModel):
         weight_scale=1.0,
         drift_loc=-4.0,
     ):
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        family = families.get_family(likelihood)
+        if family.parts:
+            raise ValueError(f"likelihood {family.name!r} has a zero part, which the count "
+                             "forecaster does not model; choose a family without one")
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         _check_common(n_seasonal, trend)
         super().__init__()
-        self.likelihood = likelihood
+        self.family = family
         self.n_seasonal, self.scale, self.bias_loc, self.trend = n_seasonal, scale, bias_loc, trend
         self.beta = beta
         self.bias_scale, self.seasonal_scale = bias_scale, seasonal_scale
         self.weight_scale, self.drift_loc = weight_scale, drift_loc
 
-    # Shape parameter of each likelihood: (site name, prior).
-    _SHAPE = {  # noqa: RUF012 -- a constant table, never mutated
-        "poisson": None,
-        "negative_binomial": ("concentration", (3.0, 2.0)),
-        "discretized_logistic": ("dispersion", (0.0, 2.0)),
-    }
+    @property
+    def likelihood(self) -> str:
+        """The family's name."""
+        return self.family.name
 
     @property
     def shape_site(self):
-        """Name of the likelihood's shape parameter site, or None (Poisson)."""
-        shape = self._SHAPE[self.likelihood]
-        return None if shape is None else shape[0]
+        """Name of the family's shape site (its first shape), or None (Poisson)."""
+        return self.family.shapes[0].name if self.family.shapes else None
+
+    def _shape_prior(self, shape, like):
+        if shape.name in _SHAPE_PRIORS:
+            loc, scale = _SHAPE_PRIORS[shape.name]
+            return dist.LogNormal(like.new_tensor(loc), like.new_tensor(scale))
+        return shape.prior(like)
 
     def observation(self, eta, shape=None):
         """The count law given the linear predictor and the shape parameter.
@@ -338,22 +235,19 @@ class CountForecastModel(_StructuralMixin, ForecastingModel):
         eta : Tensor
             Linear predictor, any shape.
         shape : Tensor, optional
-            Concentration (negative binomial) or dispersion (discretized logistic),
-            broadcastable with ``eta``; unused for the Poisson.
+            The family's shape (concentration, dispersion), broadcastable with ``eta``;
+            unused for a family without one.
         """
         exposure = torch.full_like(eta, self.scale)
-        if self.likelihood == "poisson":
-            return SoftplusPoisson(eta, beta=self.beta, exposure=exposure)
-        if self.likelihood == "discretized_logistic":
-            return SoftplusDiscretizedLogistic(eta, shape, beta=self.beta, exposure=exposure)
-        return SoftplusNegativeBinomial(eta, shape, beta=self.beta, exposure=exposure)
+        shapes = {self.shape_site: shape} if self.shape_site is not None else {}
+        return self.family.build(eta, shapes=shapes, beta=self.beta, exposure=exposure)
 
     def model(self, zero_data, covariates):
         eta = self._linear_predictor(zero_data, covariates, self.bias_loc)
         shape = None
         if self.shape_site is not None:
-            loc, scale = self._SHAPE[self.likelihood][1]
-            shape = _global(self.shape_site, dist.LogNormal, loc, scale, eta)
+            prior = self._shape_prior(self.family.shapes[0], eta)
+            shape = pyro.sample(self.shape_site, prior.expand([1]).to_event(1))
         # The count law is the "noise" around a zero prediction: the observed site is
         # the counts themselves, and the forecast is a draw of counts.
         self.predict(self.observation(eta, shape), torch.zeros_like(eta))

@@ -1,20 +1,24 @@
-"""Generalised linear models of counts with a softplus link (``posheads.models.glm``).
+"""Generalised linear models with a softplus link (``posheads.models.glm``).
 
-The mean of the count part is ``exposure * softplus_beta(intercept + X @ coef)``. Six
-likelihoods: ``"poisson"``, ``"negative_binomial"`` (NB2, concentration estimated),
-``"zero_inflated_poisson"``, ``"zero_inflated_negative_binomial"``, ``"hurdle_poisson"``
-and ``"hurdle_negative_binomial"``; the last four have a zero part with logits
-``gate_intercept + X_zero @ gate_coef`` (``X_zero`` defaults to ``X``).
+The mean of the count part is ``exposure * softplus_beta(intercept + X @ coef)``, and the
+likelihood is any :class:`~posheads.families.Family` (``"poisson"``,
+``"negative_binomial"``, the zero-inflated and hurdle families, or one of your own). A
+family's shapes (the NB concentration) are latent sites of their own; each of its parts
+(the zero part of the zero-inflated and hurdle families, ``"gate"``) is a second linear
+predictor ``gate_intercept + X_zero @ gate_coef`` (``X_zero`` defaults to ``X``).
 
-A :class:`SoftplusGLM` has two faces:
+A :class:`SoftplusGLM` has three faces:
 
-* calling it is a plain Pyro model -- latent sites ``"intercept"``, ``"coef"``,
-  ``"concentration"``, ``"gate_intercept"``, ``"gate_coef"`` and the observed site
-  ``"obs"`` in ``pyro.plate("data")`` -- so ``pyro.infer.Predictive``, Pyro's NUTS,
-  SVI and autoguides work on it unchanged;
+* calling it is a plain Pyro model -- latent sites ``"intercept"``, ``"coef"``, the
+  family's shapes, ``"gate_intercept"``, ``"gate_coef"`` and the observed site ``"obs"``
+  in ``pyro.plate("data")`` -- so ``pyro.infer.Predictive``, Pyro's NUTS, SVI and
+  autoguides work on it unchanged;
 * :meth:`~SoftplusGLM.layout`, :meth:`~SoftplusGLM.unpack`, :meth:`~SoftplusGLM.log_joint`,
   :meth:`~SoftplusGLM.potential_and_grad` and friends are pure torch functions of one
-  flat unconstrained vector ``theta``, for the engines of :mod:`posheads.inference`.
+  flat unconstrained vector ``theta``;
+* it implements :class:`~posheads.models.protocol.PosteriorModel`, the protocol through
+  which :mod:`posheads.inference` fits it (Newton with closed-form Hessians,
+  :mod:`.glm_loss`) and :class:`~posheads.posterior.Posterior` predicts with it.
 
 Priors (every one overridable)
 ------------------------------
@@ -23,14 +27,16 @@ Priors (every one overridable)
 * ``intercept ~ Normal(intercept_loc, intercept_scale)`` with ``intercept_loc`` by default
   ``softplus_inverse(sum(w y) / sum(w t))``, the intercept of the intercept-only fit;
   ``intercept_scale=None``: flat.
-* ``concentration``: ``1 / sqrt(r) ~ HalfNormal(1)`` (an inverse gamma, see
-  :mod:`posheads.models._priors`): weakly informative, zero density at ``r -> 0`` where
-  the NB likelihood has a ridge, heavy tail towards the Poisson limit ``r -> inf``.
-  ``"flat"`` gives maximum likelihood; any distribution over ``r > 0`` may be passed.
-* ``gate_intercept ~ Normal(0, intercept_scale)``, ``gate_coef ~ Normal(0, gate_coef_scale)``.
+* each shape: the family's default prior (for the NB concentration ``1 / sqrt(r) ~
+  HalfNormal(1)``, see :func:`posheads.distributions.half_normal_inverse_sqrt`), ``"flat"``
+  for maximum likelihood, or any distribution over the positive reals
+  (``shape_priors={"concentration": ...}``; ``concentration_prior`` is a shortcut).
+* ``{part}_intercept ~ Normal(0, intercept_scale)``, ``{part}_coef ~ Normal(0, gate_coef_scale)``.
 
-Positive sites are mapped to the real line by softplus (support
-:func:`posheads.constraints.softplus_positive`), in the Pyro model and in ``theta`` alike.
+In ``theta`` shapes are mapped to the real line by softplus. The default priors have the
+support :func:`posheads.constraints.softplus_positive`, so Pyro's autoguides and NUTS map
+them by softplus too; a prior you pass keeps its own support there (``exp`` for plain
+``constraints.positive``).
 Row weights scale each log-likelihood term (``poutine.scale``; rows of weight 0 are masked).
 """
 
@@ -44,34 +50,19 @@ import torch
 from pyro import poutine
 
 from posheads import distributions as pd
-from posheads import ops
+from posheads import families, ops
+from posheads.constraints import softplus_positive
 from posheads.transforms import SoftplusTransform
 
-from ._data import GLMData, check_glm_data, weighted_mean_rate
-from ._priors import flat, half_normal_inverse_sqrt
+from .data import GLMData, check_glm_data
+from .design import Design
+from .target import Target
 
-__all__ = ["LIKELIHOODS", "GLMData", "SoftplusGLM"]
+__all__ = ["LIKELIHOODS", "GLMData", "GLMTarget", "SoftplusGLM"]
 
-LIKELIHOODS = (
-    "poisson",
-    "negative_binomial",
-    "zero_inflated_poisson",
-    "zero_inflated_negative_binomial",
-    "hurdle_poisson",
-    "hurdle_negative_binomial",
-)
-_WITH_CONCENTRATION = ("negative_binomial", "zero_inflated_negative_binomial",
-                       "hurdle_negative_binomial")
-_WITH_GATE = ("zero_inflated_poisson", "zero_inflated_negative_binomial", "hurdle_poisson",
-              "hurdle_negative_binomial")
-_DISTRIBUTIONS = {
-    "poisson": pd.SoftplusPoisson,
-    "negative_binomial": pd.SoftplusNegativeBinomial,
-    "zero_inflated_poisson": pd.SoftplusZeroInflatedPoisson,
-    "zero_inflated_negative_binomial": pd.SoftplusZeroInflatedNegativeBinomial,
-    "hurdle_poisson": pd.SoftplusHurdlePoisson,
-    "hurdle_negative_binomial": pd.SoftplusHurdleNegativeBinomial,
-}
+#: Names of the families registered when this module was imported (use
+#: :func:`posheads.families.available_families` for the current ones).
+LIKELIHOODS = tuple(f.name for f in families.available_families())
 
 
 def _check_scale(name, value):
@@ -79,30 +70,37 @@ def _check_scale(name, value):
         raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
 
 
+def _check_shape_prior(name, prior):
+    if not (prior is None or prior == "flat" or isinstance(prior, torch.distributions.Distribution)):
+        raise ValueError(f"{name} must be None, 'flat' or a Distribution, got {prior!r}")
+
+
 class SoftplusGLM:
-    """A softplus-link count GLM: a Pyro model plus fast flat-vector functions.
+    """A softplus-link GLM of any family: a Pyro model plus fast flat-vector functions.
 
     Parameters
     ----------
-    likelihood : str
-        One of :data:`LIKELIHOODS`.
+    likelihood : str or Family
+        The family (``posheads.families.get_family`` resolves names and aliases).
     beta, threshold : float
         Softness and linear-branch threshold of the softplus link (:mod:`posheads.ops`).
     fit_intercept : bool
-        Include ``intercept`` (and ``gate_intercept`` for models with a zero part).
+        Include ``intercept`` (and an intercept for each part).
     coef_scale : float or None
         Prior sd of the coefficients; ``None`` is flat (no penalty).
     intercept_loc : float or None
         Prior mean of the intercept; ``None`` is ``softplus_inverse`` of the weighted mean
         rate of the data (0 when there are no counts, as for prediction).
     intercept_scale : float or None
-        Prior sd of the intercept and of the gate intercept; ``None`` is flat.
+        Prior sd of the intercept and of the parts' intercepts; ``None`` is flat.
     concentration_prior : None, "flat" or Distribution
-        Prior of the NB concentration ``r``; ``None`` is ``1 / sqrt(r) ~ HalfNormal(1)``.
-        A distribution's ``log_prob`` is evaluated at ``r``; the engines map ``r`` to the
-        reals by softplus whatever its support.
+        Prior of the shape ``"concentration"`` (same as ``shape_priors={"concentration":
+        ...}``).
     gate_coef_scale : float or None
-        Prior sd of the zero-part coefficients; ``None`` is flat.
+        Prior sd of the parts' coefficients; ``None`` is flat.
+    shape_priors : dict, optional
+        Prior of each shape by name: ``None`` (the family's default), ``"flat"`` or a
+        distribution whose ``log_prob`` is evaluated at the (positive) shape.
 
     Examples
     --------
@@ -117,27 +115,40 @@ class SoftplusGLM:
 
     def __init__(self, likelihood="poisson", *, beta=1.0, threshold=20.0, fit_intercept=True,
                  coef_scale=1.0, intercept_loc=None, intercept_scale=5.0,
-                 concentration_prior=None, gate_coef_scale=1.0):
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-        ops._check_args(beta, threshold)
+                 concentration_prior=None, gate_coef_scale=1.0, shape_priors=None):
+        self.family = families.get_family(likelihood)
+        ops.check_link_args(beta, threshold)
         for name, value in [("coef_scale", coef_scale), ("intercept_scale", intercept_scale),
                             ("gate_coef_scale", gate_coef_scale)]:
             _check_scale(name, value)
-        if not (concentration_prior is None or concentration_prior == "flat"
-                or isinstance(concentration_prior, torch.distributions.Distribution)):
-            raise ValueError("concentration_prior must be None, 'flat' or a Distribution, "
-                             f"got {concentration_prior!r}")
-        self.likelihood = likelihood
+        _check_shape_prior("concentration_prior", concentration_prior)
+        shape_priors = dict(shape_priors or {})
+        for name, prior in shape_priors.items():
+            self.family.shape(name)  # an unknown name raises
+            _check_shape_prior(f"shape_priors[{name!r}]", prior)
+        if concentration_prior is not None and "concentration" in self.family.shape_names:
+            shape_priors.setdefault("concentration", concentration_prior)
         self.beta, self.threshold = float(beta), float(threshold)
         self.fit_intercept = bool(fit_intercept)
         self.coef_scale, self.intercept_scale = coef_scale, intercept_scale
         self.intercept_loc, self.gate_coef_scale = intercept_loc, gate_coef_scale
         self.concentration_prior = concentration_prior
-        self.has_concentration = likelihood in _WITH_CONCENTRATION
-        self.has_gate = likelihood in _WITH_GATE
-        self._to_concentration = SoftplusTransform()
+        self.shape_priors = shape_priors
+        self._to_shape = SoftplusTransform()
         self._loss_cache = None
+
+    @property
+    def likelihood(self) -> str:
+        """The family's name."""
+        return self.family.name
+
+    @property
+    def has_concentration(self) -> bool:
+        return "concentration" in self.family.shape_names
+
+    @property
+    def has_gate(self) -> bool:
+        return bool(self.family.parts)
 
     def __repr__(self) -> str:
         return (f"SoftplusGLM({self.likelihood!r}, beta={self.beta}, "
@@ -146,18 +157,29 @@ class SoftplusGLM:
     # ------------------------------------------------------------------ priors
     def _normal(self, loc, scale, shape, like):
         if scale is None:
-            return flat(event_shape=shape)
+            return pd.flat(event_shape=shape)
         loc = torch.as_tensor(loc, dtype=like.dtype, device=like.device)
         d = dist.Normal(loc, torch.as_tensor(float(scale), dtype=like.dtype, device=like.device))
         return d.expand(shape).to_event(len(shape)) if shape else d
 
-    def _intercept_loc(self, y, exposure, weights, like):
+    def intercept_location(self, data: GLMData) -> torch.Tensor:
+        """The intercept's prior mean: ``intercept_loc``, or ``softplus_inverse`` of the
+        weighted mean rate of ``data`` (0 without targets)."""
+        like = data.X
         if self.intercept_loc is not None:
             return torch.as_tensor(float(self.intercept_loc), dtype=like.dtype, device=like.device)
-        if y is None:
+        if data.y is None:
             return torch.zeros((), dtype=like.dtype, device=like.device)
-        rate = weighted_mean_rate(y.to(like.dtype), exposure, weights)
+        rate = families.weighted_mean_rate(data.y.to(like.dtype), data.exposure, data.weights)
         return ops.softplus_inverse(rate, self.beta, self.threshold)
+
+    def _shape_prior(self, shape, like):
+        prior = self.shape_priors.get(shape.name)
+        if prior is None:
+            return shape.prior(like)
+        if isinstance(prior, str):
+            return pd.flat(softplus_positive())
+        return prior
 
     def priors(self, data: GLMData, *, intercept_loc=None) -> dict:
         """The prior distribution of every latent site, for ``data``'s dtype and device.
@@ -176,29 +198,17 @@ class SoftplusGLM:
         X, like = data.X, data.X
         out = {}
         if self.fit_intercept:
-            loc = intercept_loc
-            if loc is None:
-                loc = self._intercept_loc(data.y, data.exposure, data.weights, like)
+            loc = self.intercept_location(data) if intercept_loc is None else intercept_loc
             out["intercept"] = self._normal(loc, self.intercept_scale, (), like)
         out["coef"] = self._normal(0.0, self.coef_scale, (X.shape[1],), like)
-        if self.has_concentration:
-            out["concentration"] = self._concentration_prior(like)
-        if self.has_gate:
-            q = (X if data.X_zero is None else data.X_zero).shape[1]
+        for shape in self.family.shapes:
+            out[shape.name] = self._shape_prior(shape, like)
+        q = (X if data.X_zero is None else data.X_zero).shape[1]
+        for part in self.family.parts:
             if self.fit_intercept:
-                out["gate_intercept"] = self._normal(0.0, self.intercept_scale, (), like)
-            out["gate_coef"] = self._normal(0.0, self.gate_coef_scale, (q,), like)
+                out[f"{part.name}_intercept"] = self._normal(0.0, self.intercept_scale, (), like)
+            out[f"{part.name}_coef"] = self._normal(0.0, self.gate_coef_scale, (q,), like)
         return out
-
-    def _concentration_prior(self, like):
-        prior = self.concentration_prior
-        if prior is None:
-            return half_normal_inverse_sqrt(1.0, like=like)
-        if isinstance(prior, str):
-            from posheads.constraints import softplus_positive
-
-            return flat(softplus_positive())
-        return prior
 
     # -------------------------------------------------------------- Pyro model
     def __call__(self, X, y=None, *, exposure=None, weights=None, X_zero=None,
@@ -231,6 +241,20 @@ class SoftplusGLM:
         return d.mean
 
     # ------------------------------------------------------------ distribution
+    def predictors(self, values: dict, X, X_zero=None) -> tuple:
+        """Linear predictors at constrained site values.
+
+        Returns
+        -------
+        (Tensor, dict)
+            ``eta`` of shape ``(n,)`` or ``(S, n)``, and the logits of each part by name.
+        """
+        eta = _linear(X, values.get("intercept"), values["coef"])
+        Z = X if X_zero is None else X_zero
+        parts = {p.name: _linear(Z, values.get(f"{p.name}_intercept"), values[f"{p.name}_coef"])
+                 for p in self.family.parts}
+        return eta, parts
+
     def distribution(self, values: dict, X, exposure=None, X_zero=None, validate_args=None):
         """The distribution of ``"obs"`` given constrained site values.
 
@@ -247,26 +271,22 @@ class SoftplusGLM:
         -------
         Distribution with ``batch_shape`` ``(n,)`` or ``(S, n)``
         """
-        eta = _linear(X, values.get("intercept"), values["coef"])
-        r = _per_draw(values["concentration"], eta) if self.has_concentration else None
-        gate = None
-        if self.has_gate:
-            Z = X if X_zero is None else X_zero
-            gate = _linear(Z, values.get("gate_intercept"), values["gate_coef"])
-        return self.count_distribution(eta, r, gate, exposure, validate_args=validate_args)
+        eta, parts = self.predictors(values, X, X_zero)
+        shapes = {name: _per_draw(values[name], eta) for name in self.family.shape_names}
+        return self.predictor_distribution(eta, shapes, parts, exposure, validate_args)
 
-    def count_distribution(self, eta, concentration=None, gate_logits=None, exposure=None,
-                           validate_args=None):
+    def predictor_distribution(self, eta, shapes=None, parts=None, exposure=None,
+                               validate_args=None):
         """The distribution of ``"obs"`` given the linear predictors.
 
         Parameters
         ----------
         eta : Tensor, shape ``(..., n)``
             Linear predictor of the count part.
-        concentration : Tensor, optional
-            NB concentration, broadcastable with ``eta`` (NB and ZINB only).
-        gate_logits : Tensor, shape ``(..., n)``, optional
-            Logits of the zero part (zero-inflated and hurdle models only).
+        shapes : dict of str to Tensor
+            The family's shapes, broadcastable with ``eta``.
+        parts : dict of str to Tensor
+            Logits of each part, shape ``(..., n)``.
         exposure : Tensor, shape ``(n,)``, optional
         validate_args : bool, optional
 
@@ -274,14 +294,9 @@ class SoftplusGLM:
         -------
         Distribution
         """
-        args = [eta]
-        if self.has_concentration:
-            args.append(concentration)
-        if self.has_gate:
-            args.append(gate_logits)
-        return _DISTRIBUTIONS[self.likelihood](
-            *args, beta=self.beta, threshold=self.threshold, exposure=exposure,
-            validate_args=validate_args)
+        return self.family.build(eta, shapes=shapes, parts=parts, beta=self.beta,
+                                 threshold=self.threshold, exposure=exposure,
+                                 validate_args=validate_args)
 
     # -------------------------------------------------------- flat parameters
     def layout(self, X, X_zero=None) -> list[tuple[str, torch.Size]]:
@@ -300,13 +315,12 @@ class SoftplusGLM:
         if self.fit_intercept:
             out.append(("intercept", torch.Size()))
         out.append(("coef", torch.Size([X.shape[1]])))
-        if self.has_concentration:
-            out.append(("concentration", torch.Size()))
-        if self.has_gate:
-            q = (X if X_zero is None else X_zero).shape[1]
+        out += [(name, torch.Size()) for name in self.family.shape_names]
+        q = (X if X_zero is None else X_zero).shape[1]
+        for part in self.family.parts:
             if self.fit_intercept:
-                out.append(("gate_intercept", torch.Size()))
-            out.append(("gate_coef", torch.Size([q])))
+                out.append((f"{part.name}_intercept", torch.Size()))
+            out.append((f"{part.name}_coef", torch.Size([q])))
         return out
 
     def split(self, theta, layout) -> dict:
@@ -322,17 +336,18 @@ class SoftplusGLM:
     def unpack(self, theta, layout) -> dict:
         """Constrained site values from ``theta`` of shape ``(d,)`` or ``(S, d)``."""
         out = self.split(theta, layout)
-        if "concentration" in out:
-            out["concentration"] = self._to_concentration(out["concentration"])
+        for name in self.family.shape_names:
+            out[name] = self._to_shape(out[name])
         return out
 
     def pack(self, values: dict, layout) -> torch.Tensor:
         """Inverse of :meth:`unpack`: ``theta`` of shape ``(d,)`` or ``(S, d)``."""
         pieces = []
+        shapes = set(self.family.shape_names)
         for name, shape in layout:
             v = values[name]
-            if name == "concentration":
-                v = self._to_concentration.inv(v)
+            if name in shapes:
+                v = self._to_shape.inv(v)
             pieces.append(v.reshape(*v.shape[:v.dim() - len(shape)], shape.numel()))
         return torch.cat(pieces, dim=-1)
 
@@ -346,6 +361,13 @@ class SoftplusGLM:
         for name, prior in (self.priors(data) if priors is None else priors).items():
             if not isinstance(prior, dist.ImproperUniform):  # a flat prior's density is 1
                 total = total + prior.log_prob(values[name])
+        return total
+
+    def log_jacobian(self, raw: dict, values: dict):
+        """``log |d constrained / d theta|`` of the shapes (softplus), at raw and constrained values."""
+        total = 0.0
+        for name in self.family.shape_names:
+            total = total + self._to_shape.log_abs_det_jacobian(raw[name], values[name])
         return total
 
     def log_joint(self, theta, data: GLMData, *, jacobian: bool = True) -> torch.Tensor:
@@ -372,10 +394,7 @@ class SoftplusGLM:
                                validate_args=False).log_prob(data.y)
         ll = ll.sum() if data.weights is None else torch.dot(ll, data.weights)
         lp = self.log_prior(values, data) + ll
-        if jacobian and "concentration" in raw:
-            u = raw["concentration"]
-            lp = lp + self._to_concentration.log_abs_det_jacobian(u, values["concentration"])
-        return lp
+        return lp + self.log_jacobian(raw, values) if jacobian else lp
 
     def potential_and_grad(self, theta, data: GLMData):
         """``U = -log_joint(theta)`` and ``dU / dtheta`` (closed form for Poisson and NB).
@@ -392,7 +411,7 @@ class SoftplusGLM:
         """
         cache = self._loss_cache
         if cache is None or cache[0] is not data:
-            from ._loss import GLMLoss
+            from .glm_loss import GLMLoss
 
             cache = (data, GLMLoss(self, data, jacobian=True, normalize=False))
             self._loss_cache = cache
@@ -446,6 +465,98 @@ class SoftplusGLM:
             torch.manual_seed(seed)
             return d.sample()
 
+    # ------------------------------------------------- the PosteriorModel protocol
+    def target(self, data, *, validate=True, seed=None) -> GLMTarget:
+        """The posterior given ``data`` (a :class:`GLMData` or a dict of its fields)."""
+        del seed  # nothing random: the start is the intercept-only fit
+        data = GLMData(**data) if isinstance(data, dict) else data
+        return GLMTarget(self, check_glm_data(data, validate=validate))
+
+    def model_kwargs(self, data) -> dict:
+        data = GLMData(**data) if isinstance(data, dict) else data
+        return {k: getattr(data, k) for k in ("X", "y", "exposure", "weights", "X_zero")}
+
+    def prediction_data(self, X, exposure=None, X_zero=None) -> GLMData:
+        return GLMData(X=X, exposure=exposure, X_zero=X_zero)
+
+    def draw_means(self, draws, data):
+        return self.predict_mean(draws, data.X, data.exposure, data.X_zero)
+
+    def draw_predictive(self, draws, data, generator):
+        return self.sample_obs(draws, data.X, data.exposure, data.X_zero, generator=generator)
+
+    def draw_log_likelihood(self, draws, data):
+        return self.pointwise_log_likelihood(draws, data)
+
+    def observed(self, data):
+        return data.y
+
+    def with_totals(self, totals: dict) -> SoftplusGLM:
+        """This model with the default intercept prior mean taken from ``totals`` of all
+        rows (``"y"``, ``"exposure"``: weighted sums; ``"exposure_unweighted"``) rather
+        than from the data it is called with, which on a mini-batch or a shard would
+        change from call to call. Unchanged when that prior does not depend on the data."""
+        if self.intercept_loc is not None or not self.fit_intercept \
+                or self.intercept_scale is None:
+            return self
+        import copy
+
+        rate = (totals["y"] / totals["exposure"] if totals["y"] > 0
+                else 0.5 / totals["exposure_unweighted"])
+        out = copy.copy(self)
+        out.intercept_loc = float(ops.softplus_inverse(
+            torch.tensor(rate, dtype=torch.float64), self.beta, self.threshold))
+        out._loss_cache = None
+        return out
+
+
+class GLMTarget(Target):
+    """The posterior of a :class:`SoftplusGLM` on one flat vector, with closed forms.
+
+    The gradient comes from :meth:`SoftplusGLM.potential_and_grad`, the Hessian and the
+    Newton loss from :class:`~posheads.models.glm_loss.GLMLoss`.
+    """
+
+    def __init__(self, model: SoftplusGLM, data: GLMData):
+        self.model, self.data = model, data
+        self.layout = model.layout(data.X, data.X_zero)
+        self.num_obs = float(data.weights.sum()) if data.weights is not None else float(data.n)
+        self.work_size = int(data.X.shape[0] * data.X.shape[1])
+        self._losses = {}
+
+    def _loss(self, jacobian, **options):
+        from .glm_loss import GLMLoss
+
+        key = (jacobian, tuple(sorted(options.items())))
+        if key not in self._losses:
+            self._losses[key] = GLMLoss(self.model, self.data, jacobian=jacobian,
+                                        validate=False, **options)
+        return self._losses[key]
+
+    def init(self):
+        return self._loss(False).init_theta()
+
+    def unpack(self, theta):
+        return self.model.unpack(theta, self.layout)
+
+    def pack(self, values):
+        return self.model.pack(values, self.layout)
+
+    def log_joint(self, theta, jacobian=True):
+        return self.model.log_joint(theta, self.data, jacobian=jacobian)
+
+    def potential_and_grad(self, theta):
+        return self.model.potential_and_grad(theta, self.data)
+
+    def hessian(self, theta, jacobian=True):
+        loss = self._loss(jacobian, normalize=False)
+        return loss.hessian(theta, loss.predictors(theta), exact=True)
+
+    def newton_loss(self, jacobian=False):
+        """:class:`~posheads.models.glm_loss.GLMLoss` per unit weight, with a sub-sampled
+        Hessian for a large dense design."""
+        return self._loss(jacobian, hessian_rows="auto")
+
 
 # ------------------------------------------------------------------ helpers
 def _linear(X, intercept, coef):
@@ -476,8 +587,6 @@ def _subset(data, idx, subsample):
     def take(v):
         return None if v is None else v.index_select(0, idx)
 
-    from ._design import Design
-
     X = Design(data.X).rows(idx) if data.X.layout != torch.strided else take(data.X)
     Z = data.X_zero
     if Z is not None:
@@ -497,4 +606,3 @@ def _weighted(weights):
     scale = torch.where(positive, weights, torch.ones_like(weights))
     with poutine.mask(mask=positive), poutine.scale(scale=scale):
         yield
-

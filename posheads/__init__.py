@@ -28,8 +28,12 @@ __all__ = ["__version__", *_ESTIMATORS]
 
 
 def __getattr__(name):
-    if name in _ESTIMATORS:
-        return getattr(importlib.import_module("posheads.estimators"), name)
+    # the estimators' public names, loaded on first use (a regressor added to
+    # posheads.estimators is found here too)
+    if name in _ESTIMATORS or (name[:1].isupper() and name.endswith(("Regressor", "Forecaster"))):
+        estimators = importlib.import_module("posheads.estimators")
+        if name in estimators.__all__:
+            return getattr(estimators, name)
     raise AttributeError(f"module 'posheads' has no attribute {name!r}")
 
 

@@ -8,6 +8,10 @@
   ``DistributionOutput`` each head is declarative: it names its raw arguments
   (``raw_names``), its distribution class and a ``domain_map`` that makes raw outputs valid;
   one ``Linear`` called ``proj`` projects the features to all raw arguments at once.
+  :class:`FamilyHead` is the head of any :class:`~posheads.families.Family`: the family
+  declares the arguments, the distribution and the start, so a new likelihood needs no
+  new head (``FamilyHead(in_features, family=my_family)``); ``PoissonHead`` and the other
+  count heads are its subclasses for the registered families.
 
 Every layer is an ordinary ``nn.Module`` and also works as ``PyroModule[...]``: a head
 built as a ``PyroModule`` builds its ``proj`` as ``PyroModule[nn.Linear]``, so priors go
@@ -28,11 +32,13 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from . import distributions as D
+from . import families as F
 from . import ops
 from .transforms import SoftplusTransform
 
 __all__ = [
     "DistributionHead",
+    "FamilyHead",
     "GammaHead",
     "HurdleNegativeBinomialHead",
     "HurdlePoissonHead",
@@ -46,11 +52,10 @@ __all__ = [
     "ZeroInflatedPoissonHead",
 ]
 
-# Moment-based starting values are clamped to these ranges: the data only suggest a start.
+# Moment-based starting values of the continuous heads are clamped to this range: the
+# data only suggest a start.
 _CONCENTRATION_RANGE = (0.1, 100.0)
-_GATE_RANGE = (0.01, 0.9)
 _DEFAULT_CONCENTRATION = 1.0
-_DEFAULT_GATE = 0.1
 
 
 def _check_low(low) -> None:
@@ -64,10 +69,6 @@ def _inv_softplus(value: float, low: float = 0.0, beta: float = 1.0) -> float:
     return float(ops.softplus_inverse(torch.tensor(excess, dtype=torch.float64), beta))
 
 
-def _logit(p: float) -> float:
-    return math.log(p) - math.log1p(-p)
-
-
 def _clip(x: float, bounds) -> float:
     return min(max(x, bounds[0]), bounds[1])
 
@@ -77,9 +78,8 @@ def _positive(raw: torch.Tensor) -> torch.Tensor:
     return ops.softplus(raw).clamp(min=torch.finfo(raw.dtype).tiny)
 
 
-# Raw starting biases of the shape parameters: concentration 1, structural-zero gate 0.1.
+# Raw starting bias of a continuous head's concentration: 1.
 _CONCENTRATION_START = {"concentration": _inv_softplus(_DEFAULT_CONCENTRATION)}
-_GATE_START = {"gate_logits": _logit(_DEFAULT_GATE)}
 
 
 # ---------------------------------------------------------------- activations
@@ -115,7 +115,7 @@ class Softplus(nn.Module):
 
     def __init__(self, beta=1.0, threshold=20.0, low=0.0, learn_beta=False):
         super().__init__()
-        ops._check_args(beta, threshold)
+        ops.check_link_args(beta, threshold)
         _check_low(low)
         self.threshold, self.low, self.learn_beta = threshold, low, bool(learn_beta)
         self._beta = beta
@@ -169,7 +169,7 @@ class PositiveLinear(nn.Linear):
     def __init__(self, in_features, out_features, bias=True, beta=1.0, threshold=20.0,
                  low=0.0, device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        ops._check_args(beta, threshold)
+        ops.check_link_args(beta, threshold)
         _check_low(low)
         self.beta, self.threshold, self.low = beta, threshold, low
 
@@ -188,7 +188,8 @@ class DistributionHead(nn.Module):
 
     Subclasses declare ``raw_names`` (one output of ``proj`` each), ``distribution_class``,
     ``domain_map`` (raw outputs -> distribution arguments) and ``_init_raw`` (starting
-    values of the biases from targets).
+    values of the biases from targets); :class:`FamilyHead` takes all of them from a
+    family.
 
     Parameters
     ----------
@@ -216,7 +217,7 @@ class DistributionHead(nn.Module):
             raise TypeError("DistributionHead is a base class: use e.g. PoissonHead")
         if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"in_features must be a positive int, got {in_features!r}")
-        ops._check_args(beta, threshold)
+        ops.check_link_args(beta, threshold)
         _check_low(low)
         self.in_features, self.validate = in_features, bool(validate)
         self.beta, self.threshold, self.low = float(beta), float(threshold), float(low)
@@ -275,16 +276,15 @@ class DistributionHead(nn.Module):
             raise ValueError("init_from_targets needs a non-empty array of finite targets")
         if exposure is not None and not self.takes_exposure:
             raise ValueError(f"{type(self).__name__} takes no exposure")
-        scale = 1.0
         if exposure is not None:
-            exposure = torch.as_tensor(exposure, dtype=torch.float64)
+            exposure = torch.as_tensor(exposure, dtype=torch.float64).flatten()
             if not bool((torch.isfinite(exposure) & (exposure > 0)).all()):
                 raise ValueError("exposure must be finite and > 0")
-            scale = float(exposure.mean())  # the rate per unit exposure is mean(y) / mean(t)
-        self._set_biases(self._init_raw(y, scale))
+        self._set_biases(self._init_raw(y, exposure))
         return self
 
-    def _init_raw(self, y: torch.Tensor, scale: float) -> dict[str, float]:
+    def _init_raw(self, y: torch.Tensor, exposure) -> dict[str, float]:
+        """Raw starting biases from float64 targets ``y`` (and exposures, for counts)."""
         raise NotImplementedError
 
     def _set_biases(self, raw: dict[str, float], zero_weights: bool = True) -> None:
@@ -327,18 +327,90 @@ def _moments(y: torch.Tensor):
     return mean, (float(y.var(unbiased=False)) if y.numel() > 1 else None)
 
 
-class _CountHead(DistributionHead):
-    takes_exposure = True
+class FamilyHead(DistributionHead):
+    """Features -> the distribution of a :class:`~posheads.families.Family`.
 
-    def _eta(self, rate: float, scale: float) -> float:
-        return _inv_softplus(rate / scale, self.low, self.beta)
+    Raw outputs: the family's arguments (``"eta"``, its shapes, the logits of its parts).
+    Shapes are mapped to the positive half line by softplus (floored at the smallest
+    normal float, never 0); ``eta`` and logits are used as they are. Before training the
+    biases sit at the family's default shapes and part probabilities;
+    :meth:`init_from_targets` moves them to the family's moment-based start.
+
+    Parameters
+    ----------
+    in_features : int
+    family : str or Family, optional
+        The likelihood; subclasses fix it (``PoissonHead``, ...).
+    beta, threshold, low, target_mean, validate
+        As in :class:`DistributionHead`; ``forward(h, exposure=None)`` accepts a positive
+        exposure broadcastable to ``h.shape[:-1]`` when the family takes one.
+
+    Examples
+    --------
+    >>> head = FamilyHead(4, family="negative_binomial")
+    >>> head.raw_names
+    ('eta', 'concentration')
+    >>> head(torch.randn(2, 4)).batch_shape
+    torch.Size([2])
+    """
+
+    family: ClassVar[F.Family | None] = None
+
+    def __init__(self, in_features, *, family=None, beta=1.0, threshold=20.0, low=0.0,
+                 target_mean=None, validate=True):
+        if family is None and type(self).family is None:
+            raise ValueError("FamilyHead needs a family, e.g. FamilyHead(p, family='poisson')")
+        self.family = F.get_family(type(self).family if family is None else family)
+        super().__init__(in_features, beta=beta, threshold=threshold, low=low,
+                         target_mean=target_mean, validate=validate)
+
+    @property
+    def raw_names(self) -> tuple[str, ...]:
+        return self.family.argument_names
+
+    @property
+    def distribution_class(self) -> type:
+        return self.family.distribution
+
+    @property
+    def takes_exposure(self) -> bool:
+        return self.family.takes_exposure
+
+    @property
+    def _default_raw(self) -> dict[str, float]:
+        defaults = F.Start(1.0, {s.name: s.default for s in self.family.shapes},
+                           {p.name: p.default for p in self.family.parts})
+        raw = self.family.raw_start(defaults)
+        del raw["eta"]  # the linear layer's own initialisation
+        return raw
+
+    def domain_map(self, raw):
+        out = dict(raw)
+        for name in self.family.shape_names:
+            out[name] = _positive(raw[name])
+        return out
+
+    def distribution(self, raw, exposure=None):
+        args = self.domain_map(raw)
+        if exposure is not None:
+            exposure = self._check_exposure(exposure, raw["eta"])
+        # validate=False also skips the distribution's argument checks: the fast path
+        return self.family.build_from_arguments(
+            args, beta=self.beta, threshold=self.threshold, low=self.low, exposure=exposure,
+            validate_args=None if self.validate else False)
+
+    def _init_raw(self, y, exposure):
+        start = self.family.start(y, exposure=exposure)
+        return self.family.raw_start(start, beta=self.beta, threshold=self.threshold,
+                                     low=self.low)
+
+    def extra_repr(self) -> str:
+        text = f"in_features={self.in_features}, family={self.family.name}"
+        return text + (f", low={self.low}" if self.low else "")
 
 
-class PoissonHead(_CountHead):
-    """Features -> :class:`~posheads.distributions.SoftplusPoisson`.
-
-    Raw outputs: ``eta``. Parameters as in :class:`DistributionHead`; ``forward(h,
-    exposure=None)`` accepts a positive exposure broadcastable to ``h.shape[:-1]``.
+class PoissonHead(FamilyHead):
+    """Features -> :class:`~posheads.distributions.SoftplusPoisson`. Raw outputs: ``eta``.
 
     Examples
     --------
@@ -347,18 +419,14 @@ class PoissonHead(_CountHead):
     tensor([3., 3.])
     """
 
-    raw_names = ("eta",)
-    distribution_class = D.SoftplusPoisson
-
-    def _init_raw(self, y, scale):
-        return {"eta": self._eta(float(y.mean()), scale)}
+    family = F.POISSON
 
 
-class NegativeBinomialHead(_CountHead):
+class NegativeBinomialHead(FamilyHead):
     """Features -> :class:`~posheads.distributions.SoftplusNegativeBinomial`.
 
     Raw outputs: ``eta`` and ``concentration`` (mapped by softplus). The concentration
-    starts at 1, or at the method-of-moments value clamped to [0.1, 100].
+    starts at 1, or at the family's method-of-moments start.
 
     Examples
     --------
@@ -367,28 +435,14 @@ class NegativeBinomialHead(_CountHead):
     ['concentration', 'eta']
     """
 
-    raw_names = ("eta", "concentration")
-    distribution_class = D.SoftplusNegativeBinomial
-    _default_raw: ClassVar[dict[str, float]] = _CONCENTRATION_START
-
-    def domain_map(self, raw):
-        return {"eta": raw["eta"], "concentration": _positive(raw["concentration"])}
-
-    def _init_raw(self, y, scale):
-        mean, var = _moments(y)
-        raw = {"eta": self._eta(mean, scale)}
-        if var is not None and mean > 0:
-            # var = mu + mu^2 / r; under-dispersed data get the largest concentration
-            r = mean**2 / (var - mean) if var > mean else math.inf
-            raw["concentration"] = _inv_softplus(_clip(r, _CONCENTRATION_RANGE))
-        return raw
+    family = F.NEGATIVE_BINOMIAL
 
 
-class ZeroInflatedPoissonHead(_CountHead):
+class ZeroInflatedPoissonHead(FamilyHead):
     """Features -> :class:`~posheads.distributions.SoftplusZeroInflatedPoisson`.
 
-    Raw outputs: ``eta`` and ``gate_logits``. The gate starts at 0.1, or at the
-    method-of-moments value clamped to [0.01, 0.9].
+    Raw outputs: ``eta`` and ``gate_logits``. The gate starts at 0.1, or at the share of
+    zeros beyond the Poisson's.
 
     Examples
     --------
@@ -397,23 +451,13 @@ class ZeroInflatedPoissonHead(_CountHead):
     2.0
     """
 
-    raw_names = ("eta", "gate_logits")
-    distribution_class = D.SoftplusZeroInflatedPoisson
-    _default_raw: ClassVar[dict[str, float]] = _GATE_START
-
-    def _init_raw(self, y, scale):
-        mean, second = float(y.mean()), float((y * y).mean())
-        rate = second / mean - 1.0 if mean > 0 else 0.0  # E[y^2]/E[y] = 1 + rate
-        gate = 1.0 - mean / rate if rate > mean else _DEFAULT_GATE
-        gate = _clip(gate, _GATE_RANGE)
-        return {"eta": self._eta(mean / (1.0 - gate), scale), "gate_logits": _logit(gate)}
+    family = F.ZERO_INFLATED_POISSON
 
 
-class ZeroInflatedNegativeBinomialHead(_CountHead):
+class ZeroInflatedNegativeBinomialHead(FamilyHead):
     """Features -> :class:`~posheads.distributions.SoftplusZeroInflatedNegativeBinomial`.
 
-    Raw outputs: ``eta``, ``concentration`` (softplus) and ``gate_logits``; the gate starts
-    at 0.1 and the concentration at 1, with the mean matched to the targets.
+    Raw outputs: ``eta``, ``concentration`` (softplus) and ``gate_logits``.
 
     Examples
     --------
@@ -422,24 +466,14 @@ class ZeroInflatedNegativeBinomialHead(_CountHead):
     torch.Size([5])
     """
 
-    raw_names = ("eta", "concentration", "gate_logits")
-    distribution_class = D.SoftplusZeroInflatedNegativeBinomial
-    _default_raw: ClassVar[dict[str, float]] = {**_CONCENTRATION_START, **_GATE_START}
-
-    def domain_map(self, raw):
-        return {**raw, "concentration": _positive(raw["concentration"])}
-
-    def _init_raw(self, y, scale):
-        return {"eta": self._eta(float(y.mean()) / (1.0 - _DEFAULT_GATE), scale),
-                "concentration": _inv_softplus(_DEFAULT_CONCENTRATION),
-                "gate_logits": _logit(_DEFAULT_GATE)}
+    family = F.ZERO_INFLATED_NEGATIVE_BINOMIAL
 
 
-class HurdlePoissonHead(_CountHead):
+class HurdlePoissonHead(FamilyHead):
     """Features -> :class:`~posheads.distributions.SoftplusHurdlePoisson`.
 
     Raw outputs: ``eta`` and ``gate_logits`` (the logit of ``P(y = 0)``). Initialised from
-    the fraction of zeros and the mean of the positive targets.
+    the share of zeros and the mean of the positive targets.
 
     Examples
     --------
@@ -448,27 +482,14 @@ class HurdlePoissonHead(_CountHead):
     1.5
     """
 
-    raw_names = ("eta", "gate_logits")
-    distribution_class = D.SoftplusHurdlePoisson
-    _default_raw: ClassVar[dict[str, float]] = _GATE_START
-
-    def _init_raw(self, y, scale):
-        gate, mean_pos = _hurdle_start(y)
-        # zero-truncated Poisson mean m = rate / (1 - exp(-rate)): iterate
-        # rate <- m (1 - exp(-rate)), a contraction from rate = m when m > 1
-        rate = mean_pos
-        for _ in range(200):
-            rate = mean_pos * -math.expm1(-rate)
-        rate = max(rate, 1e-3)
-        return {"eta": self._eta(rate, scale), "gate_logits": _logit(gate)}
+    family = F.HURDLE_POISSON
 
 
-class HurdleNegativeBinomialHead(_CountHead):
+class HurdleNegativeBinomialHead(FamilyHead):
     """Features -> :class:`~posheads.distributions.SoftplusHurdleNegativeBinomial`.
 
     Raw outputs: ``eta``, ``concentration`` (softplus) and ``gate_logits`` (the logit of
-    ``P(y = 0)``). The concentration starts at 1, the gate at the fraction of zeros and
-    the mean of the positive part at that of the positive targets.
+    ``P(y = 0)``).
 
     Examples
     --------
@@ -477,29 +498,7 @@ class HurdleNegativeBinomialHead(_CountHead):
     1.5
     """
 
-    raw_names = ("eta", "concentration", "gate_logits")
-    distribution_class = D.SoftplusHurdleNegativeBinomial
-    _default_raw: ClassVar[dict[str, float]] = {**_CONCENTRATION_START, **_GATE_START}
-
-    def domain_map(self, raw):
-        return {**raw, "concentration": _positive(raw["concentration"])}
-
-    def _init_raw(self, y, scale):
-        gate, mean_pos = _hurdle_start(y)
-        # with r = 1 the zero-truncated NB mean is 1 + mu
-        rate = max(mean_pos - 1.0, 1e-3)
-        return {"eta": self._eta(rate, scale),
-                "concentration": _inv_softplus(_DEFAULT_CONCENTRATION),
-                "gate_logits": _logit(gate)}
-
-
-def _hurdle_start(y):
-    """``(P(y = 0)`` kept inside ``(0, 1)``, the mean of the positive targets or 1 when
-    there are none)."""
-    zero = float((y == 0).double().mean())
-    gate = min(max(zero, 1e-3), 1.0 - 1e-3)  # a logit needs 0 < P(0) < 1
-    positive = y[y > 0]
-    return gate, float(positive.mean()) if positive.numel() else 1.0
+    family = F.HURDLE_NEGATIVE_BINOMIAL
 
 
 class GammaHead(DistributionHead):
@@ -522,7 +521,7 @@ class GammaHead(DistributionHead):
     def domain_map(self, raw):
         return {"eta": raw["eta"], "concentration": _positive(raw["concentration"])}
 
-    def _init_raw(self, y, scale):
+    def _init_raw(self, y, exposure):
         mean, var = _moments(y)
         raw = {"eta": _inv_softplus(mean, self.low, self.beta)}
         if var is not None and var > 0:
@@ -545,7 +544,7 @@ class NormalHead(DistributionHead):
     raw_names = ("loc", "scale_eta")
     distribution_class = D.SoftplusNormal
 
-    def _init_raw(self, y, scale):
+    def _init_raw(self, y, exposure):
         mean, var = _moments(y)
         raw = {"loc": mean}
         if var is not None and var > 0:
@@ -568,7 +567,7 @@ class LogNormalHead(NormalHead):
 
     distribution_class = D.SoftplusLogNormal
 
-    def _init_raw(self, y, scale):
+    def _init_raw(self, y, exposure):
         if not bool((y > 0).all()):
             raise ValueError("LogNormalHead needs positive targets")
-        return super()._init_raw(torch.log(y), scale)
+        return super()._init_raw(torch.log(y), exposure)

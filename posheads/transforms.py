@@ -1,9 +1,11 @@
-"""``SoftplusTransform`` and the registrations that make Pyro use softplus, not ``exp``.
+"""``SoftplusTransform``, its codomain, and the registrations that make Pyro use softplus.
 
 * :class:`SoftplusTransform` maps the real line onto ``(low, inf)`` by
   ``y = low + softplus_beta(x)`` with the guarded ops of :mod:`posheads.ops`.
-* :func:`posheads.constraints.softplus_positive` is registered below with
-  ``biject_to`` and ``transform_to`` (one visible block, at the end of this module).
+* :class:`SoftplusPositive` (made by :func:`softplus_positive`) is that half line, with a
+  registry key of its own; it is registered below with ``biject_to`` and ``transform_to``
+  (one visible block, at the end of this module). :mod:`posheads.constraints` is its
+  public face: it imports this module, never the other way round.
 * :func:`softplus_for_positive` temporarily maps plain ``constraints.positive`` (and
   every ``greater_than`` / ``greater_than_eq``) to softplus, so Pyro's autoguides and
   ``pyro.param(..., constraint=positive)`` use it, and restores the old mapping on exit.
@@ -20,9 +22,44 @@ from torch.distributions import biject_to, constraints, transform_to
 from torch.distributions.transforms import Transform
 
 from . import ops
-from .constraints import SoftplusPositive
 
-__all__ = ["SoftplusTransform", "softplus_for_positive"]
+__all__ = ["SoftplusPositive", "SoftplusTransform", "softplus_for_positive", "softplus_positive"]
+
+
+class SoftplusPositive(constraints._GreaterThan):
+    """The half line ``(low, inf)``, mapped to by ``low + softplus_beta(x)``.
+
+    Like ``torch.distributions.constraints.greater_than(low)``, but with a registry key of
+    its own: ``biject_to`` and ``transform_to`` map it to :class:`SoftplusTransform`, so
+    ``pyro.param``, ``PyroParam``, ``PyroSample`` and every Pyro autoguide use softplus
+    at that site.
+
+    Parameters
+    ----------
+    beta : float
+        Softness of the softplus that ``biject_to`` will use.
+    low : float or Tensor
+        Lower bound (exclusive).
+
+    Examples
+    --------
+    >>> biject_to(softplus_positive(beta=2.0))(torch.tensor(0.0))
+    tensor(0.3466)
+    """
+
+    def __init__(self, beta: float = 1.0, low: float = 0.0):
+        if not beta > 0:
+            raise ValueError(f"beta must be > 0, got {beta!r}")
+        self.beta = float(beta)
+        super().__init__(low)
+
+    def __repr__(self) -> str:
+        return f"SoftplusPositive(beta={self.beta}, low={self.lower_bound})"
+
+
+def softplus_positive(beta: float = 1.0, low: float = 0.0) -> SoftplusPositive:
+    """Return the constraint ``(low, inf)`` whose bijection is ``low + softplus_beta``."""
+    return SoftplusPositive(beta=beta, low=low)
 
 
 class SoftplusTransform(Transform):
@@ -57,7 +94,7 @@ class SoftplusTransform(Transform):
     sign = +1
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0, low=0.0, cache_size: int = 0):
-        ops._check_args(beta, threshold)
+        ops.check_link_args(beta, threshold)
         self.beta = float(beta)
         self.threshold = float(threshold)
         self.low = low
@@ -127,7 +164,7 @@ def softplus_for_positive(beta: float = 1.0) -> Iterator[None]:
     ...     print(biject_to(constraints.positive))
     SoftplusTransform(beta=1.0, threshold=20.0, low=0.0)
     """
-    ops._check_args(beta, 20.0)
+    ops.check_link_args(beta, 20.0)
 
     def factory(constraint):
         return SoftplusTransform(beta=beta, low=constraint.lower_bound)

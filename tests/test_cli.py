@@ -112,10 +112,13 @@ def test_demo_fast(tmp_path):
 
 
 def test_every_glm_estimator_has_a_model_name():
-    import posheads
-    from posheads import cli
-    from posheads._cli_commands import _ESTIMATORS
+    import argparse
 
-    assert sorted(cli._MODELS) == sorted(_ESTIMATORS)
+    import posheads
+    from posheads.cli import fit
+
+    parser = fit.add_fit_parser(argparse.ArgumentParser().add_subparsers())
+    (model,) = [action for action in parser._actions if action.dest == "model"]
+    assert sorted(model.choices) == sorted(fit._ESTIMATORS)
     glms = {name for name in posheads.__all__ if name.endswith("SoftplusRegressor")}
-    assert set(_ESTIMATORS.values()) == glms
+    assert set(fit._ESTIMATORS.values()) == glms

@@ -1,4 +1,4 @@
-"""Tests of the compiled fast path of :mod:`posheads.ops` (:mod:`posheads._compiled`).
+"""Tests of the compiled fast path of :mod:`posheads.ops` (``ops._compile``, ``ops._kernels``).
 
 * compiled and eager results agree, forward and backward, in float32 and float64, on
   inputs that reach every branch (the linear switch, the asymptote where ``softplus``
@@ -31,7 +31,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from posheads import _compiled, _kernel_math, ops
+from posheads import ops
+from posheads.ops import _compile, _kernels
 
 from ._reference import devices, mpc, ulp
 
@@ -191,8 +192,8 @@ def test_compiled_matches_eager(results, dtype):
 def test_compiled_kernels_were_used(results):
     # The fixture above compiled every kernel (a silent fall back would make the
     # agreement test vacuous).
-    assert set(_compiled._kernels) == set(_compiled.KERNELS)
-    assert not _compiled._state["broken"]
+    assert set(_compile._cache) == set(_kernels.KERNELS)
+    assert not _compile.failed_devices()
 
 
 def test_linear_branch_exact(results):
@@ -222,7 +223,7 @@ def recorded(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(_compiled, "_kernels", {})
+    monkeypatch.setattr(_compile, "_cache", {})
     monkeypatch.setattr(torch, "compile", fake_compile)
     yield calls
 
@@ -242,7 +243,7 @@ def _all_ops(n, requires_grad=True):
 
 
 def test_tiny_tensors_stay_eager(recorded):
-    assert _compiled.compile_settings()["min_numel"]["cpu"] >= 2**20
+    assert _compile.compile_settings()["min_numel"]["cpu"] >= 2**20
     with ops.use_compile(True):
         _all_ops(1000)
     assert recorded == []
@@ -276,15 +277,15 @@ def test_threshold_selects_compiled_path(recorded):
 
 
 def test_kernels_are_compiled_parallel(monkeypatch):
-    # Without dynamic_threads, inductor made a kernel first compiled on a small tensor
-    # serial, and its cache handed that serial code to every later size.
+    # Without dynamic_threads, inductor would make a kernel first compiled on a small
+    # tensor serial, and its cache would hand that serial code to every later size.
     seen = {}
 
     def spy_compile(fn, **kwargs):
         seen[fn.__name__] = kwargs
         return fn
 
-    monkeypatch.setattr(_compiled, "_kernels", {})
+    monkeypatch.setattr(_compile, "_cache", {})
     monkeypatch.setattr(torch, "compile", spy_compile)
     with ops.use_compile(True, min_numel=0):
         ops.log_softplus(torch.zeros(10))
@@ -309,7 +310,7 @@ def test_one_minus_exp_matches_mpmath(dtype):
             torch.tensor([0.0, tiny, 2 * tiny, 20.0, 80.0, -20.0, -80.0], dtype=dtype),
         ]
     )
-    got = _kernel_math._one_minus_exp(z)
+    got = _kernels.one_minus_exp(z)
     want = [float(-mpc.expm1(-mpc.mpf(float(v)))) for v in z]
     want_t = torch.tensor(want, dtype=F64).to(dtype)
     err = (got.double() - want_t.double()).abs().numpy()
@@ -328,7 +329,7 @@ def test_log1p_series_matches_mpmath(dtype):
             torch.tensor([tiny, 1.0, 1.0 - torch.finfo(dtype).eps / 2], dtype=dtype),
         ]
     )
-    got = _kernel_math._log1p_unit(u)
+    got = _kernels.log1p_unit(u)
     want = [float(mpc.log1p(mpc.mpf(float(v)))) for v in u]
     err = (got.double() - torch.tensor(want, dtype=F64)).abs().numpy()
     # a sub-normal result is compared in absolute terms (ulp of the sub-normal spacing)
@@ -351,17 +352,17 @@ def test_log_of_normal_floats_matches_mpmath(dtype):
         ]
     )
     s = s[torch.isfinite(s)]
-    got = _kernel_math._log_normal(s)
+    got = _kernels.log_normal(s)
     want = [float(mpc.log(mpc.mpf(float(v)))) for v in s]
     err = (got.double() - torch.tensor(want, dtype=F64)).abs().numpy()
     assert (err <= 1.5 * ulp(want, dtype)).all(), s[int(err.argmax())].item()
-    assert _kernel_math._log_normal(torch.tensor([math.nan], dtype=dtype)).isnan().all()
+    assert _kernels.log_normal(torch.tensor([math.nan], dtype=dtype)).isnan().all()
 
 
 def test_off_switch(recorded):
     with ops.use_compile(False, min_numel=0):
         _all_ops(1000)
-        assert not _compiled.compile_settings()["enabled"]
+        assert not _compile.compile_settings()["enabled"]
     assert recorded == []
     previous = ops.set_compile(False, min_numel=0)
     try:
@@ -369,14 +370,14 @@ def test_off_switch(recorded):
     finally:
         ops.set_compile(**previous)
     assert recorded == []
-    assert _compiled.compile_settings() == previous
+    assert _compile.compile_settings() == previous
 
 
 @pytest.mark.parametrize("value, enabled", [("0", False), ("off", False), ("1", True)])
 def test_environment_variable(monkeypatch, value, enabled):
     monkeypatch.setenv("POSHEADS_COMPILE", value)
     monkeypatch.setenv("POSHEADS_COMPILE_MIN_NUMEL", "123")
-    settings = _compiled._settings_from_env()
+    settings = _compile._settings_from_env()
     assert settings == {"enabled": enabled, "min_numel": {"cpu": 123, "cuda": 123}}
 
 
@@ -399,7 +400,7 @@ def test_compile_failure_warns_once_and_falls_back(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(_compiled, "_kernels", {})
+    monkeypatch.setattr(_compile, "_cache", {})
     monkeypatch.setattr(torch, "compile", broken_compile)
     with ops.use_compile(True, min_numel=0):
         with pytest.warns(ops.CompileWarning, match="no compiler here"):
@@ -407,8 +408,8 @@ def test_compile_failure_warns_once_and_falls_back(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             again = _all_ops(100)
-        assert "cpu" in _compiled._state["broken"]
-    assert not _compiled._state["broken"]  # re-enabling forgets the failure
+        assert "cpu" in _compile.failed_devices()
+    assert not _compile.failed_devices()  # re-enabling forgets the failure
     with ops.use_compile(False):
         want = _all_ops(100)
     for a, b, c in zip(got, again, want, strict=True):
@@ -421,7 +422,7 @@ def test_missing_compiler_warns_once(monkeypatch):
     def no_compiler():
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(_compiled, "_backend_ok", {})
+    monkeypatch.setattr(_compile, "_backend_ok", {})
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
     x = torch.linspace(-5, 5, 100, dtype=F64)
     with ops.use_compile(True, min_numel=0):
@@ -436,12 +437,12 @@ def test_missing_compiler_warns_once(monkeypatch):
 def test_subclasses_and_other_dtypes_stay_eager():
     x = torch.zeros(4)
     with ops.use_compile(True, min_numel=0):
-        assert _compiled._worth_it([x]) == "cpu"
-        assert _compiled._worth_it([x.half()]) is None
-        assert _compiled._worth_it([x.to("meta")]) is None
-        assert _compiled._worth_it([torch.nn.Parameter(x)]) is None
+        assert _compile._worth_it([x]) == "cpu"
+        assert _compile._worth_it([x.half()]) is None
+        assert _compile._worth_it([x.to("meta")]) is None
+        assert _compile._worth_it([torch.nn.Parameter(x)]) is None
     with ops.use_compile(True):
-        assert _compiled._worth_it([x]) is None
+        assert _compile._worth_it([x]) is None
 
 
 def test_new_batch_size_does_not_recompile(results):
@@ -484,10 +485,10 @@ def test_nb_eta_and_r_gradients_match_composition(r_shape):
 def test_count_lgamma_table_and_series_match_lgamma():
     """The table's entries and Stirling's series beyond it: lgamma(y + 1) to an ulp or two."""
     y = torch.tensor([0.0, 1.0, 2.0, 4095.0, 4096.0, 4097.0, 1e6, 1e12, 2.0**52], dtype=F64)
-    table = torch.lgamma(torch.arange(_compiled.COUNT_TABLE_SIZE, dtype=F64) + 1.0)
+    table = torch.lgamma(torch.arange(_kernels.COUNT_TABLE_SIZE, dtype=F64) + 1.0)
     ref = torch.lgamma(y + 1.0)
     for small in (False, True):
-        got = _kernel_math._lgamma1p_counts(y[:4] if small else y, table, small)
+        got = _kernels.lgamma1p_counts(y[:4] if small else y, table, small)
         want = ref[:4] if small else ref
         tol = 2 * torch.finfo(F64).eps * want.abs().clamp(min=1.0)
         assert ((got - want).abs() <= tol).all()
@@ -496,15 +497,15 @@ def test_count_lgamma_table_and_series_match_lgamma():
 def test_count_check_is_remembered_until_y_changes(monkeypatch):
     y = torch.poisson(torch.full((2000,), 3.0, dtype=F64))
     calls = []
-    real_run = _compiled.run
-    monkeypatch.setattr(_compiled, "run", lambda name, *a, **k: calls.append(name) or real_run(
+    real_run = _compile.run
+    monkeypatch.setattr(_compile, "run", lambda name, *a, **k: calls.append(name) or real_run(
         name, *a, **k))
     with ops.use_compile(True, min_numel=0):
-        assert _compiled.count_table(y) is not None
-        assert _compiled.count_table(y) is not None
+        assert _compile.count_table(y) is not None
+        assert _compile.count_table(y) is not None
         assert calls.count("whole_counts") == 1
         y[0] = 0.5  # modified in place: checked again, and no longer whole counts
-        assert _compiled.count_table(y) is None
+        assert _compile.count_table(y) is None
         assert calls.count("whole_counts") == 2
 
 

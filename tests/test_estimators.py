@@ -24,7 +24,7 @@ from posheads import (
     ZeroInflatedNegativeBinomialSoftplusRegressor,
     ZeroInflatedPoissonSoftplusRegressor,
 )
-from posheads._peers import statsmodels_softplus_glm
+from tools.peers import statsmodels_softplus_glm
 from posheads.datasets import load_nmes1988, make_count_regression, nmes1988_design
 from posheads.estimators import load
 

@@ -13,8 +13,8 @@ from pyro.infer.mcmc.util import initialize_model
 from posheads import ops
 from posheads.datasets import make_count_regression
 from posheads.models import LIKELIHOODS, GLMData, SoftplusGLM
-from posheads.models._loss import GLMLoss
-from posheads.models._priors import half_normal_inverse_sqrt
+from posheads.models.glm_loss import GLMLoss
+from posheads.distributions import half_normal_inverse_sqrt
 
 F64 = torch.float64
 
@@ -37,7 +37,7 @@ def random_theta(model, data, seed=1):
 
 # ------------------------------------------------------------------ construction
 def test_invalid_arguments_raise():
-    with pytest.raises(ValueError, match="likelihood must be one of"):
+    with pytest.raises(ValueError, match="unknown likelihood"):
         SoftplusGLM("gamma")
     with pytest.raises(ValueError, match="coef_scale"):
         SoftplusGLM(coef_scale=0.0)
@@ -135,7 +135,7 @@ def test_negative_binomial_closed_form_rows_match_autograd(distinct):
         data = GLMData(data.X, torch.arange(80, dtype=F64) * 7.0, exposure=data.exposure,
                        weights=data.weights)
     loss = GLMLoss(model, data, jacobian=True, normalize=False)
-    assert (loss._levels is None) == distinct
+    assert (loss.rows.levels is None) == distinct
     theta = random_theta(model, data)
     theta[loss.slices["intercept"]] = -5.0
     theta[loss.slices["coef"]] = torch.tensor([40.0, 0.5, -0.5], dtype=F64)  # eta in -200..200

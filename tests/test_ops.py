@@ -937,7 +937,7 @@ def test_negative_binomial_matches_mpmath(dtype, device):
 
 @pytest.mark.parametrize("beta", [1.0, 2.5])
 def test_log_prob_gradients_match_mpmath_at_extremes(beta):
-    # d l / d eta from MATH.md in mpmath: Poisson sigmoid(z) (y / s - t); NB
+    # d l / d eta (docs/count-likelihoods.md) in mpmath: Poisson sigmoid(z) (y / s - t); NB
     # r (y - mu) / (mu (r + mu)) * t * sigmoid(z).
     eta = torch.tensor([-700.0, -300.0, -50.0, -20.5, -19.5, 35.5, 36.5, 100.0, 1e10], dtype=F64)
     eta = (eta / beta).requires_grad_()

@@ -9,7 +9,17 @@ Counts: ``SoftplusPoisson``, ``SoftplusNegativeBinomial`` (NB2, variance
 ``mu + mu**2 / concentration``), ``SoftplusZeroInflatedPoisson``,
 ``SoftplusZeroInflatedNegativeBinomial``, ``SoftplusHurdlePoisson`` and
 ``SoftplusHurdleNegativeBinomial``.
+Counts of any dispersion (below or above the mean): ``SoftplusDiscretizedLogistic``.
 Positive and real values: ``SoftplusGamma``, ``SoftplusLogNormal``, ``SoftplusNormal``.
+Priors whose support maps to the reals by softplus: ``SoftplusInverseGamma`` (with
+``half_normal_inverse_sqrt``, the default prior of a concentration), ``SoftplusHalfNormal``,
+``SoftplusSupported`` (any law over the positive reals);
+``flat`` for maximum likelihood at a site.
+
+Bases for new laws: ``SoftplusLinked`` (tensor parameters broadcast together, the link
+settings, a generic ``expand``) and ``SoftplusCounts`` (exposure, count support, ``rate``,
+and the checks of counts); a count law subclasses the latter and defines
+``_count_log_prob``, ``_count_sample`` and ``_count_moments``.
 
 Where ``low`` and ``exposure`` go
 ---------------------------------
@@ -37,6 +47,7 @@ Numerical notes
   (with the right sign) instead of ``-inf``/NaN.
 """
 
+from ._base import SoftplusCounts, SoftplusLinked
 from .continuous import SoftplusGamma, SoftplusLogNormal, SoftplusNormal
 from .counts import (
     SoftplusHurdleNegativeBinomial,
@@ -46,15 +57,31 @@ from .counts import (
     SoftplusZeroInflatedNegativeBinomial,
     SoftplusZeroInflatedPoisson,
 )
+from .discretized import SoftplusDiscretizedLogistic
+from .priors import (
+    SoftplusHalfNormal,
+    SoftplusInverseGamma,
+    SoftplusSupported,
+    flat,
+    half_normal_inverse_sqrt,
+)
 
 __all__ = [
+    "SoftplusCounts",
+    "SoftplusDiscretizedLogistic",
     "SoftplusGamma",
+    "SoftplusHalfNormal",
     "SoftplusHurdleNegativeBinomial",
     "SoftplusHurdlePoisson",
+    "SoftplusInverseGamma",
+    "SoftplusLinked",
     "SoftplusLogNormal",
     "SoftplusNegativeBinomial",
     "SoftplusNormal",
     "SoftplusPoisson",
+    "SoftplusSupported",
     "SoftplusZeroInflatedNegativeBinomial",
     "SoftplusZeroInflatedPoisson",
+    "flat",
+    "half_normal_inverse_sqrt",
 ]

@@ -43,7 +43,7 @@ _REJECTION_ROUNDS = 4
 # ---------------------------------------------------------------- helpers
 def check_link(beta, threshold, low) -> None:
     """Raise ``ValueError`` naming ``beta``, ``threshold`` or ``low`` when it is invalid."""
-    ops._check_args(beta, threshold)
+    ops.check_link_args(beta, threshold)
     if not (isinstance(low, (int, float)) and math.isfinite(low) and low >= 0):
         raise ValueError(f"low must be a finite number >= 0, got {low!r}")
 

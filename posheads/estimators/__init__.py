@@ -1,5 +1,11 @@
-"""scikit-learn estimators of posheads (also importable from ``posheads`` itself)."""
+"""scikit-learn estimators of posheads (also importable from ``posheads`` itself).
 
+:class:`SoftplusGLMRegressor` is the base of the GLM regressors: a regressor for a new
+likelihood is a subclass declaring its family (``family = MY_FAMILY``), and
+:func:`regressor_for` finds the regressor of a family.
+"""
+
+from ._base import SoftplusGLMRegressor, regressor_for
 from ._persist import load
 from .bnn import BayesianNeuralCountRegressor
 from .forecaster import CountForecaster, SeasonalNaiveForecaster
@@ -20,7 +26,9 @@ __all__ = [
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
     "SeasonalNaiveForecaster",
+    "SoftplusGLMRegressor",
     "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "ZeroInflatedPoissonSoftplusRegressor",
     "load",
+    "regressor_for",
 ]

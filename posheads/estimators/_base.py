@@ -1,8 +1,10 @@
-"""The private base of the softplus-link GLM estimators.
+"""The base of the softplus-link GLM estimators: :class:`SoftplusGLMRegressor`.
 
 One base class does the work (validation, the choice of engine, prediction, scoring,
 summaries, persistence); the public estimators in :mod:`posheads.estimators.glm` only
-choose a likelihood. The engines and the model live in lower layers:
+declare their family (``family = POISSON``), as scikit-learn's GLMs only choose a loss.
+A regressor for a new likelihood is a subclass that declares its
+:class:`~posheads.families.Family`. The engines and the model live in lower layers:
 :class:`posheads.models.glm.SoftplusGLM` and :mod:`posheads.inference`.
 """
 
@@ -18,6 +20,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from posheads import families
+
 from ._persist import PersistMixin
 from ._streaming import StreamingMixin
 from ._summary import coefficient_table
@@ -31,7 +35,7 @@ from ._validation import (
     torch_seed,
 )
 
-__all__ = ["SoftplusGLMRegressor"]
+__all__ = ["SoftplusGLMRegressor", "regressor_for"]
 
 # beta="auto": candidate softness values for the profile likelihood, then a golden-section
 # refinement on log(beta) around the best one.
@@ -41,10 +45,25 @@ _VALID_PARAMS: set = set()
 
 
 class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEstimator):
-    """Base of the softplus-link count regressors (not for direct use)."""
+    """Base of the softplus-link regressors: a subclass declares ``family``.
 
-    _likelihood = "poisson"
-    _integer_counts = False
+    Attributes
+    ----------
+    family : Family or str
+        The likelihood (class attribute; ``posheads.families.get_family`` resolves it).
+        Its shapes become fitted attributes ``{shape}_`` (``concentration_``) and its
+        parts ``{part}_intercept_`` and ``{part}_coef_`` (``gate_coef_``).
+
+    Examples
+    --------
+    >>> from posheads.families import NEGATIVE_BINOMIAL
+    >>> class MyNegativeBinomialRegressor(SoftplusGLMRegressor):
+    ...     family = NEGATIVE_BINOMIAL
+    >>> MyNegativeBinomialRegressor(alpha=0.5).get_params()["alpha"]
+    0.5
+    """
+
+    family = families.POISSON
     _parameter_constraints: ClassVar[dict] = {
         "alpha": [Interval(numbers.Real, 0.0, None, closed="left")],
         "fit_intercept": ["boolean"],
@@ -148,9 +167,10 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
             y_numeric=True, reset=True, copy=False,
         )
         bayes = self.inference != "map"
-        check_counts(y, integer=self._integer_counts or bayes,
+        integer = self._family.integer
+        check_counts(y, integer=integer or bayes,
                      why=f"inference={self.inference!r} needs a proper count likelihood"
-                     if bayes and not self._integer_counts else "")
+                     if bayes and not integer else "")
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
         t = check_exposure(exposure, X.shape[0], np.float64)
         return X, np.asarray(y, dtype=np.float64), w, t
@@ -163,6 +183,10 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
 
     def _torch(self, a):
         return to_torch(a, device=self._device, dtype=self._dtype)
+
+    @property
+    def _family(self) -> families.Family:
+        return families.get_family(self.family)
 
     # -------------------------------------------------------------------- fit
     def fit(self, X, y, sample_weight=None, exposure=None):
@@ -223,7 +247,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
 
         coef_scale = self._coef_scale(np.sum(w))
         return SoftplusGLM(
-            self._likelihood, beta=beta, threshold=float(self.threshold),
+            self._family, beta=beta, threshold=float(self.threshold),
             fit_intercept=self.fit_intercept, coef_scale=coef_scale, intercept_scale=None,
         )
 
@@ -273,12 +297,18 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
         self.coef_ = coef.detach().cpu().numpy().astype(np.float64)
         self.intercept_ = float(means["intercept"]) if self.fit_intercept else 0.0
         self.n_iter_ = int(post.extra.get("n_iter", 0))
-        if "concentration" in means:
-            self.concentration_ = float(means["concentration"])
+        family = self._family
+        for name in family.shape_names:
+            setattr(self, f"{name}_", float(means[name]))
+        if "concentration" in family.shape_names:
             self.dispersion_ = 1.0 / self.concentration_
-        if "gate_intercept" in means:
-            self.gate_intercept_ = float(means["gate_intercept"])
-            self.gate_coef_ = means["gate_coef"].detach().cpu().numpy().astype(np.float64)
+        for part in family.part_names:
+            if self.fit_intercept:
+                setattr(self, f"{part}_intercept_", float(means[f"{part}_intercept"]))
+            else:
+                setattr(self, f"{part}_intercept_", 0.0)
+            coef = means[f"{part}_coef"].detach().cpu().numpy().astype(np.float64)
+            setattr(self, f"{part}_coef_", coef)
 
     # ------------------------------------------------------------- predicting
     def _linear_predictor(self, X):
@@ -385,7 +415,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
             setattr(self, k, v)
         self._device = resolve_device(self.device)
         self._dtype = resolve_dtype(self.dtype)
-        model = SoftplusGLM(self._likelihood, beta=self.beta_, threshold=float(self.threshold),
+        model = SoftplusGLM(self._family, beta=self.beta_, threshold=float(self.threshold),
                             fit_intercept=self.fit_intercept, coef_scale=coef_scale,
                             intercept_scale=None)
         samples = {k: v.to(self._device) for k, v in post["samples"].items()}
@@ -393,6 +423,39 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
                                     num_chains=post["num_chains"],
                                     sample_stats=post["sample_stats"] or None,
                                     extra=post["extra"])
+
+
+def regressor_for(family) -> type[SoftplusGLMRegressor]:
+    """The regressor class of a family: the subclass of :class:`SoftplusGLMRegressor` that
+    declares it (posheads' own first, then any defined elsewhere).
+
+    Parameters
+    ----------
+    family : str or Family
+
+    Raises
+    ------
+    ValueError
+        When no regressor declares the family.
+
+    Examples
+    --------
+    >>> regressor_for("negative-binomial").__name__
+    'NegativeBinomialSoftplusRegressor'
+    """
+    family = families.get_family(family)
+    found = []
+    todo = list(SoftplusGLMRegressor.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo += cls.__subclasses__()
+        if families.get_family(cls.family) is family:
+            found.append(cls)
+    if not found:
+        raise ValueError(f"no regressor declares the {family.name} family: define "
+                         "`class MyRegressor(SoftplusGLMRegressor): family = ...`")
+    found.sort(key=lambda c: not c.__module__.startswith("posheads."))
+    return found[0]
 
 
 def _poisson_unit_deviance(y, mu):

@@ -53,6 +53,7 @@ def save(est, folder) -> None:
         "format": _FORMAT,
         "posheads_version": __version__,
         "class": type(est).__name__,
+        "module": type(est).__module__,
         "params": {k: _jsonable(v) for k, v in params.items()},
         "attributes": plain,
     }
@@ -71,7 +72,7 @@ def load(folder):
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != _FORMAT:
         raise ValueError(f"unsupported format {meta.get('format')!r} in {meta_path}")
-    cls = getattr(estimators, meta["class"], None)
+    cls = getattr(estimators, meta["class"], None) or _user_class(meta)
     if cls is None:
         raise ValueError(f"unknown estimator class {meta['class']!r} in {meta_path}")
     blob = torch.load(folder / "tensors.pt", map_location="cpu", weights_only=True)
@@ -81,6 +82,21 @@ def load(folder):
     state.update(blob["nested"])
     est._set_state(state)
     return est
+
+
+def _user_class(meta):
+    """An estimator class defined outside posheads (a regressor for a family of one's own),
+    found by its module and name; only subclasses of posheads' estimators qualify."""
+    import importlib
+
+    module = meta.get("module")
+    if not isinstance(module, str) or module.startswith("posheads"):
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), meta["class"], None)
+    except ImportError:
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, PersistMixin) else None
 
 
 def _to_cpu(obj):

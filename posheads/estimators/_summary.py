@@ -45,24 +45,24 @@ def _marginal_effects(est, draws) -> np.ndarray:
     """Per-draw average marginal effects of each feature on the expected count, (S, p).
 
     ``E[y_i]`` depends on ``x_ij`` only through the linear predictors, so
-    ``d E[y_i] / d x_ij = dE/d eta_i * coef_j + dE/d gate_i * gate_coef_j``; one backward
-    pass gives ``dE/d eta`` and ``dE/d gate`` for every draw and row at once.
+    ``d E[y_i] / d x_ij = dE/d eta_i * coef_j + sum over parts dE/d g_i * {part}_coef_j``;
+    one backward pass gives the derivatives in every predictor for every draw and row.
     """
     post = est.posterior_
     model, data = post.model, post.data
+    family = model.family
     X = data.X
+    Z = X if data.X_zero is None else data.X_zero
     eta = _linear(X, draws.get("intercept"), draws["coef"]).requires_grad_(True)
-    r = draws["concentration"][:, None] if "concentration" in draws else None
-    gate = None
-    if "gate_coef" in draws:
-        Z = X if data.X_zero is None else data.X_zero
-        gate = _linear(Z, draws.get("gate_intercept"), draws["gate_coef"]).requires_grad_(True)
-    mean = model.count_distribution(eta, r, gate, data.exposure, validate_args=False).mean
-    inputs = [eta] if gate is None else [eta, gate]
-    grads = torch.autograd.grad(mean.sum(), inputs)
+    shapes = {name: draws[name][:, None] for name in family.shape_names}
+    parts = {p: _linear(Z, draws.get(f"{p}_intercept"), draws[f"{p}_coef"]).requires_grad_(True)
+             for p in family.part_names}
+    mean = model.predictor_distribution(eta, shapes, parts, data.exposure,
+                                        validate_args=False).mean
+    grads = torch.autograd.grad(mean.sum(), [eta, *parts.values()])
     ame = grads[0].mean(dim=1, keepdim=True) * draws["coef"]
-    if gate is not None:
-        ame = ame + grads[1].mean(dim=1, keepdim=True) * draws["gate_coef"]
+    for grad, p in zip(grads[1:], parts, strict=True):
+        ame = ame + grad.mean(dim=1, keepdim=True) * draws[f"{p}_coef"]
     return ame.detach().cpu().numpy()
 
 
@@ -84,9 +84,10 @@ def coefficient_table(est, coverage: float = 0.9) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        One row per parameter (``intercept``, the features, ``concentration``,
-        ``gate_intercept``, ``gate:<feature>``) with columns ``estimate``, ``std_err``,
-        ``lower``, ``upper`` and, for the features, ``ame``, ``ame_lower``, ``ame_upper``.
+        One row per parameter (``intercept``, the features, the family's shapes such as
+        ``concentration``, and per part ``gate_intercept``, ``gate:<feature>``) with
+        columns ``estimate``, ``std_err``, ``lower``, ``upper`` and, for the features,
+        ``ame``, ``ame_lower``, ``ame_upper``.
     """
     if not 0 < coverage < 1:
         raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
@@ -101,27 +102,30 @@ def coefficient_table(est, coverage: float = 0.9) -> pd.DataFrame:
         rows.append({"parameter": label, "estimate": v.mean(), "std_err": v.std(ddof=1),
                      "lower": lo, "upper": hi})
 
+    family = est.posterior_.model.family
     point = est.posterior_.point_estimate() if est.posterior_.method == "map" else None
+    scalars = [s for s in ("intercept", *family.shape_names,
+                           *(f"{p}_intercept" for p in family.part_names)) if s in draws]
+    vectors = {"coef": names, **{f"{p}_coef": [f"{p}:{n}" for n in names]
+                                 for p in family.part_names}}
     if "intercept" in draws:
         add("intercept", draws["intercept"])
     for j, name in enumerate(names):
         add(name, draws["coef"][:, j])
-    if "concentration" in draws:
-        add("concentration", draws["concentration"])
-    if "gate_intercept" in draws:
-        add("gate_intercept", draws["gate_intercept"])
-    for j, name in enumerate(names if "gate_coef" in draws else []):
-        add(f"gate:{name}", draws["gate_coef"][:, j])
+    for site in scalars:
+        if site != "intercept":
+            add(site, draws[site])
+    for site, labels in vectors.items():
+        if site != "coef":
+            for j, label in enumerate(labels):
+                add(label, draws[site][:, j])
     table = pd.DataFrame(rows).set_index("parameter")
     if point is not None:
         # A MAP fit reports the mode itself; the draws only give its spread.
-        for site, label in [("intercept", "intercept"), ("concentration", "concentration"),
-                            ("gate_intercept", "gate_intercept")]:
-            if site in point:
-                table.loc[label, "estimate"] = float(point[site])
-        table.loc[names, "estimate"] = point["coef"].cpu().numpy()
-        if "gate_coef" in point:
-            table.loc[[f"gate:{n}" for n in names], "estimate"] = point["gate_coef"].cpu().numpy()
+        for site in scalars:
+            table.loc[site, "estimate"] = float(point[site])
+        for site, labels in vectors.items():
+            table.loc[labels, "estimate"] = point[site].cpu().numpy()
     ame = _marginal_effects(est, _thin(draws, 1000))
     table["ame"] = np.nan
     table["ame_lower"] = np.nan

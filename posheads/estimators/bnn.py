@@ -21,6 +21,8 @@ from sklearn.metrics import d2_tweedie_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from posheads import families
+
 from . import _bnn_engine as engine
 from ._persist import PersistMixin
 from ._validation import (
@@ -67,11 +69,11 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         Widths of the hidden layers (``()``: a Bayesian softplus GLM).
     activation : {"softplus", "relu", "tanh", "gelu", "silu", "elu", "sigmoid"}
         Hidden activation.
-    likelihood : {"negative_binomial", "poisson", "zero_inflated_poisson", \
-"zero_inflated_negative_binomial", "hurdle_poisson", "hurdle_negative_binomial"}, \
-default="negative_binomial"
-        Count head. Poisson and negative binomial accept non-integer targets (a
-        quasi-likelihood, as scikit-learn's Poisson regression does).
+    likelihood : str or Family, default="negative_binomial"
+        The family of the count head (``posheads.families.get_family``): ``"poisson"``,
+        ``"negative_binomial"``, the zero-inflated and hurdle families, or your own.
+        Poisson and negative binomial accept non-integer targets (a quasi-likelihood, as
+        scikit-learn's Poisson regression does).
     activation_beta : float, default=1.0
         Softness of the softplus activation.
     skip_connection : bool, default=True
@@ -153,9 +155,7 @@ default="negative_binomial"
         "hidden_layer_sizes": [tuple, list],
         "activation": [StrOptions({"softplus", "relu", "tanh", "gelu", "silu", "elu",
                                    "sigmoid"})],
-        "likelihood": [StrOptions({"negative_binomial", "poisson", "zero_inflated_poisson",
-                                   "zero_inflated_negative_binomial", "hurdle_poisson",
-                                   "hurdle_negative_binomial"})],
+        "likelihood": [str, families.Family],
         "activation_beta": [Interval(numbers.Real, 0.0, None, closed="neither")],
         "skip_connection": ["boolean"],
         "prior_scale": [Interval(numbers.Real, 0.0, None, closed="neither")],
@@ -211,14 +211,14 @@ default="negative_binomial"
 
     # ------------------------------------------------------------- validation
     @property
-    def _integer_counts(self) -> bool:
-        return self.likelihood.startswith(("zero_inflated", "hurdle"))
+    def _family(self) -> families.Family:
+        return families.get_family(self.likelihood)
 
     def _validate_fit_data(self, X, y, sample_weight, exposure):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True,
                              reset=True)
         y = np.asarray(y, dtype=np.float64)
-        check_counts(y, integer=self._integer_counts)
+        check_counts(y, integer=self._family.integer)
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
         t = check_exposure(exposure, X.shape[0], np.float64)
         return X, y, w, t
@@ -249,7 +249,7 @@ default="negative_binomial"
         with engine.local_params():  # the module keeps its parameters to itself
             model = BayesianCountMLP(
                 n_features, sizes, activation=self.activation,
-                activation_beta=float(self.activation_beta), likelihood=self.likelihood,
+                activation_beta=float(self.activation_beta), likelihood=self._family,
                 skip=self.skip_connection, prior_scale=float(self.prior_scale),
                 learn_prior_scale=self.hierarchical, coef_scale=float(self.coef_scale))
         return model.to(device=self._device, dtype=self._dtype)

@@ -1,4 +1,4 @@
-"""Public softplus-link count regressors: each chooses a likelihood, nothing more.
+"""Public softplus-link count regressors: each declares its family, nothing more.
 
 All share :class:`posheads.estimators._base.SoftplusGLMRegressor`'s parameters and
 methods; see its ``fit``, ``predict``, ``predict_interval``,
@@ -7,6 +7,8 @@ methods; see its ``fit``, ``predict``, ``predict_interval``,
 """
 
 from __future__ import annotations
+
+from posheads import families
 
 from ._base import SoftplusGLMRegressor
 
@@ -24,9 +26,12 @@ _PARAMS = """
     ----------
     alpha : float, default=1.0
         L2 penalty on the coefficients on scikit-learn's scale (the objective is
-        ``sum(w * deviance) / (2 * sum(w)) + alpha / 2 * ||coef||^2``): ``alpha=0`` is
-        maximum likelihood. For the Bayesian engines it is a Gaussian prior of precision
-        ``alpha * sum(w)``; the intercept is never penalised.
+        ``sum(w * deviance) / (2 * sum(w)) + alpha / 2 * ||coef||^2``): ``alpha=0`` leaves
+        the count part's coefficients unpenalised (maximum likelihood for the Poisson
+        regressor). For the Bayesian engines it is a Gaussian prior of precision
+        ``alpha * sum(w)``; the intercept is never penalised. The other parameters keep
+        weakly informative priors whatever ``alpha``: ``Normal(0, 1)`` on a zero part's
+        coefficients, ``1 / sqrt(r) ~ HalfNormal(1)`` on a concentration.
     fit_intercept : bool, default=True
     beta : float or "auto", default=1.0
         Softness of the link ``softplus_beta``. ``"auto"`` chooses it by profile
@@ -72,7 +77,7 @@ class PoissonSoftplusRegressor(SoftplusGLMRegressor):
     (2,)
     """
 
-    _likelihood = "poisson"
+    family = families.POISSON
 
 
 class NegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
@@ -82,7 +87,7 @@ class NegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
     coefficients (``dispersion_ = 1 / concentration_``), not searched for by hand.
     """ + _PARAMS
 
-    _likelihood = "negative_binomial"
+    family = families.NEGATIVE_BINOMIAL
 
 
 class ZeroInflatedPoissonSoftplusRegressor(SoftplusGLMRegressor):
@@ -93,8 +98,7 @@ class ZeroInflatedPoissonSoftplusRegressor(SoftplusGLMRegressor):
     expected count ``(1 - pi) * mu``. Targets must be whole numbers.
     """ + _PARAMS
 
-    _likelihood = "zero_inflated_poisson"
-    _integer_counts = True
+    family = families.ZERO_INFLATED_POISSON
 
 
 class ZeroInflatedNegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
@@ -106,8 +110,7 @@ class ZeroInflatedNegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
     the overall expected count ``(1 - pi) * mu``. Targets must be whole numbers.
     """ + _PARAMS
 
-    _likelihood = "zero_inflated_negative_binomial"
-    _integer_counts = True
+    family = families.ZERO_INFLATED_NEGATIVE_BINOMIAL
 
 
 class HurdlePoissonSoftplusRegressor(SoftplusGLMRegressor):
@@ -118,8 +121,7 @@ class HurdlePoissonSoftplusRegressor(SoftplusGLMRegressor):
     whole numbers.
     """ + _PARAMS
 
-    _likelihood = "hurdle_poisson"
-    _integer_counts = True
+    family = families.HURDLE_POISSON
 
 
 class HurdleNegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
@@ -131,5 +133,4 @@ class HurdleNegativeBinomialSoftplusRegressor(SoftplusGLMRegressor):
     have separate models. Targets must be whole numbers.
     """ + _PARAMS
 
-    _likelihood = "hurdle_negative_binomial"
-    _integer_counts = True
+    family = families.HURDLE_NEGATIVE_BINOMIAL

@@ -1,4 +1,6 @@
-"""File handling for the command line: reading tables, building designs, atomic writes."""
+"""File handling shared by the ``posheads`` subcommands: reading tables, checking columns,
+turning a table into a design matrix, atomic writes, and the error a user mistake raises.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["CLIError", "FeatureSpec", "atomic_dir", "atomic_file", "read_table"]
+__all__ = ["CLIError", "FeatureSpec", "atomic_dir", "atomic_file", "read_table",
+           "require_columns"]
 
 
 class CLIError(Exception):
@@ -21,7 +24,13 @@ class CLIError(Exception):
 
 
 def read_table(path: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file, with a one-line error when it cannot be read."""
+    """Read a CSV or Parquet file (Parquet by a ``.parquet`` or ``.pq`` suffix).
+
+    Raises
+    ------
+    CLIError
+        If the file does not exist or cannot be read as a table.
+    """
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"no such file: {path} (check the path)")
@@ -35,12 +44,36 @@ def read_table(path: str) -> pd.DataFrame:
         raise CLIError(f"cannot read {path} as a table: {exc}") from exc
 
 
+def require_columns(frame: pd.DataFrame, columns: list[str]) -> None:
+    """Check that ``frame`` has every one of ``columns``.
+
+    Raises
+    ------
+    CLIError
+        Naming the missing columns and the first twelve columns the file does have.
+    """
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        shown = ", ".join(map(repr, list(frame.columns)[:12]))
+        raise CLIError(f"missing column(s) {', '.join(map(repr, missing))}; "
+                       f"the file has: {shown}")
+
+
 @dataclass
 class FeatureSpec:
     """How a table becomes a design matrix, saved beside a model so ``predict`` agrees.
 
     Numeric columns are used as they are; text or categorical columns are one-hot encoded
     with their first level (in sorted order, as seen in training) dropped.
+
+    Parameters
+    ----------
+    columns : list of str
+        The feature columns, in order.
+    categories : dict of str to list of str
+        The sorted levels of each one-hot encoded column.
+    exposure : str or None, default=None
+        The column of positive exposures, if any.
     """
 
     columns: list[str]
@@ -49,6 +82,7 @@ class FeatureSpec:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, columns: list[str], exposure: str | None):
+        """The spec of ``columns`` of a training table: which to encode, with which levels."""
         cats = {}
         for c in columns:
             col = frame[c]
@@ -58,6 +92,7 @@ class FeatureSpec:
 
     @property
     def feature_names(self) -> list[str]:
+        """The names of the design matrix's columns (``column_level`` for encoded ones)."""
         names = []
         for c in self.columns:
             if c in self.categories:
@@ -68,7 +103,7 @@ class FeatureSpec:
 
     def design(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The design matrix of ``frame``; a clear error for missing or bad columns."""
-        _require_columns(frame, self.columns + ([self.exposure] if self.exposure else []))
+        require_columns(frame, self.columns + ([self.exposure] if self.exposure else []))
         parts = []
         for c in self.columns:
             col = frame[c]
@@ -89,6 +124,7 @@ class FeatureSpec:
         return pd.concat(parts, axis=1)
 
     def exposure_of(self, frame: pd.DataFrame):
+        """The exposures of ``frame`` as a float64 array, or None without an exposure column."""
         if self.exposure is None:
             return None
         t = pd.to_numeric(frame[self.exposure], errors="coerce").to_numpy(np.float64)
@@ -98,24 +134,22 @@ class FeatureSpec:
         return t
 
     def save(self, folder: Path) -> None:
+        """Write the spec to ``folder/features.json``."""
         (folder / "features.json").write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> FeatureSpec:
+        """Read the spec that :meth:`save` wrote to ``folder``."""
         return cls(**json.loads((folder / "features.json").read_text()))
-
-
-def _require_columns(frame: pd.DataFrame, columns: list[str]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        shown = ", ".join(map(repr, list(frame.columns)[:12]))
-        raise CLIError(f"missing column(s) {', '.join(map(repr, missing))}; "
-                       f"the file has: {shown}")
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str):
-    """Yield a temporary folder that replaces ``path`` only if the block succeeds."""
+    """Yield a temporary folder that replaces ``path`` only if the block succeeds.
+
+    The folder is made beside ``path`` so the final move is a rename on one file system;
+    on an error it is removed and ``path`` is left as it was.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -131,7 +165,11 @@ def atomic_dir(path: str):
 
 @contextlib.contextmanager
 def atomic_file(path: str):
-    """Yield a temporary file path that replaces ``path`` only if the block succeeds."""
+    """Yield a temporary file path that replaces ``path`` only if the block succeeds.
+
+    The file is made beside ``path`` so the final move is an atomic rename; on an error it
+    is removed and ``path`` is left as it was.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)

@@ -1,8 +1,9 @@
 """Fused count log-likelihoods of :mod:`posheads.ops`: Poisson and NB2 under a softplus link.
 
 Each is one autograd node with a hand-derived backward that saves only its inputs, a
-compiled kernel where it pays (:mod:`posheads._compiled`) and an eager path of in-place
-passes otherwise.
+compiled kernel where it pays (:mod:`posheads.ops._compile`) and an eager path of
+in-place passes otherwise. The log-likelihoods and their derivatives are derived in
+``docs/count-likelihoods.md``.
 """
 
 from __future__ import annotations
@@ -12,21 +13,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _compiled
-from ._softplus import (
-    _backward_pieces,
-    _check_args,
-    _compiled_with_grad,
-    _fits,
-    _forward_pieces,
-    _mul,
-    _prepare,
-    _reduce_to,
-    _saved_grad,
-    _sub,
-    _wants_grad,
-    linear_switch,
+from . import _compile
+from ._shared import (
+    check_link_args,
+    fits,
+    imul,
+    isub,
+    prepare,
+    reduce_to,
+    run_with_grad,
+    saved_grad,
+    wants_grad,
 )
+from .softplus_family import linear_switch, softplus_and_log, softplus_derivatives
+
+__all__ = ["negative_binomial_softplus_log_prob", "poisson_softplus_log_prob"]
 
 
 class _PoissonSoftplusLogProb(torch.autograd.Function):
@@ -35,31 +36,31 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
         ctx.save_for_backward(eta, y, exposure)
         ctx.beta, ctx.switch = beta, switch
         args = (eta, y, exposure, beta, switch, math.log(beta))
-        counts = _compiled.count_table(y) if y.dtype == eta.dtype else None
+        counts = _compile.count_table(y) if y.dtype == eta.dtype else None
         out = None
         if counts is not None:  # lgamma(y + 1) from a table
             table, small = counts
-            out = _compiled_with_grad(
+            out = run_with_grad(
                 ctx, "poisson_counts", *args, small, with_grad=with_grad, tables=(table,)
             )
         if out is None:
-            out = _compiled_with_grad(ctx, "poisson", *args, with_grad=with_grad)
+            out = run_with_grad(ctx, "poisson", *args, with_grad=with_grad)
         if out is not None:
             return out
-        s, log_s = _forward_pieces(eta, beta, switch)
+        s, log_s = softplus_and_log(eta, beta, switch)
         # In place wherever the shapes allow: every full-size temporary raises the peak
         # memory (and costs a pass of page faults on CPU); nothing here is recorded by
         # autograd.
         if exposure is None:
-            out = _mul(log_s, y).sub_(s)
+            out = imul(log_s, y).sub_(s)
         else:
             log_mu = (
                 log_s.add_(torch.log(exposure))
-                if _fits(log_s, exposure)
+                if fits(log_s, exposure)
                 else log_s + torch.log(exposure)
             )
-            out = _mul(log_mu, y)
-            out.sub_(s.mul_(exposure) if _fits(s, exposure) else s * exposure)
+            out = imul(log_mu, y)
+            out.sub_(s.mul_(exposure) if fits(s, exposure) else s * exposure)
         del s, log_s
         return out.sub_(torch.add(y, 1.0).lgamma_())
 
@@ -67,27 +68,27 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
     def backward(ctx, grad):
         eta, y, exposure = ctx.saved_tensors
         if not torch.is_grad_enabled() and not any(ctx.needs_input_grad[1:3]):
-            g_eta = _saved_grad(ctx, grad)
+            g_eta = saved_grad(ctx, grad)
             if g_eta is None:
                 args = (eta, y, exposure, grad, ctx.beta, ctx.switch)
-                g_eta = _compiled.run("poisson_grad_eta", *args)
+                g_eta = _compile.run("poisson_grad_eta", *args)
             if g_eta is None:
                 g_eta = _poisson_eta_grad(eta, y, exposure, ctx.beta, ctx.switch, grad)
             if g_eta is not None:
-                return _reduce_to(g_eta, eta.shape), None, None, None, None, None
-        s, log_s, sig, dlog = _backward_pieces(
+                return reduce_to(g_eta, eta.shape), None, None, None, None, None
+        s, log_s, sig, dlog = softplus_derivatives(
             eta, ctx.beta, ctx.switch, need_log=ctx.needs_input_grad[1]
         )
         t = 1.0 if exposure is None else exposure
         g_eta = g_y = g_t = None
         if ctx.needs_input_grad[0]:
             # d/d eta = sigmoid(z) (y / s - t), with sigmoid(z) / s = dlog kept finite.
-            g_eta = _reduce_to(grad * (y * dlog - t * sig), eta.shape)
+            g_eta = reduce_to(grad * (y * dlog - t * sig), eta.shape)
         if ctx.needs_input_grad[1]:
             log_mu = log_s if exposure is None else log_s + torch.log(exposure)
-            g_y = _reduce_to(grad * (log_mu - torch.digamma(y + 1.0)), y.shape)
+            g_y = reduce_to(grad * (log_mu - torch.digamma(y + 1.0)), y.shape)
         if exposure is not None and ctx.needs_input_grad[2]:
-            g_t = _reduce_to(grad * (y / exposure - s), exposure.shape)
+            g_t = reduce_to(grad * (y / exposure - s), exposure.shape)
         return g_eta, g_y, g_t, None, None, None
 
 
@@ -99,7 +100,7 @@ def _poisson_eta_grad(eta, y, exposure, beta, switch, grad):
         return None
     sig = torch.sigmoid(eta * beta if beta != 1.0 else eta)
     # y * (sigmoid / s) - t * sigmoid: the ratio first, as y / s alone can overflow.
-    g = _mul(s.reciprocal_().mul_(sig), y)
+    g = imul(s.reciprocal_().mul_(sig), y)
     del s
     g = g.sub_(sig) if exposure is None else g - exposure * sig
     return g.mul_(grad)
@@ -114,9 +115,9 @@ def poisson_softplus_log_prob(
 ) -> torch.Tensor:
     """Poisson log-likelihood of counts ``y`` with mean ``exposure * softplus(eta)``.
 
-    ``y log(mu) - mu - lgamma(y + 1)`` with ``log(mu)`` from :func:`log_softplus`, in
-    one autograd node whose hand-derived backward saves only the inputs:
-    ``d/d eta = sigmoid(beta * eta) * (y / s - t)``.
+    ``y log(mu) - mu - lgamma(y + 1)`` with ``log(mu)`` from
+    :func:`~posheads.ops.log_softplus`, in one autograd node whose hand-derived backward
+    saves only the inputs: ``d/d eta = sigmoid(beta * eta) * (y / s - t)``.
 
     Parameters
     ----------
@@ -126,7 +127,7 @@ def poisson_softplus_log_prob(
         Counts (non-negative; integer or floating dtype). Not validated here: the
         distributions layer does that.
     beta, threshold : float
-        As in :func:`softplus`.
+        As in :func:`~posheads.ops.softplus`.
     exposure : Tensor, optional
         Positive exposure ``t`` multiplying the mean; gradients flow to it too.
 
@@ -135,10 +136,10 @@ def poisson_softplus_log_prob(
     Tensor, shape ``broadcast(eta, y, exposure)``
         Finite for every finite ``eta``, with finite gradients.
     """
-    _check_args(beta, threshold)
-    eta_c, (y_c, t_c), out_dtype = _prepare(eta, y, exposure)
+    check_link_args(beta, threshold)
+    eta_c, (y_c, t_c), out_dtype = prepare(eta, y, exposure)
     switch = linear_switch(out_dtype, threshold)
-    with_grad = _wants_grad(eta_c, y_c, t_c)
+    with_grad = wants_grad(eta_c, y_c, t_c)
     out = _PoissonSoftplusLogProb.apply(eta_c, y_c, t_c, float(beta), switch, with_grad)
     return out.to(out_dtype)
 
@@ -148,16 +149,16 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
     def forward(ctx, eta, y, r, exposure, beta, switch):
         ctx.save_for_backward(eta, y, r, exposure)
         ctx.beta, ctx.switch = beta, switch
-        out = _compiled.run("negative_binomial", eta, y, r, exposure, beta, switch, math.log(beta))
+        out = _compile.run("negative_binomial", eta, y, r, exposure, beta, switch, math.log(beta))
         if out is not None:
             return out
-        s, log_s = _forward_pieces(eta, beta, switch)
+        s, log_s = softplus_and_log(eta, beta, switch)
         del s
         d = _nb_logit(log_s, r, exposure, inplace=True)
         # -(y softplus(-d) + r softplus(d) + lgamma(y + 1) + lgamma(r) - lgamma(y + r)): the
         # first product has the full broadcast shape, the rest go into it in place.
-        out = _mul(F.softplus(-d, threshold=_NO_OVERFLOW_SP), y)
-        out.add_(_mul(F.softplus(d, threshold=_NO_OVERFLOW_SP), r))
+        out = imul(F.softplus(-d, threshold=_NO_OVERFLOW_SP), y)
+        out.add_(imul(F.softplus(d, threshold=_NO_OVERFLOW_SP), r))
         del d
         out.add_(torch.add(y, 1.0).lgamma_()).add_(torch.lgamma(r))
         return out.sub_(torch.add(y, r).lgamma_()).neg_()
@@ -172,10 +173,10 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
             grads = _nb_fast_grads(eta, y, r, exposure, ctx.beta, ctx.switch, grad, needs[2])
             if grads is not None:
                 g_eta, g_r = grads
-                g_eta = _reduce_to(g_eta, eta.shape) if needs[0] else None
-                g_r = None if g_r is None else _reduce_to(g_r, r.shape)
+                g_eta = reduce_to(g_eta, eta.shape) if needs[0] else None
+                g_r = None if g_r is None else reduce_to(g_r, r.shape)
                 return g_eta, None, g_r, None, None, None
-        _, log_s, _, dlog = _backward_pieces(eta, ctx.beta, ctx.switch)
+        _, log_s, _, dlog = softplus_derivatives(eta, ctx.beta, ctx.switch)
         d = _nb_logit(log_s, r, exposure)
         p = torch.sigmoid(d)  # mu / (r + mu)
         q = torch.sigmoid(-d)  # r / (r + mu)
@@ -183,17 +184,17 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
         dl_dd = y * q - r * p
         g_eta = g_y = g_r = g_t = None
         if ctx.needs_input_grad[0]:
-            g_eta = _reduce_to(grad * dl_dd * dlog, eta.shape)
+            g_eta = reduce_to(grad * dl_dd * dlog, eta.shape)
         if ctx.needs_input_grad[1]:
             dy = torch.digamma(y + r) - torch.digamma(y + 1.0)
             dy = dy - F.softplus(-d, threshold=_NO_OVERFLOW_SP)
-            g_y = _reduce_to(grad * dy, y.shape)
+            g_y = reduce_to(grad * dy, y.shape)
         if ctx.needs_input_grad[2]:
             dr = torch.digamma(y + r) - torch.digamma(r)
             dr = dr - F.softplus(d, threshold=_NO_OVERFLOW_SP) - dl_dd / r
-            g_r = _reduce_to(grad * dr, r.shape)
+            g_r = reduce_to(grad * dr, r.shape)
         if exposure is not None and ctx.needs_input_grad[3]:
-            g_t = _reduce_to(grad * dl_dd / exposure, exposure.shape)
+            g_t = reduce_to(grad * dl_dd / exposure, exposure.shape)
         return g_eta, g_y, g_r, g_t, None, None
 
 
@@ -206,9 +207,9 @@ def _nb_fast_grads(eta, y, r, exposure, beta, switch, grad, need_r):
     """``(d/d eta, d/d r or None)`` times ``grad``, unreduced; None: use the guarded path."""
     args = (eta, y, r, exposure, grad, beta, switch, math.log(beta))
     if need_r:
-        grads = _compiled.run("negative_binomial_grad_eta_r", *args)
+        grads = _compile.run("negative_binomial_grad_eta_r", *args)
         return _nb_eta_r_grads(*args[:-1]) if grads is None else grads
-    g_eta = _compiled.run("negative_binomial_grad_eta", *args)
+    g_eta = _compile.run("negative_binomial_grad_eta", *args)
     if g_eta is None:
         g_eta = _nb_eta_grad(eta, y, r, exposure, beta, switch, grad)
     return None if g_eta is None else (g_eta, None)
@@ -226,14 +227,14 @@ def _nb_eta_r_grads(eta, y, r, exposure, grad, beta, switch):
     d = _nb_logit(d, r, exposure, inplace=True)
     # dl/dr = digamma(y + r) - digamma(r) - softplus(d) - (dl/dd) / r
     dr = torch.add(y, r).digamma_()
-    dr = dr.sub_(torch.digamma(r)) if _fits(dr, r) else dr - torch.digamma(r)
-    dr = _sub(dr, F.softplus(d, threshold=_NO_OVERFLOW_SP))
+    dr = dr.sub_(torch.digamma(r)) if fits(dr, r) else dr - torch.digamma(r)
+    dr = isub(dr, F.softplus(d, threshold=_NO_OVERFLOW_SP))
     p = d.sigmoid_()
     del d
-    dl_dd = _mul(p, torch.add(y, r)).neg_().add_(y)  # y q - r p = y - (y + r) p
+    dl_dd = imul(p, torch.add(y, r)).neg_().add_(y)  # y q - r p = y - (y + r) p
     del p
-    dr = _sub(dr, dl_dd / r).mul_(grad)
-    return _mul(dlog, dl_dd).mul_(grad), dr
+    dr = isub(dr, dl_dd / r).mul_(grad)
+    return imul(dlog, dl_dd).mul_(grad), dr
 
 
 def _nb_eta_grad(eta, y, r, exposure, beta, switch, grad):
@@ -243,7 +244,7 @@ def _nb_eta_grad(eta, y, r, exposure, beta, switch, grad):
     if bool((s < torch.finfo(s.dtype).tiny).any()):
         return None
     p = _nb_logit(torch.log(s), r, exposure, inplace=True).sigmoid_()
-    g = _mul(p, torch.add(y, r)).neg_().add_(y)  # dl/dd = y q - r p = y - (y + r) p
+    g = imul(p, torch.add(y, r)).neg_().add_(y)  # dl/dd = y q - r p = y - (y + r) p
     # sigmoid / s first: sigmoid(z) * (y - ...) alone can underflow to 0 where both are tiny.
     g.mul_(s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta)))
     return g.mul_(grad)
@@ -252,7 +253,7 @@ def _nb_eta_grad(eta, y, r, exposure, beta, switch, grad):
 def _nb_logit(log_s, r, exposure, inplace=False):
     """``d = log(mu) - log(r)``: the logit of ``mu / (r + mu)`` (``inplace``: in ``log_s``,
     a temporary of the caller's, where the shapes allow)."""
-    if inplace and _fits(log_s, r) and (exposure is None or _fits(log_s, exposure)):
+    if inplace and fits(log_s, r) and (exposure is None or fits(log_s, exposure)):
         if exposure is not None:
             log_s.add_(torch.log(exposure))
         return log_s.sub_(torch.log(r))
@@ -285,7 +286,7 @@ def negative_binomial_softplus_log_prob(
     total_count : Tensor or float
         Concentration ``r > 0`` (the NB2 dispersion is ``1 / r``).
     beta, threshold : float
-        As in :func:`softplus`.
+        As in :func:`~posheads.ops.softplus`.
     exposure : Tensor, optional
         Positive exposure multiplying the mean.
 
@@ -293,8 +294,8 @@ def negative_binomial_softplus_log_prob(
     -------
     Tensor, shape ``broadcast(eta, y, total_count, exposure)``
     """
-    _check_args(beta, threshold)
-    eta_c, (y_c, r_c, t_c), out_dtype = _prepare(eta, y, total_count, exposure)
+    check_link_args(beta, threshold)
+    eta_c, (y_c, r_c, t_c), out_dtype = prepare(eta, y, total_count, exposure)
     switch = linear_switch(out_dtype, threshold)
     out = _NegativeBinomialSoftplusLogProb.apply(eta_c, y_c, r_c, t_c, float(beta), switch)
     return out.to(out_dtype)

