@@ -41,8 +41,9 @@ import torch
 from sklearn.base import clone
 
 from posheads.datasets import load_nyc_departures, load_seatbelts
-from posheads.estimators._series import check_series
-from posheads.estimators.forecaster import CountForecaster, SeasonalNaiveForecaster
+from posheads.estimators.forecasting import CountForecaster, SeasonalNaiveForecaster
+from posheads.estimators.forecasting.likelihood import likelihood_name
+from posheads.estimators.forecasting.series import check_series
 
 NYC_COVARIATES = ["holiday", "precip", "wind_speed", "visib"]
 
@@ -93,12 +94,10 @@ def run(fast: bool, only=None) -> pd.DataFrame:
 
 
 def _fitted_likelihood(est, y, n_train):
-    """The likelihood ``est`` resolves to on the first ``n_train`` steps (no fitting)."""
-    if est.likelihood != "auto":
-        return est.likelihood
-    probe = clone(est).set_params(num_steps=1)
+    """The ``likelihood_`` ``est`` has on the first ``n_train`` steps (no fitting)."""
+    probe = clone(est)
     probe._set_seasons(check_series(y.iloc[:n_train])[1], n_train)
-    return probe._resolve_likelihood(y.iloc[:n_train].to_numpy(dtype=float))
+    return likelihood_name(probe._choose_family(y.iloc[:n_train].to_numpy(dtype=float)))
 
 
 def summarise(scores: pd.DataFrame) -> pd.DataFrame:

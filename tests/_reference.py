@@ -126,7 +126,7 @@ def mp_poisson_log_prob(eta, y, beta=1.0, exposure=None, eps=0.0, z_eps=0.0):
 
 
 def mp_nb_log_prob(eta, y, r, beta=1.0, exposure=None, eps=0.0, z_eps=0.0):
-    """NB2 ``(log_prob, tol)``: mean ``mu``, variance ``mu + mu^2 / r`` (MATH.md).
+    """NB2 ``(log_prob, tol)``: mean ``mu``, variance ``mu + mu^2 / r`` (docs/count-likelihoods.md).
 
     ``lgamma(y + r) - lgamma(r) - lgamma(y + 1) + r log r + y log mu - (y + r) log(r + mu)``;
     ``tol`` as in :func:`mp_poisson_log_prob`, with the logit ``d = log(mu / r)`` that any

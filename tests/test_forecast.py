@@ -1,5 +1,8 @@
 """Count forecasting: the Pyro model, CountForecaster, the seasonal naive and the CLI.
 
+The forecasters live in :mod:`posheads.estimators.forecasting`; the ``likelihood`` section
+checks how the forecaster reads its count law (families, ``"auto"``, the comparator).
+
 Fits use a few hundred SVI steps on short simulated series, so the whole file runs in well
 under a minute; the statistical checks compare against the simulator's known truth with
 tolerances that hold for the fixed seeds by a wide margin.
@@ -19,10 +22,16 @@ from sklearn.base import clone
 from posheads.datasets import make_count_series
 from posheads.distributions import SoftplusNegativeBinomial, SoftplusPoisson
 from posheads.estimators import PoissonSoftplusRegressor, load
-from posheads.estimators.forecaster import (
+from posheads.estimators.forecasting import (
     CountForecaster,
     SeasonalNaiveForecaster,
     dispersion_index,
+)
+from posheads.families import (
+    DISCRETIZED_LOGISTIC,
+    NEGATIVE_BINOMIAL,
+    ZERO_INFLATED_POISSON,
+    Family,
 )
 from posheads.models.forecast import CountForecastModel, SoftplusDiscretizedLogistic
 
@@ -190,7 +199,10 @@ def test_sklearn_parameters(fitted):
     params = fitted.get_params()
     assert params["num_steps"] == 150 and params["likelihood"] == "auto"
     assert params["device"] == "auto" and params["dtype"] == "float64"
-    assert fitted.likelihood_ == "negative_binomial"  # an over-dispersed series
+    # "auto" resolved by the rule (test_auto_likelihood_* checks both of its answers)
+    under = dispersion_index(fitted.history_, 7) < 0.5
+    expected = DISCRETIZED_LOGISTIC if under else NEGATIVE_BINOMIAL
+    assert fitted.likelihood_ == expected.name and fitted.model_.family is expected
     other = clone(fitted).set_params(likelihood="poisson")
     assert other.likelihood == "poisson" and not hasattr(other, "forecaster_")
     assert fitted.season_lengths_ == (7.0,) and fitted.n_features_in_ == 1
@@ -286,7 +298,7 @@ def test_plot_returns_a_figure(fitted, series):
 
 # ------------------------------------------------------------------- the CLI
 def _run_cli(argv):
-    from posheads._cli_forecast import add_forecast_parser
+    from posheads.cli.forecast import add_forecast_parser
 
     parser = argparse.ArgumentParser(prog="posheads")
     add_forecast_parser(parser.add_subparsers(dest="command"))
@@ -332,7 +344,7 @@ def test_cli_writes_forecast_and_figure(tmp_path, series):
 
 
 def test_cli_user_mistakes_are_cli_errors(tmp_path):
-    from posheads._cli_io import CLIError
+    from posheads.cli.io import CLIError
 
     pd.DataFrame(
         {"day": pd.date_range("2020-01-01", periods=30), "n": np.arange(30), "x": np.ones(30)}
@@ -387,6 +399,86 @@ def test_auto_likelihood_takes_the_discretized_logistic_for_scheduled_counts():
     assert est.model_.likelihood == "discretized_logistic"
     forced = clone(est).set_params(likelihood="poisson").fit(y)
     assert forced.likelihood_ == "poisson"
+
+
+def test_auto_likelihood_takes_the_negative_binomial_for_over_dispersed_counts():
+    rng = np.random.default_rng(2)
+    week = 30.0 + 10.0 * np.sin(2 * np.pi * np.arange(70) / 7)
+    y = pd.Series(
+        rng.negative_binomial(2.0, 2.0 / (2.0 + week)),  # variance 1 + mean / 2 times the mean
+        index=pd.date_range("2021-01-04", periods=70, freq="D"),
+    )
+    assert dispersion_index(y.to_numpy(), 7) > 2.0
+    est = CountForecaster(num_steps=5, num_samples=10, random_state=0).fit(y)
+    assert est.likelihood_ == "negative_binomial" and est.model_.family is NEGATIVE_BINOMIAL
+
+
+# ------------------------------------------------- likelihood: families, names
+SHORT = {"num_steps": 5, "num_samples": 10, "random_state": 0}
+
+
+def _short_series():
+    return np.random.default_rng(0).poisson(8.0, size=30)
+
+
+def test_likelihood_takes_a_family_object():
+    y = _short_series()
+    est = CountForecaster((), likelihood=NEGATIVE_BINOMIAL, **SHORT).fit(y)
+    assert est.likelihood_ == "negative_binomial" and est.model_.family is NEGATIVE_BINOMIAL
+    assert clone(est).likelihood is NEGATIVE_BINOMIAL  # a registered family clones as itself
+    # a family of one's own, never registered: the forecaster uses the object itself
+    mine = Family("my_counts", SoftplusPoisson, description="Poisson, unregistered")
+    own = CountForecaster((), likelihood=mine, **SHORT).fit(y)
+    assert own.likelihood_ == "my_counts" and own.model_.family is mine
+    assert own.model_.shape_site is None
+    assert own.sample_paths(3, 5).shape == (5, 3) and np.all(own.predict(3) > 0)
+
+
+def test_likelihood_names_take_hyphens():
+    y = _short_series()
+    est = CountForecaster((), likelihood="negative-binomial", **SHORT).fit(y)
+    assert est.likelihood_ == "negative_binomial" and est.model_.family is NEGATIVE_BINOMIAL
+    assert est.get_params()["likelihood"] == "negative-binomial"  # stored as given
+    logged = CountForecaster((), likelihood="log-gaussian", **SHORT).fit(y)
+    assert logged.likelihood_ == "log_gaussian" and "sigma" in logged.summary().index
+
+
+@pytest.mark.parametrize(
+    ("likelihood", "match"),
+    [
+        ("gaussian", "likelihood must be 'auto', 'log_gaussian' or a family"),
+        ("zero_inflated_poisson", "likelihood 'zero_inflated_poisson' has a zero part"),
+        (ZERO_INFLATED_POISSON, "likelihood 'zero_inflated_poisson' has a zero part"),
+        ("hurdle-negative-binomial", "likelihood 'hurdle_negative_binomial' has a zero part"),
+        (3, "likelihood"),
+    ],
+)
+def test_likelihood_refuses_unknown_names_and_families_with_parts(likelihood, match):
+    with pytest.raises(ValueError, match=match):
+        CountForecaster((), likelihood=likelihood, **SHORT).fit(_short_series())
+
+
+def test_save_stores_a_registered_family_by_name(tmp_path):
+    est = CountForecaster((), likelihood=NEGATIVE_BINOMIAL, **SHORT).fit(_short_series())
+    est.save(tmp_path / "f")
+    back = CountForecaster.load(tmp_path / "f")
+    assert back.likelihood == "negative_binomial" and back.model_.family is NEGATIVE_BINOMIAL
+    unregistered = Family("my_nb", NEGATIVE_BINOMIAL.distribution,
+                          shapes=NEGATIVE_BINOMIAL.shapes)
+    est = CountForecaster((), likelihood=unregistered, **SHORT).fit(_short_series())
+    with pytest.raises(ValueError, match="unregistered family 'my_nb'"):
+        est.save(tmp_path / "g")
+
+
+def test_import_paths_name_the_same_classes():
+    import posheads
+    import posheads.estimators as estimators
+    from posheads.estimators import forecaster as compat
+
+    for name in ("CountForecaster", "SeasonalNaiveForecaster"):
+        cls = getattr(estimators, name)
+        assert getattr(posheads, name) is cls and getattr(compat, name) is cls
+    assert compat.dispersion_index is dispersion_index
 
 
 # ------------------------------------------------------------ device, dtype

@@ -190,14 +190,15 @@ def cycles(graph):
     return out
 
 
-def main():
+def report() -> dict:
+    """Every count of the module docstring, with where each item is."""
     mods = modules()
     known = set(mods)
     lists, comps, privs, defs = {}, {}, {}, defaultdict(list)
     graph = defaultdict(set)
     for name, path in mods.items():
         tree = ast.parse(path.read_text())
-        rel = path.relative_to(ROOT)
+        rel = str(path.relative_to(ROOT))
         if family_lists(tree):
             lists[rel] = family_lists(tree)
         if not path.is_relative_to(REGISTRY) and family_comparisons(tree):
@@ -207,32 +208,35 @@ def main():
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name not in (
                     "__getattr__", "__dir__"):
-                defs[node.name].append(str(rel))
+                defs[node.name].append(rel)
         for target, _, _ in imports(name, path, tree, known, top_only=True):
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 graph[name].add(target)
-    dups = {k: v for k, v in defs.items() if len(v) > 1}
-    top = sorted(p.name for p in (ROOT / "posheads").glob("*.py"))
+    return {
+        "family name lists": lists,
+        "family-string comparisons outside the registry": comps,
+        "cross-module private imports": privs,
+        "definitions repeated in several modules": {k: v for k, v in defs.items()
+                                                    if len(v) > 1},
+        "import cycles (module-level imports)": cycles(graph),
+        "files at the top of posheads/": sorted(p.name for p in (ROOT / "posheads").glob("*.py")),
+    }
 
-    def show(title, table):
-        total = sum(len(v) for v in table.values())
-        print(f"{title}: {total}")
-        for k, v in sorted(table.items()):
-            print(f"    {k}: {v}")
 
-    show("family name lists", lists)
-    show("family-string comparisons outside the registry", comps)
-    show("cross-module private imports", privs)
-    print(f"definitions repeated in several modules: {len(dups)}")
-    for k, v in sorted(dups.items()):
-        print(f"    {k}: {v}")
-    cyc = cycles(graph)
-    print(f"import cycles (module-level imports): {len(cyc)}")
-    for c in cyc:
-        print(f"    {c}")
-    print(f"files at the top of posheads/: {len(top)} ({', '.join(top)})")
+def main():
+    for title, found in report().items():
+        if isinstance(found, dict):
+            total = sum(len(v) for v in found.values()) if title != (
+                "definitions repeated in several modules") else len(found)
+            print(f"{title}: {total}")
+            for k, v in sorted(found.items()):
+                print(f"    {k}: {v}")
+        else:
+            print(f"{title}: {len(found)}")
+            for item in found:
+                print(f"    {item}")
 
 
 if __name__ == "__main__":

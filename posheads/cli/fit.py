@@ -12,20 +12,12 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from .choices import regression_families
 from .io import CLIError, FeatureSpec, atomic_dir, read_table, require_columns
 from .options import add_common_options
 
 __all__ = ["add_fit_parser", "cmd_fit"]
 
-# The --model names and the estimator class each one fits: the one table of them.
-_ESTIMATORS = {
-    "poisson": "PoissonSoftplusRegressor",
-    "negative-binomial": "NegativeBinomialSoftplusRegressor",
-    "zero-inflated-poisson": "ZeroInflatedPoissonSoftplusRegressor",
-    "zero-inflated-negative-binomial": "ZeroInflatedNegativeBinomialSoftplusRegressor",
-    "hurdle-poisson": "HurdlePoissonSoftplusRegressor",
-    "hurdle-negative-binomial": "HurdleNegativeBinomialSoftplusRegressor",
-}
 _INFERENCE = ["map", "laplace", "svi", "nuts"]
 
 
@@ -49,7 +41,9 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="column of counts to model")
     p.add_argument("--features", nargs="+", default=None,
                    help="feature columns (default: every other column)")
-    p.add_argument("--model", choices=list(_ESTIMATORS), default="poisson")
+    p.add_argument("--model", choices=regression_families(), default="poisson",
+                   metavar="MODEL",
+                   help="the likelihood, one of: %(choices)s (default %(default)s)")
     p.add_argument("--inference", choices=_INFERENCE, default="map")
     p.add_argument("--exposure", default=None, help="column of positive exposures")
     p.add_argument("--alpha", type=float, default=0.0,
@@ -84,7 +78,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     CLIError
         For a missing file or column, a target that is not counts, or a bad feature column.
     """
-    import posheads
+    from posheads.estimators import regressor_for
 
     frame = read_table(args.data)
     y = _target(frame, args.target)
@@ -92,8 +86,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     spec = FeatureSpec.from_frame(frame, features, args.exposure)
     X = spec.design(frame)
     exposure = spec.exposure_of(frame)
-    cls = getattr(posheads, _ESTIMATORS[args.model])
-    est = cls(alpha=args.alpha, inference=args.inference, random_state=args.seed,
+    est = regressor_for(args.model)(alpha=args.alpha, inference=args.inference, random_state=args.seed,
               device=args.device, verbose=0 if args.quiet else 1)
     est.fit(X, y, exposure=exposure)
     with pd.option_context("display.width", 120, "display.max_columns", 20):

@@ -18,18 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .choices import forecast_families
 from .io import CLIError, atomic_file, read_table, require_columns
 from .options import add_common_options
 
 __all__ = ["add_forecast_parser", "cmd_forecast"]
 
 # The --likelihood names and the CountForecaster likelihood each one means: the one table.
-_LIKELIHOODS = {
-    "auto": "auto",
-    "negative-binomial": "negative_binomial",
-    "poisson": "poisson",
-    "discretized-logistic": "discretized_logistic",
-}
 
 
 def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
@@ -68,10 +63,11 @@ def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--future", default=None, help="file with the covariates of the horizon")
     p.add_argument(
         "--likelihood",
-        choices=list(_LIKELIHOODS),
+        choices=forecast_families(),
+        metavar="LIKELIHOOD",
         default="auto",
-        help="count law (default auto: discretized-logistic for counts that vary "
-        "clearly less than a Poisson, e.g. scheduled events, else "
+        help="count law, one of: %(choices)s (default auto: discretized-logistic for "
+        "counts that vary clearly less than a Poisson, e.g. scheduled events, else "
         "negative-binomial)",
     )
     p.add_argument("--inference", choices=["svi", "nuts"], default="svi")
@@ -180,7 +176,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         increasing series, covariates without their future values, or data the
         forecaster rejects.
     """
-    from ..estimators.forecaster import CountForecaster
+    from ..estimators.forecasting import CountForecaster
 
     if args.horizon < 1:
         raise CLIError(f"--horizon must be at least 1, got {args.horizon}")
@@ -193,7 +189,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     X, X_future = _covariate_frames(frame, args, y)
     est = CountForecaster(
         args.season_lengths,
-        likelihood=_LIKELIHOODS[args.likelihood],
+        likelihood=args.likelihood.replace("-", "_"),
         inference=args.inference,
         num_steps=args.steps,
         random_state=args.seed,

@@ -8,7 +8,7 @@ likelihood is a subclass declaring its family (``family = MY_FAMILY``), and
 from ._base import SoftplusGLMRegressor, regressor_for
 from ._persist import load
 from .bnn import BayesianNeuralCountRegressor
-from .forecaster import CountForecaster, SeasonalNaiveForecaster
+from .forecasting import CountForecaster, SeasonalNaiveForecaster
 from .glm import (
     HurdleNegativeBinomialSoftplusRegressor,
     HurdlePoissonSoftplusRegressor,

@@ -23,8 +23,16 @@ _FORMAT = 1
 
 
 def _jsonable(value):
+    from posheads.families import Family, registered
+
     if isinstance(value, (str, bool)) or value is None:
         return value
+    if isinstance(value, Family):
+        # a registered family is stored by its name, which get_family resolves on load
+        if not registered(value):
+            raise ValueError(f"cannot save the unregistered family {value.name!r}: register "
+                             "it with posheads.families.register_family, or pass its name")
+        return value.name
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):

@@ -1,14 +1,23 @@
-"""Saving and loading a fitted :class:`~posheads.estimators.forecaster.CountForecaster`
-without pickle: its fitted attributes as plain values and arrays, and the rebuild."""
+"""Saving and loading a fitted :class:`~posheads.estimators.forecasting.CountForecaster`
+without pickle: its fitted attributes as plain values and arrays, and the rebuild.
+
+The count law is saved by name (``likelihood_``) and found again with
+:func:`posheads.families.get_family`, so a forecaster saves when its family is
+registered (given by name or as the object).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ._forecast_engine import NUTSForecaster, isolated
-from ._series import SeriesInfo
-from ._validation import resolve_device, resolve_dtype
+from posheads.families import get_family
+
+from .._validation import resolve_device, resolve_dtype
+from .engine import NUTSForecaster, isolated
+from .series import SeriesInfo
+
+__all__ = ["ForecastStateMixin"]
 
 
 class ForecastStateMixin:
@@ -43,7 +52,7 @@ class ForecastStateMixin:
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
         if isinstance(self.forecaster_, NUTSForecaster):
-            state["posterior"] = {"samples": dict(self.forecaster_._samples)}
+            state["posterior"] = {"samples": dict(self.forecaster_.samples)}
         else:  # the guide's unconstrained parameters; their constraints come from the guide
             state["posterior"] = {"params": dict(self._param_state["params"])}
         return state
@@ -72,7 +81,8 @@ class ForecastStateMixin:
                 index = index.tz_localize("UTC").tz_convert(state["series_index_tz"])
             index = pd.DatetimeIndex(index.as_unit(state["series_index_unit"]), freq=freq)
         self.series_info_ = SeriesInfo(index=index, freq=freq, name=state["series_name"])
-        self.model_ = self._make_model(self.history_)
+        family = None if self._log else get_family(self.likelihood_)
+        self.model_ = self._make_model(self.history_, family)
         data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
         covariates = self._design(self._covariates_train, 0)
         posterior = state["posterior"]

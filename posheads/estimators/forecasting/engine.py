@@ -79,6 +79,14 @@ class NUTSForecaster(nn.Module):
     samples : dict of Tensor, optional
         Posterior draws from an earlier run (a loaded forecaster): no sampling is done, and
         ``num_samples`` must be their number.
+
+    Attributes
+    ----------
+    samples : dict of Tensor
+        The posterior draws by site name, each of shape ``(num_samples,) + site shape``:
+        what a saved forecaster stores.
+    diagnostics : dict
+        The sampler's diagnostics (empty for given ``samples``).
     """
 
     def __init__(
@@ -104,12 +112,12 @@ class NUTSForecaster(nn.Module):
             samples, self.diagnostics = mcmc.get_samples(), mcmc.diagnostics()
         else:
             self.diagnostics = {}
-        self._samples = samples
+        self.samples = samples
         with poutine.trace() as tr, pyro.plate("particles", 1, dim=-self.max_plate_nesting - 1):
             model(data, covariates)
         self._trace = tr.trace
         for name in list(self._trace.nodes):
-            if name not in self._samples:
+            if name not in self.samples:
                 del self._trace.nodes[name]
         self._num_draws = len(next(iter(samples.values())))
 
@@ -120,7 +128,7 @@ class NUTSForecaster(nn.Module):
         """
         index = torch.randint(self._num_draws, (num_samples,))
         for name, node in self._trace.nodes.items():
-            draw = self._samples[name][index]
+            draw = self.samples[name][index]
             shape = (num_samples,) + (1,) * (node["value"].dim() - draw.dim()) + draw.shape[1:]
             node["value"] = draw.reshape(shape)
         dim = -1 - self.max_plate_nesting

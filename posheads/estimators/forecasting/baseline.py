@@ -1,8 +1,11 @@
 """The shared base of posheads' forecasters, and the seasonal naive forecaster.
 
 :class:`ForecasterMixin` writes ``sample_paths``, ``predict_interval``, ``plot`` and
-``backtest`` once, on top of one method a forecaster provides,
-``_paths_and_mean(horizon, X_future, n)`` (sample paths and the mean forecast).
+``backtest`` once, on top of what a forecaster provides: ``_paths_and_mean(horizon,
+X_future, n)`` (sample paths and the mean forecast), ``_min_train()`` (the shortest
+training prefix a backtest window may have), and the fitted ``history_`` and
+``series_info_``. :func:`derived_seed` turns ``random_state`` into the seed of each random
+step of a forecaster.
 :class:`SeasonalNaiveForecaster` repeats the last season with Gaussian errors whose spread
 grows with the number of seasons ahead (as R's ``forecast::snaive``): the baseline every
 count forecaster should beat.
@@ -19,20 +22,35 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from ._series import (
+from .series import (
     backtest_windows,
     check_covariates,
     check_series,
     default_season_lengths,
     interval_from_paths,
     score_paths,
+    take_rows,
 )
 
-__all__ = ["ForecasterMixin", "SeasonalNaiveForecaster"]
+__all__ = ["ForecasterMixin", "SeasonalNaiveForecaster", "derived_seed"]
 
 
-def _seed(random_state, offset: int = 0) -> int | None:
-    """A torch seed from ``random_state`` (None: fresh entropy), shifted per use."""
+def derived_seed(random_state, offset: int = 0) -> int | None:
+    """The seed of one random step of a forecaster, from its ``random_state``.
+
+    Each step (fitting, forecasting, summaries) passes its own ``offset``, so that the
+    steps draw different streams while a fixed ``random_state`` fixes them all.
+
+    Parameters
+    ----------
+    random_state : int, RandomState or None
+        None gives None (fresh entropy); a ``RandomState`` gives its next integer.
+    offset : int, default=0
+
+    Returns
+    -------
+    int in ``[0, 2**31 - 1)``, or None
+    """
     if random_state is None:
         return None
     if isinstance(random_state, np.random.RandomState):
@@ -161,7 +179,7 @@ class ForecasterMixin:
         for t1 in ends:
             est = clone(self)
             y_train = y.iloc[:t1] if isinstance(y, pd.Series) else values[:t1]
-            X_train = None if Xv is None else _rows(X, 0, t1)
+            X_train = None if Xv is None else take_rows(X, 0, t1)
             est.fit(y_train, X_train)
             X_test = None if Xv is None else Xv[t1 : t1 + horizon]
             paths = est.sample_paths(horizon, self.num_samples, X_future=X_test)
@@ -176,14 +194,6 @@ class ForecasterMixin:
                 }
             )
         return pd.DataFrame(rows)
-
-
-def _rows(X, start, stop):
-    return (
-        X.iloc[start:stop]
-        if isinstance(X, (pd.DataFrame, pd.Series))
-        else np.asarray(X)[start:stop]
-    )
 
 
 class SeasonalNaiveForecaster(ForecasterMixin, BaseEstimator):
@@ -252,6 +262,6 @@ class SeasonalNaiveForecaster(ForecasterMixin, BaseEstimator):
 
     def _paths_and_mean(self, horizon, X_future, n):
         mean, sd = self._moments(horizon)
-        rng = np.random.default_rng(_seed(self.random_state))
+        rng = np.random.default_rng(derived_seed(self.random_state))
         draws = rng.normal(mean, sd, size=(n, horizon))
         return np.clip(np.rint(draws), 0, None), mean

@@ -1,4 +1,4 @@
-"""Helpers of the forecasters: series checks, seasonal features, scores and backtests.
+"""Helpers of the forecasters: series and covariate checks, seasonal features, backtests.
 
 Nothing here modifies what the caller passed. Scores are computed from sample paths, the
 same way for every forecaster, so that a table compares like with like:
@@ -29,6 +29,7 @@ __all__ = [
     "fourier_features",
     "interval_from_paths",
     "score_paths",
+    "take_rows",
 ]
 
 # Seasonal periods by the rule code of a pandas frequency (anchors such as "-SUN" are
@@ -165,6 +166,13 @@ def check_covariates(X, n_rows: int, *, name: str = "X", columns=None, index=Non
             "fill them first (covariates must be known at every step)"
         )
     return values, names
+
+
+def take_rows(X, start: int, stop: int):
+    """Rows ``start:stop`` of ``X``, a frame or series kept as one (its index and names)."""
+    if isinstance(X, (pd.DataFrame, pd.Series)):
+        return X.iloc[start:stop]
+    return np.asarray(X)[start:stop]
 
 
 def default_season_lengths(freq, n_obs: int) -> tuple[float, ...]:

@@ -1,5 +1,9 @@
-"""Posterior summaries of a fitted :class:`~posheads.estimators.forecaster.CountForecaster`:
-its global parameters and the effect of one covariate on the expected count."""
+"""Posterior summaries of a fitted :class:`~posheads.estimators.forecasting.CountForecaster`:
+its global parameters and the effect of one covariate on the expected count.
+
+:func:`to_numpy` is how every forecaster output leaves torch: a float64 NumPy array on the
+CPU, whatever the device and dtype of the fit.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import pandas as pd
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._forecast_base import _seed
+from .baseline import derived_seed
+
+__all__ = ["ForecastReportMixin", "to_numpy"]
 
 
 def _cpu64(t):
@@ -16,7 +22,8 @@ def _cpu64(t):
     return t.detach().to(device="cpu", dtype=torch.float64)
 
 
-def _numpy(t):
+def to_numpy(t):
+    """A float64 NumPy copy of a tensor, on the CPU."""
     return _cpu64(t).numpy()
 
 
@@ -26,7 +33,7 @@ class ForecastReportMixin:
     def _posterior_trace(self):
         check_is_fitted(self)
         covariates = self._design(self._covariates_train, 0)
-        return self._draw(covariates, self.num_samples, _seed(self.random_state, 2))[1]
+        return self._draw(covariates, self.num_samples, derived_seed(self.random_state, 2))[1]
 
     def _param_names(self):
         names = []
@@ -63,7 +70,7 @@ class ForecastReportMixin:
         ):
             if site not in trace.nodes:
                 continue
-            draws = _numpy(trace.nodes[site]["value"].reshape(self.num_samples, -1))
+            draws = to_numpy(trace.nodes[site]["value"].reshape(self.num_samples, -1))
             labels = names.get(site, [site])
             for j in range(draws.shape[1]):
                 d = draws[:, j]

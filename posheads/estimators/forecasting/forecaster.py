@@ -1,0 +1,389 @@
+"""Count forecasting with scikit-learn parameters: :class:`CountForecaster`.
+
+:class:`CountForecaster` fits :class:`posheads.models.forecast.CountForecastModel` (a
+random-walk level, Fourier seasons and known-in-advance covariates inside a softplus
+link; counts from a family of :mod:`posheads.families` without parts: negative binomial,
+Poisson, discretized logistic or one of your own) with Pyro's forecasting framework, by
+SVI or NUTS, and forecasts integer sample paths. ``likelihood="log_gaussian"`` fits the
+same structure to ``log1p(y)`` with Gaussian noise instead -- the recipe of Pyro's
+tutorials, kept as the comparator (see :mod:`.likelihood` for how the parameter is read).
+
+Its shared behaviour comes from mixins: ``sample_paths``, ``predict_interval``, ``plot``
+and ``backtest`` from :class:`~.baseline.ForecasterMixin` (as for
+:class:`~.baseline.SeasonalNaiveForecaster`), ``summary`` and ``covariate_effect`` from
+:mod:`.report`, and ``save`` / ``load`` without pickle from :mod:`.state`. It fits on CUDA
+when one is available (``device="auto"``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import ClassVar
+
+import numpy as np
+import torch
+from pyro import poutine
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from posheads.families import Family
+
+from .._persist import PersistMixin
+from .._validation import resolve_device, resolve_dtype
+from .baseline import ForecasterMixin, derived_seed
+from .engine import NUTSForecaster, isolated
+from .likelihood import check_likelihood, choose_family, is_log_gaussian, likelihood_name
+from .report import ForecastReportMixin, to_numpy
+from .series import check_covariates, check_series, default_season_lengths, fourier_features
+from .state import ForecastStateMixin
+
+__all__ = ["CountForecaster"]
+
+
+def _unit_bias(beta) -> float:
+    """``softplus_inverse_beta(1)``: the bias at which the mean equals ``scale``."""
+    from posheads.ops import softplus_inverse
+
+    return float(softplus_inverse(torch.tensor(1.0, dtype=torch.float64), beta=float(beta)))
+
+
+def _init_to_mean(site):
+    """Start the guide at prior means (zero innovations), as a fresh tensor.
+
+    The prior of the innovations has an expanded (stride-0) mean; an optimiser cannot
+    update a parameter that shares memory, hence the copy.
+    """
+    from pyro.infer.autoguide import init_to_mean
+
+    return init_to_mean(site).clone()
+
+
+class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, ForecasterMixin,
+                      BaseEstimator):
+    """Bayesian count forecaster: random-walk level, seasons and covariates, softplus link.
+
+    Parameters
+    ----------
+    season_lengths : sequence of float, default=None
+        Seasonal periods in steps, e.g. ``(7, 365.25)`` for days. None picks them from
+        the frequency of a ``DatetimeIndex`` (days: 7, plus 365.25 from two years of
+        data; hours: 24 and 168; months: 12; quarters: 4), and none for a plain array.
+    fourier_terms : int or sequence of int, default=None
+        Harmonics per period; None uses ``min(p // 2, 10)`` (every harmonic for short
+        periods: a free periodic effect).
+    trend : bool, default=False
+        Add a random-walk slope (local linear trend) to the random-walk level.
+    likelihood : "auto", "log_gaussian", str or Family, default="auto"
+        The count law: a family of :mod:`posheads.families` without parts, by name
+        (``"negative_binomial"``, ``"poisson"``, ``"discretized-logistic"``, ...) or as a
+        :class:`~posheads.families.Family` object. Poisson and negative binomial counts
+        vary at least as much as their mean; the discretized logistic
+        (:class:`~posheads.distributions.SoftplusDiscretizedLogistic`) has a free
+        dispersion, below or above the mean, for under-dispersed series such as counts of
+        scheduled events. ``"auto"`` takes the discretized logistic when the training
+        series is clearly under-dispersed (see :func:`.dispersion_index`: below
+        ``0.5``) and the negative binomial otherwise. ``"log_gaussian"`` is the
+        log-transform comparator. ``save`` needs a family given by name.
+    inference : {"svi", "nuts"}, default="svi"
+    num_steps : int, default=1000
+        SVI steps.
+    learning_rate : float, default=0.05
+        Initial learning rate of SVI (decayed tenfold over the run).
+    num_samples : int, default=500
+        Forecast sample paths drawn for predictions, intervals and backtests; NUTS draws.
+    num_warmup : int, default=300
+        NUTS warm-up steps.
+    beta : float, default=1.0
+        Softness of the softplus link.
+    device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
+        Where the model is fitted and forecasts are drawn; "auto" is CUDA when available.
+        Results come back as NumPy arrays on the CPU either way.
+    dtype : {"float64", "float32"} or torch.dtype, default="float64"
+        Floating type of the model's tensors.
+    random_state : int, RandomState or None, default=None
+        Seeds fitting and forecasting: the same seed gives the same paths.
+    verbose : int, default=0
+        Log SVI losses (ten times a run) or show the NUTS progress bar.
+
+    Attributes
+    ----------
+    season_lengths_, fourier_terms_ : tuple
+        The seasons used.
+    likelihood_ : str
+        The name of the family used (``"auto"`` resolved), or ``"log_gaussian"``.
+    scale_ : float
+        Exposure of the count law (the mean count, at least 1).
+    n_features_in_ : int
+        Covariates seen in ``fit``; ``feature_names_in_`` when they came as a DataFrame.
+    forecaster_ : pyro.contrib.forecast.Forecaster or NUTSForecaster
+    losses_ : list of float
+        SVI loss per step (per observation); empty for NUTS.
+
+    Examples
+    --------
+    >>> from posheads.datasets import load_seatbelts
+    >>> y = load_seatbelts(as_frame=True).target
+    >>> f = CountForecaster(num_steps=50, random_state=0).fit(y)
+    >>> f.predict(12).shape
+    (12,)
+    """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "season_lengths": ["array-like", None],
+        "fourier_terms": [Interval(numbers.Integral, 0, None, closed="left"), "array-like", None],
+        "trend": ["boolean"],
+        "likelihood": [str, Family],  # which ones: check_likelihood, in fit
+        "inference": [StrOptions({"svi", "nuts"})],
+        "num_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0.0, None, closed="neither")],
+        "num_samples": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_warmup": [Interval(numbers.Integral, 0, None, closed="left")],
+        "beta": [Interval(numbers.Real, 0.0, None, closed="neither")],
+        "device": [str, torch.device],
+        "dtype": [str, torch.dtype, type],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        season_lengths=None,
+        *,
+        fourier_terms=None,
+        trend=False,
+        likelihood="auto",
+        inference="svi",
+        num_steps=1000,
+        learning_rate=0.05,
+        num_samples=500,
+        num_warmup=300,
+        beta=1.0,
+        device="auto",
+        dtype="float64",
+        random_state=None,
+        verbose=0,
+    ):
+        self.season_lengths = season_lengths
+        self.fourier_terms = fourier_terms
+        self.trend = trend
+        self.likelihood = likelihood
+        self.inference = inference
+        self.num_steps = num_steps
+        self.learning_rate = learning_rate
+        self.num_samples = num_samples
+        self.num_warmup = num_warmup
+        self.beta = beta
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, y, X=None):
+        """Fit the model to a count series.
+
+        Parameters
+        ----------
+        y : pandas Series with a regular DatetimeIndex, or array-like of shape (n_steps,)
+            Non-negative whole-number counts, no NaN.
+        X : DataFrame or array-like of shape (n_steps, n_features), default=None
+            Covariates known in advance (holidays, weather, interventions). 0/1 columns
+            are used as they are, others are standardised with the training mean and sd.
+
+        Returns
+        -------
+        self : CountForecaster
+        """
+        self._validate_params()
+        check_likelihood(self.likelihood)
+        self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        values, info = check_series(y)
+        n = len(values)
+        self._set_seasons(info, n)
+        self._set_covariates(X, n, info)
+        self.series_info_, self.history_ = info, values
+        family = self._choose_family(values)
+        self.likelihood_ = likelihood_name(family)
+        self.scale_ = float(max(values.mean(), 1.0))
+        data = self._tensor(np.log1p(values) if self._log else values)[:, None]
+        covariates = self._design(self._covariates_train, 0)
+        self.model_ = self._make_model(values, family)
+        with isolated(derived_seed(self.random_state), verbose=self.verbose) as param_state:
+            self.forecaster_ = self._engine(data, covariates)
+        self._param_state = param_state
+        self.losses_ = list(getattr(self.forecaster_, "losses", []))
+        return self
+
+    @property
+    def _log(self):
+        """Whether the model is the comparator, fitted to ``log1p(y)``."""
+        return is_log_gaussian(self.likelihood)
+
+    def _choose_family(self, values):
+        """The family fitted to ``values`` (None: the comparator); seasons must be set."""
+        lag = round(self.season_lengths_[0]) if self.season_lengths_ else 1
+        return choose_family(self.likelihood, values, lag)
+
+    def _tensor(self, a):
+        return torch.as_tensor(np.asarray(a), dtype=self._dtype, device=self._device)
+
+    def _min_train(self):
+        lengths = self.season_lengths or (0,)
+        return max(10, int(np.ceil(max(lengths))) + 1)
+
+    def _set_seasons(self, info, n):
+        seasons = self.season_lengths
+        if seasons is None:
+            seasons = default_season_lengths(info.freq, n)
+        seasons = tuple(float(p) for p in np.atleast_1d(np.asarray(seasons, dtype=float)))
+        if any(not np.isfinite(p) or p < 2 for p in seasons):
+            raise ValueError(f"season_lengths must be periods >= 2 steps, got {seasons}")
+        terms = self.fourier_terms
+        if terms is None:
+            terms = [min(int(p // 2), 10) for p in seasons]
+        try:
+            terms = [int(k) for k in np.broadcast_to(np.asarray(terms), (len(seasons),))]
+        except ValueError as exc:
+            raise ValueError(
+                f"fourier_terms must be one int or one per season ({len(seasons)}), got {terms!r}"
+            ) from exc
+        for p, k in zip(seasons, terms, strict=True):
+            if not 0 <= k <= p // 2:  # harmonics above p / 2 alias lower ones at whole steps
+                raise ValueError(
+                    f"fourier_terms for period {p:g} must be in 0..{int(p // 2)}, got {k}"
+                )
+        self.season_lengths_, self.fourier_terms_ = seasons, tuple(terms)
+
+    def _set_covariates(self, X, n, info):
+        if X is None:
+            self.n_features_in_ = 0
+            self._covariates_train = np.zeros((n, 0))
+            self._cov_center = self._cov_scale = np.zeros(0)
+            return
+        values, names = check_covariates(X, n, index=info.index)
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        self.n_features_in_ = values.shape[1]
+        binary = np.all((values == 0) | (values == 1), axis=0)
+        sd = values.std(axis=0)
+        self._cov_center = np.where(binary, 0.0, values.mean(axis=0))
+        self._cov_scale = np.where(binary | (sd == 0), 1.0, sd)  # a constant column stays put
+        self._covariates_train = values
+
+    def _design(self, covariates, start):
+        """Fourier features of steps ``start..`` next to the standardised covariates."""
+        t = np.arange(start, start + len(covariates), dtype=np.float64)
+        seasonal = fourier_features(t, self.season_lengths_, self.fourier_terms_)
+        scaled = (covariates - self._cov_center) / self._cov_scale
+        return self._tensor(np.concatenate([seasonal, scaled], axis=1))
+
+    def _make_model(self, values, family):
+        """The Pyro model: ``family``'s counts, or the comparator when it is None."""
+        from posheads.models.forecast import CountForecastModel, LogGaussianForecastModel
+
+        seasonal = fourier_features(np.zeros(1), self.season_lengths_, self.fourier_terms_)
+        n_seasonal = seasonal.shape[1]
+        if family is None:
+            return LogGaussianForecastModel(
+                n_seasonal=n_seasonal, trend=self.trend, bias_loc=float(np.log1p(values).mean())
+            )
+        return CountForecastModel(
+            likelihood=family,
+            n_seasonal=n_seasonal,
+            scale=self.scale_,
+            bias_loc=_unit_bias(self.beta),
+            trend=self.trend,
+            beta=float(self.beta),
+        )
+
+    def _engine(self, data, covariates):
+        if self.inference == "nuts":
+            return NUTSForecaster(
+                self.model_,
+                data,
+                covariates,
+                num_warmup=self.num_warmup,
+                num_samples=self.num_samples,
+                verbose=self.verbose,
+            )
+        return self._svi(data, covariates, self.num_steps)
+
+    def _svi(self, data, covariates, num_steps):
+        from pyro.contrib.forecast import Forecaster
+
+        log_every = max(num_steps // 10, 1) if self.verbose else 0
+        return Forecaster(
+            self.model_,
+            data,
+            covariates,
+            learning_rate=self.learning_rate,
+            num_steps=num_steps,
+            init_loc_fn=_init_to_mean,
+            log_every=log_every,
+        )
+
+    # ------------------------------------------------------------- forecasts
+    def _future_covariates(self, horizon, X_future):
+        if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
+            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+        if self.n_features_in_ == 0:
+            if X_future is not None:
+                raise ValueError(
+                    "X_future was given but the forecaster was fitted without covariates"
+                )
+            return np.zeros((horizon, 0))
+        if X_future is None:
+            raise ValueError(
+                f"the forecaster was fitted with {self.n_features_in_} "
+                f"covariate(s): pass X_future with their {horizon} future rows"
+            )
+        columns = getattr(self, "feature_names_in_", None)
+        values, _ = check_covariates(
+            X_future,
+            horizon,
+            name="X_future",
+            columns=columns,
+            index=self.series_info_.future_index(horizon),
+        )
+        if values.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X_future has {values.shape[1]} columns; the forecaster was "
+                f"fitted with {self.n_features_in_}"
+            )
+        return values
+
+    def _draw(self, covariates, n, seed):
+        """Trace the forecaster over ``covariates`` (history + future): (paths, trace)."""
+        data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
+        with isolated(seed, params=self._param_state), poutine.trace() as tr:
+            paths = self.forecaster_(data, covariates, num_samples=n)
+        return to_numpy(paths.reshape(n, -1)), tr.trace
+
+    def _paths_and_mean(self, horizon, X_future, n):
+        check_is_fitted(self)
+        future = self._future_covariates(horizon, X_future)
+        full = np.concatenate([self._covariates_train, future], axis=0)
+        seed = derived_seed(self.random_state, 1)
+        paths, trace = self._draw(self._design(full, 0), n, seed)
+        eta = trace.nodes["eta"]["value"].reshape(n, -1)[:, len(self.history_) :]
+        if self._log:
+            z = np.minimum(paths, np.log(np.finfo(np.float64).max) - 1.0)  # expm1 stays finite
+            draws = np.expm1(z)
+            return np.clip(np.rint(draws), 0, None), draws.mean(axis=0)
+        # The mean given each posterior draw, averaged: no Monte Carlo noise from counts.
+        site = self.model_.shape_site
+        shape = None if site is None else trace.nodes[site]["value"].reshape(n, 1)
+        mean = self.model_.observation(eta, shape).mean.mean(0)
+        return paths, to_numpy(mean)
+
+    def predict(self, horizon, X_future=None):
+        """Posterior-predictive mean of the next ``horizon`` counts.
+
+        The mean over posterior draws of ``scale * softplus(eta)`` (no count noise in it).
+
+        Returns
+        -------
+        ndarray of shape (horizon,), or Series indexed by the future time stamps
+        """
+        return self._output(self._paths_and_mean(horizon, X_future, self.num_samples)[1])
