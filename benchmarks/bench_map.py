@@ -35,17 +35,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from posheads import PoissonSoftplusRegressor
-from posheads._peers import statsmodels_softplus_link
 from posheads.datasets import load_nmes1988, nmes1988_design
 from posheads.inference import fit_map
 from posheads.models.glm import GLMData, SoftplusGLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/
+from tools.peers import statsmodels_softplus_link
 
 
 def simulated(n=1_000_000, p=50):

@@ -1,6 +1,6 @@
 """NUTS on the NMES1988 Poisson GLM: posheads' fit_nuts against Pyro's NUTS.
 
-Model (ANCHORS.md): ``mu = softplus(b0 + X w)``, ``visits ~ Poisson(mu)``, ``b0 ~ N(0, 5)``,
+Model: ``mu = softplus(b0 + X w)``, ``visits ~ Poisson(mu)``, ``b0 ~ N(0, 5)``,
 ``w ~ N(0, 1)``; X is the standardised 4,406 x 16 design of ``nmes1988_design``. One chain,
 500 warm-up iterations and 1,000 draws each. Wall time counts everything a user waits
 for: posheads' MAP and Laplace fit, Pyro's JIT compilation. Efficiency is the smallest

@@ -71,7 +71,8 @@ def _check_scale(name, value):
 
 
 def _check_shape_prior(name, prior):
-    if not (prior is None or prior == "flat" or isinstance(prior, torch.distributions.Distribution)):
+    if not (prior is None or prior == "flat"
+            or isinstance(prior, torch.distributions.Distribution)):
         raise ValueError(f"{name} must be None, 'flat' or a Distribution, got {prior!r}")
 
 
@@ -364,7 +365,8 @@ class SoftplusGLM:
         return total
 
     def log_jacobian(self, raw: dict, values: dict):
-        """``log |d constrained / d theta|`` of the shapes (softplus), at raw and constrained values."""
+        """``log |d constrained / d theta|`` of the shapes (softplus), at raw and
+        constrained values."""
         total = 0.0
         for name in self.family.shape_names:
             total = total + self._to_shape.log_abs_det_jacobian(raw[name], values[name])
@@ -469,27 +471,28 @@ class SoftplusGLM:
     def target(self, data, *, validate=True, seed=None) -> GLMTarget:
         """The posterior given ``data`` (a :class:`GLMData` or a dict of its fields)."""
         del seed  # nothing random: the start is the intercept-only fit
-        data = GLMData(**data) if isinstance(data, dict) else data
-        return GLMTarget(self, check_glm_data(data, validate=validate))
+        return GLMTarget(self, check_glm_data(_as_data(data), validate=validate))
 
     def model_kwargs(self, data) -> dict:
-        data = GLMData(**data) if isinstance(data, dict) else data
+        data = _as_data(data)
         return {k: getattr(data, k) for k in ("X", "y", "exposure", "weights", "X_zero")}
 
     def prediction_data(self, X, exposure=None, X_zero=None) -> GLMData:
         return GLMData(X=X, exposure=exposure, X_zero=X_zero)
 
     def draw_means(self, draws, data):
+        data = _as_data(data)
         return self.predict_mean(draws, data.X, data.exposure, data.X_zero)
 
     def draw_predictive(self, draws, data, generator):
+        data = _as_data(data)
         return self.sample_obs(draws, data.X, data.exposure, data.X_zero, generator=generator)
 
     def draw_log_likelihood(self, draws, data):
-        return self.pointwise_log_likelihood(draws, data)
+        return self.pointwise_log_likelihood(draws, _as_data(data))
 
     def observed(self, data):
-        return data.y
+        return _as_data(data).y
 
     def with_totals(self, totals: dict) -> SoftplusGLM:
         """This model with the default intercept prior mean taken from ``totals`` of all
@@ -515,10 +518,25 @@ class GLMTarget(Target):
 
     The gradient comes from :meth:`SoftplusGLM.potential_and_grad`, the Hessian and the
     Newton loss from :class:`~posheads.models.glm_loss.GLMLoss`.
+
+    Parameters
+    ----------
+    model : SoftplusGLM
+    data : GLMData
+        Validated.
+    prior : bool
+        ``False``: the likelihood alone (:meth:`likelihood`): every prior flat, and no
+        log-Jacobian whatever ``jacobian`` says.
     """
 
-    def __init__(self, model: SoftplusGLM, data: GLMData):
-        self.model, self.data = model, data
+    def __init__(self, model: SoftplusGLM, data: GLMData, *, prior: bool = True):
+        if not prior:
+            model = SoftplusGLM(
+                model.family, beta=model.beta, threshold=model.threshold,
+                fit_intercept=model.fit_intercept, coef_scale=None, intercept_scale=None,
+                gate_coef_scale=None,
+                shape_priors=dict.fromkeys(model.family.shape_names, "flat"))
+        self.model, self.data, self.prior = model, data, prior
         self.layout = model.layout(data.X, data.X_zero)
         self.num_obs = float(data.weights.sum()) if data.weights is not None else float(data.n)
         self.work_size = int(data.X.shape[0] * data.X.shape[1])
@@ -527,14 +545,16 @@ class GLMTarget(Target):
     def _loss(self, jacobian, **options):
         from .glm_loss import GLMLoss
 
-        key = (jacobian, tuple(sorted(options.items())))
+        key = (jacobian and self.prior, tuple(sorted(options.items())))
         if key not in self._losses:
-            self._losses[key] = GLMLoss(self.model, self.data, jacobian=jacobian,
+            self._losses[key] = GLMLoss(self.model, self.data, jacobian=key[0],
                                         validate=False, **options)
         return self._losses[key]
 
     def init(self):
-        return self._loss(False).init_theta()
+        # the start does not depend on the loss's options: reuse one built already
+        loss = next(iter(self._losses.values()), None) or self._loss(False)
+        return loss.init_theta()
 
     def unpack(self, theta):
         return self.model.unpack(theta, self.layout)
@@ -543,9 +563,22 @@ class GLMTarget(Target):
         return self.model.pack(values, self.layout)
 
     def log_joint(self, theta, jacobian=True):
-        return self.model.log_joint(theta, self.data, jacobian=jacobian)
+        return self.model.log_joint(theta, self.data, jacobian=jacobian and self.prior)
+
+    def log_likelihood(self, theta):
+        values = self.unpack(theta)
+        d = self.data
+        ll = self.model.distribution(values, d.X, d.exposure, d.X_zero,
+                                     validate_args=False).log_prob(d.y)
+        return ll.sum() if d.weights is None else torch.dot(ll, d.weights)
+
+    def likelihood(self) -> GLMTarget:
+        """This target with flat priors and no log-Jacobian, closed forms kept."""
+        return GLMTarget(self.model, self.data, prior=False)
 
     def potential_and_grad(self, theta):
+        if not self.prior:
+            return self._loss(False, normalize=False).potential_and_grad(theta)
         return self.model.potential_and_grad(theta, self.data)
 
     def hessian(self, theta, jacobian=True):
@@ -559,6 +592,11 @@ class GLMTarget(Target):
 
 
 # ------------------------------------------------------------------ helpers
+def _as_data(data) -> GLMData:
+    """A :class:`GLMData` from itself or from a dict of its fields."""
+    return GLMData(**data) if isinstance(data, dict) else data
+
+
 def _linear(X, intercept, coef):
     """``intercept + X @ coef`` for ``coef`` of shape ``(p,)`` or ``(S, p)``."""
     if coef.dim() == 1:

@@ -58,13 +58,13 @@ class GLMLoss:
         Validate ``data`` (an engine that already did may skip it).
     hessian_rows : None, int or "auto"
         Rows the Hessian is computed from: all (``None``, exact), or a fixed systematic
-        sample of about that many rows (every k-th row from a random start), scaled up (a sub-sampled Newton method, Byrd, Chin,
-        Neveitt & Nocedal 2011; Roosta-Khorasani & Mahoney 2019). The gradient stays
-        exact, so the fixed point is the exact optimum; only the rate of convergence
-        changes, from quadratic to fast linear (the solver asks for the exact Hessian
-        when that rate is poor, as it is when the subset misses a rare column).
-        ``"auto"`` sub-samples ``max(2**17, 1000 p)`` rows of a dense design with at
-        least four times as many rows.
+        sample of about that many rows (every k-th row from a random start), scaled up (a
+        sub-sampled Newton method, Byrd, Chin, Neveitt & Nocedal 2011; Roosta-Khorasani &
+        Mahoney 2019). The gradient stays exact, so the fixed point is the exact optimum;
+        only the rate of convergence changes, from quadratic to fast linear (the solver
+        asks for the exact Hessian when that rate is poor, as it is when the subset misses
+        a rare column). ``"auto"`` sub-samples ``max(2**17, 1000 p)`` rows of a dense
+        design with at least four times as many rows.
     seed : int
         Seeds the choice of the Hessian rows.
     """

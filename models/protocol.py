@@ -81,6 +81,10 @@ class PyroModel:
     def __repr__(self) -> str:
         return f"PyroModel({getattr(self.fn, '__name__', self.fn)!r})"
 
+    def __call__(self, *args, **kwargs):
+        """Run the Pyro model itself (so the wrapper is a Pyro model too)."""
+        return self.fn(*args, **kwargs)
+
     def target(self, data, *, validate=True, seed=None):
         del validate
         return PyroTarget(self.fn, data, seed=seed)
@@ -126,10 +130,19 @@ class PyroModel:
         return self
 
 
+# Whether a type implements the protocol, by type: the runtime check inspects every
+# method and would cost more than a small fit's Newton step.
+_IMPLEMENTS: dict[type, bool] = {}
+
+
 def as_model(model) -> PosteriorModel:
     """``model`` itself when it implements :class:`PosteriorModel`, else a :class:`PyroModel`."""
-    if isinstance(model, PosteriorModel):
+    kind = type(model)
+    implements = _IMPLEMENTS.get(kind)
+    if implements is None:
+        implements = _IMPLEMENTS[kind] = isinstance(model, PosteriorModel)
+    if implements:
         return model
     if not callable(model):
-        raise ValueError(f"a model must be a Pyro model (a callable), got {type(model).__name__}")
+        raise ValueError(f"a model must be a Pyro model (a callable), got {kind.__name__}")
     return PyroModel(model)

@@ -21,7 +21,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["PyroTarget", "Target"]
+__all__ = ["LikelihoodTarget", "PyroTarget", "Target"]
 
 
 class Target:
@@ -74,6 +74,20 @@ class Target:
         """
         raise NotImplementedError
 
+    def log_likelihood(self, theta: torch.Tensor) -> torch.Tensor:
+        """The log-likelihood of the observed data alone at ``theta`` (``(d,)``): no
+        priors and no log-Jacobian (which is part of the prior density of ``theta``)."""
+        raise NotImplementedError
+
+    def likelihood(self) -> Target:
+        """The target of the likelihood alone: the same layout, data and start, with
+        :meth:`log_joint` equal to :meth:`log_likelihood` whatever ``jacobian`` says.
+
+        A sum over shards of the data counts the priors once when one shard keeps its
+        full target and the others use this one (the data-parallel fits).
+        """
+        return LikelihoodTarget(self)
+
     def potential_and_grad(self, theta: torch.Tensor):
         """``U = -log_joint(theta)`` (with the Jacobian) and ``dU/dtheta``, detached."""
         with torch.enable_grad():
@@ -92,6 +106,34 @@ class Target:
         None when the model has no such structure (then engines use L-BFGS)."""
         del jacobian
         return None
+
+
+class LikelihoodTarget(Target):
+    """``base`` with its priors left out (see :meth:`Target.likelihood`)."""
+
+    def __init__(self, base: Target):
+        self.base = base
+        self.layout, self.data = base.layout, base.data
+        self.num_obs, self.work_size = base.num_obs, base.work_size
+
+    def init(self):
+        return self.base.init()
+
+    def unpack(self, theta):
+        return self.base.unpack(theta)
+
+    def pack(self, values):
+        return self.base.pack(values)
+
+    def log_joint(self, theta, jacobian=True):
+        del jacobian  # the log-Jacobian belongs to the prior density of theta
+        return self.base.log_likelihood(theta)
+
+    def log_likelihood(self, theta):
+        return self.base.log_likelihood(theta)
+
+    def likelihood(self):
+        return self
 
 
 def observed_sites(trace) -> list[str]:
@@ -156,6 +198,15 @@ class PyroTarget(Target):
 
     def pack(self, values):
         return torch.cat([self._transforms[n](values[n]).reshape(-1) for n in self._names])
+
+    def log_likelihood(self, theta):
+        """The observed sites' log density (scaled and masked as the model says) at the
+        latent values of ``theta``, by a trace of the conditioned model."""
+        values = self.unpack(theta)
+        trace = poutine.trace(poutine.condition(self.model, values)).get_trace(**self.data)
+        # conditioning marks the latent sites observed too: keep the data's sites only
+        return trace.log_prob_sum(
+            site_filter=lambda name, site: site["is_observed"] and name not in values)
 
     def log_joint(self, theta, jacobian=True):
         raw = self._split(theta)

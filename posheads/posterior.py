@@ -8,9 +8,12 @@ log-likelihoods, summarises the draws (mean, sd, HDI, r-hat, bulk and tail ESS) 
 converts everything to :class:`arviz.InferenceData`, so that ``az.loo``, ``az.waic`` and
 ``az.compare`` work on any fit.
 
-For a :class:`~posheads.models.glm.SoftplusGLM` the work is done by the model's
-vectorised functions; for any other Pyro model ``X`` is replaced by a dict of keyword
-arguments of the model and the work goes through ``pyro.infer.Predictive`` and traces.
+Everything it computes from the model goes through the
+:class:`~posheads.models.protocol.PosteriorModel` methods of ``as_model(model)``
+(``draw_means``, ``draw_predictive``, ``draw_log_likelihood``, ``observed``,
+``prediction_data``): vectorised closed forms for a
+:class:`~posheads.models.glm.SoftplusGLM`; for any other Pyro model ``X`` is a dict of its
+keyword arguments and the work goes through traces and ``pyro.infer.Predictive``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
-from pyro import poutine
-from pyro.infer import Predictive
+
+from posheads.models.protocol import as_model
 
 with warnings.catch_warnings():
     # ArviZ announces its 1.0 refactor with a FutureWarning at import.
@@ -35,25 +38,20 @@ METHODS = ("map", "laplace", "svi", "nuts")
 _SUMMARY = ["mean", "sd", "hdi_lo", "hdi_hi", "r_hat", "ess_bulk", "ess_tail"]
 
 
-def _is_glm(model) -> bool:
-    from posheads.models.glm import SoftplusGLM
-
-    return isinstance(model, SoftplusGLM)
-
-
 class Posterior:
     """Draws of a model's latent sites, with prediction and diagnostics.
 
     Parameters
     ----------
-    model : SoftplusGLM or callable
-        The model the draws belong to.
+    model : PosteriorModel or callable
+        The model the draws belong to, as the user passed it.
     samples : dict of str to Tensor
         Each of shape ``(num_chains, num_draws, *site_shape)``, constrained values.
     method : {"map", "laplace", "svi", "nuts"}
         The engine that made the draws.
     data : GLMData or dict, optional
-        The data fitted (a dict of model keyword arguments for a general Pyro model).
+        The data fitted, the model's own data object (a dict of model keyword arguments
+        for a general Pyro model).
     num_chains : int
         Number of chains (the leading dimension of every sample).
     sample_stats : dict of str to Tensor, optional
@@ -107,8 +105,14 @@ class Posterior:
         """Posterior mean of every site (the estimate itself for MAP)."""
         return {k: v.mean(dim=0) for k, v in self.draws().items()}
 
+    @property
+    def _posterior_model(self):
+        return as_model(self.model)
+
     def _tensor(self, x):
-        if x is None or (isinstance(x, torch.Tensor) and x.layout != torch.strided):
+        # a dict is a general model's keyword arguments; a sparse design stays sparse
+        if x is None or isinstance(x, dict) or (
+                isinstance(x, torch.Tensor) and x.layout != torch.strided):
             return x
         ref = self._ref
         return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,
@@ -137,13 +141,10 @@ class Posterior:
         -------
         Tensor, shape ``(n,)``
         """
+        m = self._posterior_model
+        data = m.prediction_data(self._tensor(X), self._tensor(exposure), self._tensor(X_zero))
         with torch.no_grad():
-            if _is_glm(self.model):
-                means = self.model.predict_mean(self.draws(), self._tensor(X),
-                                                self._tensor(exposure), self._tensor(X_zero))
-            else:
-                means = torch.stack([site["fn"].mean for site in self._obs_sites(X)])
-        return means.mean(dim=0)
+            return m.draw_means(self.draws(), data).mean(dim=0)
 
     def sample_predictive(self, X, n, exposure=None, X_zero=None, seed=None) -> torch.Tensor:
         """``n`` draws of the counts of each row from the posterior predictive.
@@ -168,11 +169,10 @@ class Posterior:
         total = self.num_chains * self.num_draws
         idx = torch.randint(total, (n,), generator=gen, device=self._ref.device)
         values = {k: v[idx] for k, v in self.draws().items()}
+        m = self._posterior_model
+        data = m.prediction_data(self._tensor(X), self._tensor(exposure), self._tensor(X_zero))
         with torch.no_grad():
-            if _is_glm(self.model):
-                return self.model.sample_obs(values, self._tensor(X), self._tensor(exposure),
-                                             self._tensor(X_zero), generator=gen)
-            return self._pyro_predictive(values, X, gen)
+            return m.draw_predictive(values, data, gen)
 
     def predict_interval(self, X, coverage=0.9, exposure=None, X_zero=None, n_samples=1000,
                          seed=None):
@@ -202,6 +202,12 @@ class Posterior:
     def log_likelihood(self, data=None) -> torch.Tensor:
         """Pointwise log-likelihood of ``data`` (default: the fitted data) under each draw.
 
+        Parameters
+        ----------
+        data : optional
+            The model's own data object (a ``GLMData`` for a SoftplusGLM, a dict of
+            keyword arguments for a general Pyro model).
+
         Returns
         -------
         Tensor, shape ``(num_chains, num_draws, n)``
@@ -210,29 +216,8 @@ class Posterior:
         if data is None:
             raise ValueError("no data: pass the data to evaluate")
         with torch.no_grad():
-            if _is_glm(self.model):
-                ll = self.model.pointwise_log_likelihood(self.draws(), _glm_data(data))
-            else:
-                ll = torch.stack([_site_log_prob(t) for t in self._traces(data)])
+            ll = self._posterior_model.draw_log_likelihood(self.draws(), data)
         return ll.reshape(self.num_chains, self.num_draws, -1)
-
-    # ------------------------------------------------------------ general Pyro models
-    def _traces(self, kwargs):
-        for i in range(self.num_chains * self.num_draws):
-            values = {k: v[i] for k, v in self.draws().items()}
-            yield poutine.trace(poutine.condition(self.model, values)).get_trace(**kwargs)
-
-    def _obs_sites(self, kwargs):
-        return [_observed(t) for t in self._traces(kwargs)]
-
-    def _pyro_predictive(self, values, kwargs, gen):
-        seed = int(torch.randint(2**62, (1,), generator=gen))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            pred = Predictive(poutine.uncondition(self.model), posterior_samples=values)
-            out = pred(**kwargs)
-        name = _observed(poutine.trace(self.model).get_trace(**kwargs))["name"]
-        return out[name].reshape(len(next(iter(values.values()))), -1)
 
     # ------------------------------------------------------------ reports
     def summary(self, hdi_prob: float = 0.94) -> pd.DataFrame:
@@ -286,14 +271,15 @@ class Posterior:
         """
         groups = {"posterior": self._numpy_samples(), "dims": self._dims()}
         if self.sample_stats:
-            groups["sample_stats"] = {k: _numpy(v) for k, v in self.sample_stats.items()}
+            groups["sample_stats"] = {k: _as_numpy(v) for k, v in self.sample_stats.items()}
         if self.data is not None:
             shape = (self.num_chains, self.num_draws, -1)
-            groups["log_likelihood"] = {"obs": _numpy(self.log_likelihood())}
-            groups["observed_data"] = {"obs": _numpy(self._observed_values())}
+            groups["log_likelihood"] = {"obs": _as_numpy(self.log_likelihood())}
+            groups["observed_data"] = {
+                "obs": _as_numpy(self._posterior_model.observed(self.data))}
             if predictive:
                 groups["posterior_predictive"] = {
-                    "obs": _numpy(self._replicate(seed).reshape(shape))}
+                    "obs": _as_numpy(self._replicate(seed).reshape(shape))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return az.from_dict(**groups)
@@ -302,19 +288,10 @@ class Posterior:
         """One predictive draw per posterior draw, for the fitted data."""
         gen = self._generator(seed)
         with torch.no_grad():
-            if _is_glm(self.model):
-                d = _glm_data(self.data)
-                return self.model.sample_obs(self.draws(), d.X, d.exposure, d.X_zero,
-                                             generator=gen)
-            return self._pyro_predictive(self.draws(), self.data, gen)
-
-    def _observed_values(self):
-        if _is_glm(self.model):
-            return _glm_data(self.data).y
-        return _observed(poutine.trace(self.model).get_trace(**self.data))["value"]
+            return self._posterior_model.draw_predictive(self.draws(), self.data, gen)
 
     def _numpy_samples(self):
-        return {k: _numpy(v) for k, v in self.samples.items()}
+        return {k: _as_numpy(v) for k, v in self.samples.items()}
 
     def _dims(self):
         dims = {"obs": ["obs_id"]}
@@ -325,14 +302,8 @@ class Posterior:
 
 
 # ------------------------------------------------------------------ helpers
-def _numpy(t: torch.Tensor) -> np.ndarray:
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
-
-
-def _glm_data(data):
-    from posheads.models.glm import GLMData
-
-    return GLMData(**data) if isinstance(data, dict) else data
 
 
 def _flatten(dataset) -> dict:
@@ -345,21 +316,6 @@ def _flatten(dataset) -> dict:
             for idx in np.ndindex(*values.shape):
                 out[f"{name}[{', '.join(map(str, idx))}]"] = values[idx]
     return out
-
-
-def _observed(trace):
-    """The site named ``"obs"``, else the first observed sample site, of a trace."""
-    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
-    named = [s for s in sites if s["name"] == "obs"]
-    observed = [s for s in sites if s["is_observed"]]
-    if not (named or observed):
-        raise ValueError("the model has no site 'obs' and no observed site")
-    return (named or observed)[0]
-
-
-def _site_log_prob(trace):
-    site = _observed(trace)
-    return site["fn"].log_prob(site["value"]).reshape(-1)
 
 
 def count_interval(draws: torch.Tensor, coverage: float):

@@ -164,3 +164,48 @@ def test_two_workers_with_torchrun_match_one_process(tmp_path):
         # SVI: a noisy estimate of the posterior mean (posterior sd here about 0.03)
         np.testing.assert_allclose(fit[f"svi_{site}"], ref[site].numpy(), atol=0.12)
         np.testing.assert_allclose(fit[f"stream_{site}"], ref[site].numpy(), atol=0.15)
+
+
+@pytest.mark.parametrize("likelihood", ["negative_binomial", "zero_inflated_poisson"])
+def test_likelihood_target_of_a_glm_drops_priors_and_jacobian(likelihood):
+    """What the shards of ranks other than 0 evaluate: the log-likelihood alone."""
+    X, y = _data(n=200, zeros=True)
+    model = SoftplusGLM(likelihood)
+    full = model.target(GLMData(X, y))
+    part = full.likelihood()
+    theta = full.init() + 0.1
+    values = full.unpack(theta)
+    ll = model.distribution(values, X).log_prob(y).sum()
+    for jacobian in (False, True):
+        torch.testing.assert_close(part.log_joint(theta, jacobian=jacobian), ll)
+    torch.testing.assert_close(full.log_likelihood(theta), ll)
+    torch.testing.assert_close(part.log_likelihood(theta), ll)
+    # its Newton loss is the likelihood's (no Jacobian even when asked)
+    loss = part.newton_loss(jacobian=True)
+    torch.testing.assert_close(loss.log_joint(theta, loss.predictors(theta)), ll)
+    u, g = part.potential_and_grad(theta)
+    torch.testing.assert_close(u, -ll)
+    th = theta.clone().requires_grad_()
+    (ref,) = torch.autograd.grad(-part.log_joint(th), th)
+    torch.testing.assert_close(g, ref)
+
+
+def test_likelihood_target_of_a_pyro_model_counts_observed_sites_only():
+    from posheads.models import PyroModel
+
+    X, y = _data(n=50)
+
+    def model(X, y):
+        coef = pyro.sample("coef", dist.Normal(X.new_zeros(3), 1.0).to_event(1))
+        with pyro.plate("data", X.shape[0]):
+            pyro.sample("obs", dist.Poisson(torch.nn.functional.softplus(X @ coef)), obs=y)
+
+    target = PyroModel(model).target({"X": X, "y": y}, seed=0)
+    theta = torch.tensor([0.3, -0.2, 0.1], dtype=X.dtype)
+    ll = dist.Poisson(torch.nn.functional.softplus(X @ theta)).log_prob(y).sum()
+    torch.testing.assert_close(target.log_likelihood(theta), ll)
+    part = target.likelihood()
+    torch.testing.assert_close(part.log_joint(theta, jacobian=True), ll)
+    prior = dist.Normal(X.new_zeros(3), 1.0).log_prob(theta).sum()
+    torch.testing.assert_close(target.log_joint(theta, jacobian=False), ll + prior)
+    assert part.layout == target.layout and torch.equal(part.init(), target.init())

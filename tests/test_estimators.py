@@ -24,9 +24,9 @@ from posheads import (
     ZeroInflatedNegativeBinomialSoftplusRegressor,
     ZeroInflatedPoissonSoftplusRegressor,
 )
-from tools.peers import statsmodels_softplus_glm
 from posheads.datasets import load_nmes1988, make_count_regression, nmes1988_design
 from posheads.estimators import load
+from tools.peers import statsmodels_softplus_glm
 
 ALL = [PoissonSoftplusRegressor, NegativeBinomialSoftplusRegressor,
        ZeroInflatedPoissonSoftplusRegressor, ZeroInflatedNegativeBinomialSoftplusRegressor,
@@ -53,7 +53,7 @@ _PARTIAL_FIT = {"check_n_features_in_after_fitting": "partial_fit needs whole-nu
 
 
 def _expected_failures(est):
-    return _INTEGER_ONLY if est._integer_counts else _PARTIAL_FIT
+    return _INTEGER_ONLY if est._family.integer else _PARTIAL_FIT
 
 
 @parametrize_with_checks([cls() for cls in ALL], expected_failed_checks=_expected_failures)

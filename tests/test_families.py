@@ -22,7 +22,6 @@ from posheads.distributions import SoftplusCounts, flat
 from posheads.estimators import SoftplusGLMRegressor, load, regressor_for
 from posheads.families import Family, get_family
 from posheads.heads import FamilyHead
-
 from posheads.models.glm import GLMData, SoftplusGLM
 
 F64 = torch.float64
@@ -34,7 +33,7 @@ def test_get_family_resolves_names_aliases_and_objects():
     for name in ("negative_binomial", "negative-binomial", "NB", " nb2 "):
         assert get_family(name) is nb
     assert get_family(nb) is nb
-    with pytest.raises(ValueError, match="unknown likelihood 'gamma'.*poisson"):
+    with pytest.raises(ValueError, match=r"unknown likelihood 'gamma'.*poisson"):
         get_family("gamma")
 
 
@@ -233,8 +232,9 @@ def _reference_fit(X, y):
 
 
 def test_a_new_family_fits_through_the_glm_and_a_regressor():
-    X, y, coef = _geometric_data()
     from posheads.inference import fit_map
+
+    X, y, _ = _geometric_data()
 
     reference = _reference_fit(X, y)
     model = SoftplusGLM(GEOMETRIC, coef_scale=None, intercept_scale=None)

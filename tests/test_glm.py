@@ -12,9 +12,9 @@ from pyro.infer.mcmc.util import initialize_model
 
 from posheads import ops
 from posheads.datasets import make_count_regression
+from posheads.distributions import half_normal_inverse_sqrt
 from posheads.models import LIKELIHOODS, GLMData, SoftplusGLM
 from posheads.models.glm_loss import GLMLoss
-from posheads.distributions import half_normal_inverse_sqrt
 
 F64 = torch.float64
 

@@ -19,7 +19,6 @@ import torch
 from scipy import optimize, special
 from sklearn.exceptions import ConvergenceWarning
 
-from posheads._peers import statsmodels_softplus_link
 from posheads.datasets import (
     load_biochemists,
     load_nmes1988,
@@ -27,9 +26,11 @@ from posheads.datasets import (
     nmes1988_design,
 )
 from posheads.inference import fit_laplace, fit_map
-from posheads.inference.map import NewtonSolver
+from posheads.inference.laplace import Laplace
+from posheads.inference.map import MAP, NewtonSolver
 from posheads.models import LIKELIHOODS, GLMData, SoftplusGLM
-from posheads.models._loss import GLMLoss
+from posheads.models.glm_loss import GLMLoss
+from tools.peers import statsmodels_softplus_link
 
 F64 = torch.float64
 ML = {"coef_scale": None, "intercept_scale": None, "gate_coef_scale": None}
@@ -431,3 +432,51 @@ def test_nb_with_a_custom_concentration_prior_converges():
     theta = post.extra["theta"].clone().requires_grad_()
     (grad,) = torch.autograd.grad(model.log_joint(theta, data, jacobian=False), theta)
     assert float(grad.abs().max()) < 1e-6 * len(y)
+
+
+# ------------------------------------------------------------------ configurations
+@pytest.mark.parametrize("config, bad, match", [
+    (MAP, {"max_iter": 0}, "max_iter must be an integer >= 1"),
+    (MAP, {"max_iter": 2.5}, "max_iter must be an integer >= 1"),
+    (MAP, {"tol": 0.0}, "tol must be > 0"),
+    (Laplace, {"num_samples": 0}, "num_samples must be an integer >= 1"),
+    (Laplace, {"max_iter": -1}, "max_iter must be an integer >= 1"),
+    (Laplace, {"tol": float("nan")}, "tol must be > 0"),
+])
+def test_config_validation_names_the_parameter(config, bad, match):
+    with pytest.raises(ValueError, match=match):
+        config(**bad)
+
+
+def test_map_and_laplace_configs_run_as_the_functions():
+    from posheads import inference
+
+    assert inference.MAP is MAP and inference.Laplace is Laplace
+    X, y = simulated("negative_binomial")
+    model, data = SoftplusGLM("negative_binomial"), GLMData(X, y)
+    a = MAP(tol=1e-10).fit(model, data)
+    b = fit_map(model, data, tol=1e-10)
+    assert torch.equal(a.extra["theta"], b.extra["theta"])
+    a = Laplace(num_samples=50).fit(model, data, seed=2)
+    b = fit_laplace(model, data, num_samples=50, seed=2)
+    assert torch.equal(a.samples["coef"], b.samples["coef"])
+    torch.testing.assert_close(a.extra["cov"], b.extra["cov"])
+
+
+def test_general_model_mode_search_uses_the_target_alone():
+    """The L-BFGS path: the mode of a Pyro model's target, with the log joint reported
+    for the objective maximised (with the log-Jacobian under jacobian=True)."""
+    from posheads.inference.map import find_mode
+    from posheads.models import PyroModel
+
+    y = torch.tensor([1.2, 0.7, 2.1, 1.5, 0.9, 1.8], dtype=F64)
+    target = PyroModel(conjugate_model).target({"y": y}, seed=0)
+    assert target.newton_loss() is None
+    for jacobian in (False, True):
+        mode = find_mode(target, jacobian=jacobian, tol=1e-10)
+        assert mode.converged
+        assert mode.log_joint == pytest.approx(
+            float(target.log_joint(mode.theta, jacobian=jacobian)), rel=1e-12)
+        theta = mode.theta.clone().requires_grad_()
+        (g,) = torch.autograd.grad(target.log_joint(theta, jacobian=jacobian), theta)
+        assert float(g.abs().max()) < 1e-6  # stationary (to round-off in f)

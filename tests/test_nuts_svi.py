@@ -9,10 +9,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from posheads.inference._potential import Whitening
 from posheads.inference.laplace import fit_laplace
-from posheads.inference.nuts import fit_nuts
-from posheads.inference.svi import SVIState, fit_svi
+from posheads.inference.nuts import NUTS, fit_nuts
+from posheads.inference.svi import SVI, SVIState, fit_svi
+from posheads.inference.whitening import Whitening
 from posheads.models.glm import GLMData, SoftplusGLM
 
 DTYPE = torch.float64
@@ -55,7 +55,8 @@ def test_nuts_shapes_and_stats(poisson_fit):
         assert post.sample_stats[key].shape == (2, 300), key
     stats = post.sample_stats
     assert stats["diverging"].dtype == torch.bool and not stats["diverging"].any()
-    # Whitened by the Laplace covariance: step sizes near 1 and short trees (MATH.md).
+    # Whitened by the Laplace covariance: step sizes near 1 and short trees
+    # (docs/inference.md, "NUTS in the Laplace metric").
     assert 0.3 < float(stats["step_size"].mean()) < 1.5
     assert float(stats["tree_depth"].float().mean()) <= 3.5
     assert ((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1 + 1e-9)).all()
@@ -252,8 +253,12 @@ def nan_model(y):
 
 
 def test_svi_nan_names_step_and_site():
+    # init="median" builds no target: the SVI loop's own checks meet the NaN
     y = torch.tensor([0.0, float("nan"), 1.0], dtype=DTYPE)
     with pytest.raises(ValueError, match=r"step 0.*'obs'"):
+        fit_svi(nan_model, {"y": y}, init="median", num_steps=10, seed=0, verbose=0)
+    # the default init builds the model's target first, whose error names the site too
+    with pytest.raises(ValueError, match="'obs'"):
         fit_svi(nan_model, {"y": y}, num_steps=10, seed=0, verbose=0)
 
 
@@ -262,7 +267,7 @@ def test_svi_infinite_loss_names_step_and_site():
     y = torch.tensor([1e200], dtype=DTYPE)
     match = r"loss is (nan|inf) at step 0: non-finite model site 'obs'"
     with pytest.raises(ValueError, match=match):
-        fit_svi(nan_model, {"y": y}, num_steps=10, seed=0, verbose=0)
+        fit_svi(nan_model, {"y": y}, init="median", num_steps=10, seed=0, verbose=0)
 
 
 def test_svi_invalid_arguments():
@@ -316,3 +321,157 @@ def test_svi_negative_binomial_concentration():
                    verbose=0)
     r = post.draws()["concentration"]
     assert (r > 0).all() and 1.0 < float(r.mean()) < 10.0  # simulated with 3
+
+
+# ---------------------------------------------------------------- configurations
+@pytest.mark.parametrize("config, bad, match", [
+    (NUTS, {"num_samples": 0}, "num_samples must be an integer >= 1"),
+    (NUTS, {"num_warmup": -1}, "num_warmup must be an integer >= 0"),
+    (NUTS, {"num_chains": 1.5}, "num_chains must be an integer"),
+    (NUTS, {"max_tree_depth": True}, "max_tree_depth must be an integer"),
+    (NUTS, {"target_accept_prob": 1.0}, r"target_accept_prob must be in \(0, 1\)"),
+    (NUTS, {"init": "prior"}, "init must be one of"),
+    (SVI, {"num_steps": 0}, "num_steps must be an integer >= 1"),
+    (SVI, {"learning_rate": 0.0}, "learning_rate must be > 0"),
+    (SVI, {"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\]"),
+    (SVI, {"guide": "flow"}, "guide must be one of"),
+    (SVI, {"num_samples": 0}, "num_samples must be an integer >= 1"),
+    (SVI, {"clip_norm": -1.0}, "clip_norm must be > 0 or None"),
+    (SVI, {"patience": 0}, "patience must be an integer >= 1 or None"),
+    (SVI, {"tol": -0.1}, "tol must be >= 0"),
+    (SVI, {"init": "prior"}, "init must be one of"),
+    (SVI, {"rank": 0}, "rank must be an integer >= 1 or None"),
+    (SVI, {"num_particles": 0}, "num_particles must be an integer >= 1"),
+    (SVI, {"subsample_size": 0}, "subsample_size must be an integer >= 1 or None"),
+    (SVI, {"average_window": 0}, "average_window must be an integer >= 1 or None"),
+])
+def test_config_validation_names_the_parameter(config, bad, match):
+    with pytest.raises(ValueError, match=match):
+        config(**bad)
+
+
+def test_configs_are_exported_frozen_and_defaulted():
+    import dataclasses
+
+    from posheads import inference
+
+    assert inference.NUTS is NUTS and inference.SVI is SVI
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        NUTS().num_samples = 5
+    assert NUTS().adapt_mass_matrix is False and NUTS(init="uniform").adapt_mass_matrix
+    assert SVI().window == 100 and SVI(patience=50).window == 10
+    assert SVI(patience=None).window == 100 and SVI(average_window=7).window == 7
+    with pytest.raises(TypeError):
+        fit_svi(SoftplusGLM(), glm_data(n=20), no_such_option=1)
+
+
+def test_nuts_config_runs_as_fit_nuts(poisson_fit):
+    glm, data, _, _ = poisson_fit
+    options = {"num_samples": 30, "num_warmup": 30, "num_chains": 2, "dense_mass": False}
+    a = NUTS(**options).fit(glm, data, seed=7, verbose=0)
+    b = fit_nuts(glm, data, seed=7, verbose=0, **options)
+    assert torch.equal(a.samples["coef"], b.samples["coef"])
+    assert torch.equal(a.sample_stats["n_steps"], b.sample_stats["n_steps"])
+
+
+def test_svi_config_runs_as_fit_svi(poisson_fit):
+    glm, data, _, _ = poisson_fit
+    a = SVI(num_steps=40, num_samples=20, guide="lowrank", rank=2).fit(glm, data, seed=3,
+                                                                        verbose=0)
+    b = fit_svi(glm, data, num_steps=40, num_samples=20, guide="lowrank", rank=2, seed=3,
+                verbose=0)
+    assert a.extra["elbo"] == b.extra["elbo"]
+    assert torch.equal(a.samples["coef"], b.samples["coef"])
+
+
+# ---------------------------------------------------------------- shared helpers
+def test_plateau_counts_improvements_after_its_warm_up_window():
+    from posheads.inference.common import Plateau
+
+    # one lucky early loss inside the window does not become the best to beat
+    stop = Plateau(patience=10, tol=0.0)
+    assert stop.window == 2
+    assert not stop(-100.0)  # the warm-up: no decision
+    assert not stop(10.0)  # end of the window: the mean, -45, is the first best
+    losses = [10.0] * 10
+    assert not any(stop(v) for v in losses[:-1])
+    assert stop(losses[-1])  # ten steps without improvement
+    # an improving loss never stops, and patience=None never stops
+    improving = Plateau(patience=5, tol=0.0)
+    assert not any(improving(100.0 - i) for i in range(100))
+    never = Plateau(patience=None, tol=0.0)
+    assert never.window == 100 and not any(never(1.0) for _ in range(500))
+
+
+def test_seeded_is_reproducible_and_leaves_the_caller_generator():
+    from posheads.inference.common import RandomState, child_seeds, seeded
+
+    state = torch.get_rng_state()
+    with seeded(3):
+        a = torch.rand(4)
+    with seeded(3, "cpu"):
+        b = torch.rand(4)
+    assert torch.equal(a, b) and torch.equal(torch.get_rng_state(), state)
+    # None: the caller's generator, advanced (an outer seed decides the draws)
+    torch.manual_seed(11)
+    with seeded(None):
+        c = torch.rand(4)
+    torch.manual_seed(11)
+    assert torch.equal(c, torch.rand(4))
+    # a RandomState carries its stream across blocks
+    carried = RandomState(5)
+    with carried:
+        first = torch.rand(2)
+    with carried:
+        second = torch.rand(2)
+    with seeded(5):
+        both = torch.rand(4)
+    assert torch.equal(torch.cat([first, second]), both)
+    assert child_seeds(None, 2) == [None, None]
+    assert child_seeds(1, 3) == child_seeds(1, 3) and len(set(child_seeds(1, 3))) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_seeded_forks_the_cuda_generator_of_the_data():
+    from posheads.inference.common import seeded
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    state = torch.cuda.get_rng_state(device)
+    with seeded(3, device):
+        a = torch.rand(4, device=device)
+    with seeded(3, "cuda"):
+        b = torch.rand(4, device=device)
+    assert torch.equal(a, b) and torch.equal(torch.cuda.get_rng_state(device), state)
+
+
+def test_intra_op_threads_serialises_small_cpu_work_only():
+    from posheads.inference.common import intra_op_threads
+
+    before = torch.get_num_threads()
+    with intra_op_threads(100):
+        inside = torch.get_num_threads()
+    assert inside == 1 and torch.get_num_threads() == before
+    for args in ((None,), (2**18,), (100, "meta")):
+        with intra_op_threads(*args):
+            assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("kind", ["normal", "multivariate_normal", "lowrank"])
+def test_make_guide_has_softplus_scales(kind):
+    from pyro.infer.autoguide.initialization import init_to_median
+
+    from posheads.constraints import SoftplusPositive
+    from posheads.inference.common import make_guide
+
+    glm, data = SoftplusGLM("poisson"), glm_data(n=30)
+    guide = make_guide(glm, kind, init_to_median, rank=2, init_scale=0.05)
+    assert isinstance(guide.scale_constraint, SoftplusPositive)
+    guide(data.X, data.y)  # creates the parameters
+    scale = guide.scales.coef if kind == "normal" else guide.scale
+    torch.testing.assert_close(scale.detach().max(), torch.tensor(0.05 * (
+        0.5**0.5 if kind == "lowrank" else 1.0), dtype=DTYPE))
+    assert make_guide(glm, guide, init_to_median) is guide
+    with pytest.raises(ValueError, match="guide must be one of"):
+        make_guide(glm, "flow", init_to_median)
+    with pytest.raises(ValueError, match="hidden layers"):
+        make_guide(glm, "last_layer", init_to_median)

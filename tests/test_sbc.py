@@ -1,11 +1,13 @@
 """Slow statistical checks of the engines (marked ``slow``; CI runs them).
 
-* Simulation-based calibration (Talts et al. 2018; MATH.md) of ``fit_laplace`` and
-  ``fit_nuts`` on the Poisson and negative-binomial GLMs of ``tests/_sbc.py``: the rank of
-  the true parameter among the posterior draws must be uniform (chi-square p > 0.001 for
-  every scalar parameter). Sizes are cut to fit CI; ``benchmarks/sbc.py`` runs the full
-  version (200 replications, 99 draws, 10 bins, every case).
-* NUTS and Laplace agree on NMES1988 (ANCHORS.md priors), and four NUTS chains mix.
+* Simulation-based calibration (Talts et al. 2018; ``docs/inference.md``,
+  "Simulation-based calibration") of ``fit_laplace`` and ``fit_nuts`` on the Poisson and
+  negative-binomial GLMs of ``tests/_sbc.py``: the rank of the true parameter among the
+  posterior draws must be uniform (chi-square p > 0.001 for every scalar parameter).
+  Sizes are cut to fit CI; ``benchmarks/sbc.py`` runs the full version (200
+  replications, 99 draws, 10 bins, every case).
+* NUTS and Laplace agree on NMES1988 (priors ``b0 ~ N(0, 5)``, ``w ~ N(0, 1)``), and four
+  NUTS chains mix.
 
 Seeds are fixed; nothing is retried.
 """

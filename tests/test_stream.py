@@ -183,3 +183,34 @@ def test_streamed_map_start_is_the_mode_of_a_batch(npy_files):
         SoftplusGLM("poisson"), GLMData(torch.as_tensor(X), torch.as_tensor(y)), jacobian=True
     ).extra["map"]
     np.testing.assert_allclose(post.samples["coef"].mean((0, 1)), mode["coef"], atol=0.1)
+
+
+class _CountingSource(ArraySource):
+    calls = 0
+
+    def totals(self):
+        type(self).calls += 1
+        return super().totals()
+
+
+def test_totals_are_read_only_for_a_model_whose_priors_use_them(npy_files):
+    paths, _ = npy_files
+    options = {"epochs": 1, "num_samples": 5, "init": "median", "seed": 0, "verbose": 0}
+    for model, reads in ((SoftplusGLM("poisson", intercept_loc=0.0), 0),
+                         (SoftplusGLM("poisson"), 1)):
+        _CountingSource.calls = 0
+        src = _CountingSource(paths["X"], paths["y"], batch_size=500, block_size=1000)
+        fit_svi_stream(model, src, **options)
+        assert _CountingSource.calls == reads
+
+
+def test_stream_options_are_checked():
+    src = ArraySource(np.zeros((10, 2)), np.zeros(10), batch_size=5)
+    with pytest.raises(ValueError, match="do not apply to a streamed fit"):
+        fit_svi_stream(SoftplusGLM(), src, num_steps=10)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        fit_svi_stream(SoftplusGLM(), src, epochs=0)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        fit_svi_stream(SoftplusGLM(), src, learning_rate=-1.0)
+    with pytest.raises(ValueError, match="source must be a BatchSource"):
+        fit_svi_stream(SoftplusGLM(), [{"X": torch.zeros(2, 2)}])

@@ -1,1 +1,2 @@
-"""Maintainer tools: not installed with posheads (peers for tests and benchmarks, data extraction, structure reports)."""
+"""Maintainer tools, not installed with posheads: the peers the tests and benchmarks
+compare against, the extraction of the shipped data sets, the structure report."""

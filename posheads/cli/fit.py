@@ -86,8 +86,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     spec = FeatureSpec.from_frame(frame, features, args.exposure)
     X = spec.design(frame)
     exposure = spec.exposure_of(frame)
-    est = regressor_for(args.model)(alpha=args.alpha, inference=args.inference, random_state=args.seed,
-              device=args.device, verbose=0 if args.quiet else 1)
+    est = regressor_for(args.model)(
+        alpha=args.alpha, inference=args.inference, random_state=args.seed,
+        device=args.device, verbose=0 if args.quiet else 1)
     est.fit(X, y, exposure=exposure)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(est.summary().round(4).to_string())

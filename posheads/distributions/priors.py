@@ -105,10 +105,10 @@ class SoftplusSupported(TorchDistribution):
     def log_prob(self, value):
         return self.base.log_prob(value)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         return self.base.sample(sample_shape)
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         return self.base.rsample(sample_shape)
 
     @property

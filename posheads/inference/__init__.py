@@ -1,16 +1,25 @@
 """Inference engines: each takes a model and its data and returns a :class:`Posterior`.
 
-* :func:`fit_map` -- MAP / maximum likelihood (Newton for the GLMs, L-BFGS otherwise).
-* :func:`fit_laplace` -- Gaussian at the mode with the exact Hessian, and draws.
-* :func:`fit_nuts` -- Pyro's NUTS.
-* :func:`fit_svi` -- stochastic variational inference.
-* :func:`fit_svi_stream` with :class:`ArraySource` / :class:`ParquetSource` -- SVI on
-  mini-batches streamed from disk (:mod:`.stream`).
-* :func:`fit_map_distributed`, :func:`fit_svi_distributed` -- data-parallel fits on
-  ``torch.distributed``, one shard per worker (:mod:`.distributed`).
+Every engine works through the model's
+:class:`~posheads.models.protocol.PosteriorModel` methods and its
+:class:`~posheads.models.target.Target`, the posterior on one flat vector.
 
-The engines are loaded on first use, so importing this package is cheap and does not
-fail while an engine is missing.
+Configurations (each with a ``fit(model, data, seed=, verbose=)`` method):
+
+* :class:`MAP` -- MAP / maximum likelihood (Newton where the target has a Newton loss,
+  L-BFGS otherwise); :func:`fit_map`.
+* :class:`Laplace` -- a Gaussian at the mode with the exact Hessian, and draws;
+  :func:`fit_laplace`.
+* :class:`NUTS` -- Pyro's NUTS in the Laplace metric; :func:`fit_nuts`.
+* :class:`SVI` -- stochastic variational inference, in memory (:func:`fit_svi`), on
+  mini-batches streamed from disk (:func:`fit_svi_stream` with :class:`ArraySource` /
+  :class:`ParquetSource`) or data-parallel.
+
+:func:`fit_map_distributed` and :func:`fit_svi_distributed` fit on ``torch.distributed``,
+one shard per worker (:mod:`.distributed`). :mod:`.common` holds what the engines share
+(seeding, the thread policy, the plateau rule, the guide factory).
+
+The engines are loaded on first use, so importing this package is cheap.
 """
 
 from __future__ import annotations
@@ -18,7 +27,11 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
+    "MAP",
+    "NUTS",
+    "SVI",
     "ArraySource",
+    "Laplace",
     "ParquetSource",
     "fit_laplace",
     "fit_map",
@@ -30,9 +43,13 @@ __all__ = [
 ]
 
 _ENGINES = {
+    "MAP": ".map",
     "fit_map": ".map",
+    "Laplace": ".laplace",
     "fit_laplace": ".laplace",
+    "NUTS": ".nuts",
     "fit_nuts": ".nuts",
+    "SVI": ".svi",
     "fit_svi": ".svi",
     "fit_svi_stream": ".stream",
     "ArraySource": ".stream",

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.distributed as dist
+
+__all__ = ["all_sum", "backend_for", "init_process_group", "leading_rows", "require_group",
+           "shard", "shard_rows", "sum_floats"]
 
 
 def backend_for(device) -> str:
@@ -52,7 +57,8 @@ def init_process_group(device="cpu", backend: str | None = None) -> tuple[int, i
     return dist.get_rank(), dist.get_world_size()
 
 
-def _group() -> tuple[int, int]:
+def require_group() -> tuple[int, int]:
+    """This worker's rank and the number of workers; a ``ValueError`` without a group."""
     if not (dist.is_available() and dist.is_initialized()):
         raise ValueError(
             "no process group: call posheads.inference.distributed."
@@ -67,7 +73,7 @@ def shard_rows(n: int, rank: int | None = None, world_size: int | None = None) -
     ``rank`` and ``world_size`` default to those of the process group.
     """
     if rank is None or world_size is None:
-        rank, world_size = _group()
+        rank, world_size = require_group()
     return slice(rank * n // world_size, (rank + 1) * n // world_size)
 
 
@@ -76,8 +82,9 @@ def shard(data, rank: int | None = None, world_size: int | None = None):
 
     Parameters
     ----------
-    data : GLMData, dict of Tensor, or Tensor
-        Tensors whose first dimension is the rows (others are passed unchanged).
+    data : Tensor, dict of Tensor, or dataclass of Tensor (a GLMData)
+        Tensors whose first dimension is the rows of the first one (others are passed
+        unchanged).
     rank, world_size : int, optional
         Default: those of the process group.
 
@@ -86,20 +93,21 @@ def shard(data, rank: int | None = None, world_size: int | None = None):
     The same type, with the rows :func:`shard_rows` gives.
     """
     if rank is None or world_size is None:
-        rank, world_size = _group()
+        rank, world_size = require_group()
     if torch.is_tensor(data):
         return data[shard_rows(data.shape[0], rank, world_size)]
     if isinstance(data, dict):
-        n = _rows(data.values())
+        n = leading_rows(data.values())
         return {k: shard(v, rank, world_size) if _is_rows(v, n) else v for k, v in data.items()}
-    fields = {k: getattr(data, k) for k in ("X", "y", "exposure", "weights", "X_zero")}
-    n = int(data.X.shape[0])
-    return type(data)(
-        **{k: shard(v, rank, world_size) if _is_rows(v, n) else v for k, v in fields.items()}
+    values = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    n = leading_rows(values.values())
+    return dataclasses.replace(
+        data, **{k: shard(v, rank, world_size) for k, v in values.items() if _is_rows(v, n)}
     )
 
 
-def _rows(values):
+def leading_rows(values) -> int | None:
+    """The leading dimension of the first tensor of ``values`` that has one."""
     return next((int(v.shape[0]) for v in values if torch.is_tensor(v) and v.dim()), None)
 
 
@@ -107,12 +115,13 @@ def _is_rows(v, n):
     return torch.is_tensor(v) and v.dim() > 0 and n is not None and v.shape[0] == n
 
 
-def _all_sum(t: torch.Tensor) -> torch.Tensor:
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the workers, in place."""
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
-def _sum_floats(values: list[float], op=None) -> list[float]:
+def sum_floats(values: list[float], op=None) -> list[float]:
     """Python floats reduced over the workers (on the device the backend needs)."""
     # NCCL reduces CUDA tensors only
     device = (

@@ -1,28 +1,44 @@
-"""Data-parallel MAP fits (:func:`fit_map_distributed`); see :mod:`.distributed`."""
+"""Data-parallel mode search (:func:`fit_map_distributed`); see :mod:`.distributed`.
+
+Every worker holds the :class:`~posheads.models.target.Target` of its shard: rank 0 the
+full one, the others :meth:`~posheads.models.target.Target.likelihood` (no priors, no
+log-Jacobian), so the sums over the workers count the priors once. Where the target has a
+Newton loss, every worker evaluates its shard's share of it and the sums are
+all-reduced (:class:`ShardLoss`), so all take the same Newton steps; otherwise L-BFGS runs
+on the all-reduced objective and gradient.
+"""
 
 from __future__ import annotations
 
-import copy
-
 import torch
-import torch.distributed as dist
+from pyro import poutine
 
-from ._dist_group import _all_sum, _group, _sum_floats
-from .stream import global_intercept_model
+from posheads.models.protocol import as_model
+
+from ._dist_group import all_sum, leading_rows, require_group, sum_floats
+from .common import intra_op_threads
+from .map import MAP, Mode, initial_theta, lbfgs, map_posterior, newton_mode
+
+__all__ = ["ShardLoss", "column_totals", "fit_map_distributed", "shard_mode", "shard_target"]
 
 
-class _ShardLoss:
-    """The NewtonSolver interface of :class:`GLMLoss` summed over the workers' shards.
+class ShardLoss:
+    """A Newton loss summed over the workers' shares (the NewtonSolver interface).
 
-    Rank 0 holds the shard's loss with the priors (and the log-Jacobian); the others the
-    likelihood alone, so the all-reduced sums count the priors once. Everything is
-    unnormalised on the shards and divided by the total weight here, the scale of the
-    single-process objective (and of its ``tol``).
+    Parameters
+    ----------
+    loss : Newton loss
+        This worker's, per unit of its own ``num_obs``.
+    share : float
+        This worker's ``num_obs`` over all workers': the weight that makes the sum of
+        the shares the loss of all rows per unit weight (the single-process scale, and
+        that of its ``tol``).
     """
 
-    def __init__(self, loss, wsum: float):
-        self.loss, self.scale = loss, 1.0 / wsum
-        self.layout, self.dtype, self.device = loss.layout, loss.dtype, loss.device
+    closed_form = False  # the collectives run outside inference mode
+
+    def __init__(self, loss, share: float):
+        self.loss, self.share = loss, share
 
     def predictors(self, theta, start=False):
         return self.loss.predictors(theta, start)
@@ -31,55 +47,99 @@ class _ShardLoss:
         return self.loss.step(P, dP, a)
 
     def value(self, theta, P) -> float:
-        v = torch.tensor([self.loss.value(theta, P)], dtype=torch.float64, device=self.device)
-        return float(_all_sum(v)) * self.scale
+        v = torch.tensor([self.loss.value(theta, P) * self.share], dtype=torch.float64,
+                         device=theta.device)
+        return float(all_sum(v))
 
     def gradient(self, theta, P):
-        return _all_sum(self.loss.gradient(theta, P)) * self.scale
+        return all_sum(self.loss.gradient(theta, P) * self.share)
 
     def hessian(self, theta, P, exact=False):
-        return _all_sum(self.loss.hessian(theta, P, exact=exact)) * self.scale
+        return all_sum(self.loss.hessian(theta, P, exact=exact) * self.share)
 
     def log_joint(self, theta, P=None):
-        return _all_sum(self.loss.log_joint(theta, P).reshape(1).clone())[0]
+        return all_sum(self.loss.log_joint(theta, P).reshape(1).clone())[0]
 
 
-def _likelihood_only(model):
-    """A copy of a SoftplusGLM with flat priors: the shards of ranks other than 0."""
-    out = copy.copy(model)
-    out.coef_scale = out.intercept_scale = out.gate_coef_scale = None
-    out.concentration_prior = "flat"
-    out._loss_cache = None
-    return out
+def column_totals(kwargs: dict) -> dict:
+    """:meth:`~posheads.inference.stream.BatchSource.totals` of the named columns
+    (``"y"``, ``"weights"``, ``"exposure"``) of all workers' shards, all-reduced."""
+    rows = leading_rows(kwargs.values()) or 0
+    like = next(v for v in kwargs.values() if torch.is_tensor(v))
+    zeros = torch.zeros(rows, dtype=torch.float64, device=like.device)
+    y = zeros if kwargs.get("y") is None else kwargs["y"].to(zeros)
+    w = zeros + 1 if kwargs.get("weights") is None else kwargs["weights"].to(zeros)
+    t = zeros + 1 if kwargs.get("exposure") is None else kwargs["exposure"].to(zeros)
+    v = torch.stack([zeros.new_tensor(float(rows)), w.sum(), w @ y, w @ t, t.sum()])
+    total_rows, wsum, wy, wt, tsum = all_sum(v).tolist()
+    return {"rows": int(total_rows), "weights": wsum, "y": wy, "exposure": wt,
+            "exposure_unweighted": tsum}
 
 
-def _glm_totals(data) -> dict:
-    """:meth:`BatchSource.totals` of all shards of a GLMData, all-reduced."""
-    y = data.y.to(torch.float64)
-    w = torch.ones_like(y) if data.weights is None else data.weights.to(y)
-    t = torch.ones_like(y) if data.exposure is None else data.exposure.to(y)
-    v = torch.stack(
-        [
-            torch.tensor(float(data.n), dtype=y.dtype, device=y.device),
-            w.sum(),
-            w @ y,
-            w @ t,
-            t.sum(),
-        ]
-    )
-    rows, wsum, wy, wt, tsum = _all_sum(v).tolist()
-    return {
-        "rows": int(rows),
-        "weights": wsum,
-        "y": wy,
-        "exposure": wt,
-        "exposure_unweighted": tsum,
-    }
+def shard_target(model, data, *, seed=None, validate=True):
+    """This worker's model and target, their data-dependent priors from all rows.
+
+    Returns
+    -------
+    (PosteriorModel, Target)
+        :meth:`~posheads.models.protocol.PosteriorModel.with_totals` of all shards'
+        :func:`column_totals`, and its (full) target on this shard.
+    """
+    m = as_model(model)
+    target = m.target(data, validate=validate, seed=seed)
+    mt = m.with_totals(column_totals(m.model_kwargs(target.data)))
+    if mt is not m:
+        target = mt.target(target.data, validate=False, seed=seed)
+    return mt, target
 
 
-def fit_map_distributed(
-    model, data, *, max_iter=100, tol=1e-8, init=None, verbose=0, seed=None, jacobian=False
-):
+def shard_mode(mt, target, *, jacobian=False, init=None, max_iter=100, tol=1e-8,
+               verbose=0) -> Mode:
+    """The mode of the posterior of all shards; every worker gets the same.
+
+    Parameters
+    ----------
+    mt, target
+        From :func:`shard_target`.
+    jacobian, init, max_iter, tol, verbose
+        As in :func:`~posheads.inference.map.find_mode` (``tol`` per unit weight of all
+        shards).
+    """
+    rank, _ = require_group()
+    (num_obs,) = sum_floats([float(target.num_obs)])
+    share = float(target.num_obs) / num_obs
+    part = target if rank == 0 else target.likelihood()
+    jac = jacobian and rank == 0
+    with intra_op_threads(target.work_size):
+        loss = part.newton_loss(jac)
+        # the shards' starts averaged (a data-dependent start differs by shard; the
+        # search goes to the same mode)
+        start = all_sum(part.init().detach() * share)
+        theta0 = initial_theta(init, start, part.pack)
+        if loss is not None:
+            theta, solver = newton_mode(ShardLoss(loss, share), theta0, max_iter=max_iter,
+                                        tol=tol, verbose=verbose and rank == 0)
+            log_joint = float(solver.loss.log_joint(theta, solver.P))
+            return Mode(theta, target.unpack(theta), solver.n_iter, solver.converged,
+                        solver.g_max, log_joint, jacobian)
+        _check_global_latents(mt, target)
+
+        def local(theta):
+            return -part.log_joint(theta, jacobian=jac) / num_obs
+
+        def objective(theta):
+            return _GlobalObjective.apply(theta, local)
+
+        theta, n_iter, g_max, converged = lbfgs(objective, theta0, max_iter, tol,
+                                                verbose and rank == 0)
+        with torch.no_grad():
+            values = {k: v.detach() for k, v in target.unpack(theta).items()}
+            log_joint = -float(objective(theta)) * num_obs
+    return Mode(theta, values, n_iter, converged, g_max, log_joint, jacobian)
+
+
+def fit_map_distributed(model, data, *, max_iter=100, tol=1e-8, init=None, verbose=0,
+                        seed=None, jacobian=False):
     """:func:`~posheads.inference.fit_map` on the union of the workers' shards.
 
     Every worker of the process group calls it with its own shard (see :func:`shard`)
@@ -87,7 +147,7 @@ def fit_map_distributed(
 
     Parameters
     ----------
-    model : SoftplusGLM or callable
+    model : PosteriorModel or callable
         The model, the same on every worker.
     data : GLMData or dict
         This worker's rows (a GLMData for a SoftplusGLM, model keyword arguments else).
@@ -101,63 +161,12 @@ def fit_map_distributed(
         As :func:`~posheads.inference.fit_map`'s, with ``data`` this worker's shard and
         ``extra["log_joint"]`` that of all rows.
     """
-    from posheads.models.glm import SoftplusGLM
-
-    rank, _ = _group()
-    if isinstance(model, SoftplusGLM):
-        return _fit_glm(model, data, rank, max_iter, tol, init, verbose, jacobian)
-    return _fit_pyro(model, data, rank, max_iter, tol, init, verbose, seed, jacobian)
-
-
-def _fit_glm(model, data, rank, max_iter, tol, init, verbose, jacobian):
-    from posheads.models._data import check_glm_data
-    from posheads.models._loss import GLMLoss
-    from posheads.models.glm import GLMData
-    from posheads.posterior import Posterior
-
-    from ._newton import NewtonSolver
-    from .map import _initial_theta, _threads_for
-
-    data = check_glm_data(GLMData(**data) if isinstance(data, dict) else data)
-    totals = _glm_totals(data)
-    model = global_intercept_model(model, totals)
-    shard_model = model if rank == 0 else _likelihood_only(model)
-    with _threads_for(data.X):
-        local = GLMLoss(
-            shard_model,
-            data,
-            jacobian=jacobian and rank == 0,
-            normalize=False,
-            validate=False,
-            hessian_rows="auto",
-        )
-        loss = _ShardLoss(local, totals["weights"])
-        # The intercept-only start of all rows (its rate all-reduced); the moments that
-        # start the NB and zero parts are averaged over shards (close to, not exactly, the
-        # single-process start -- Newton goes to the same optimum).
-        local.rate = torch.tensor(
-            totals["y"] / totals["exposure"]
-            if totals["y"] > 0
-            else 0.5 / totals["exposure_unweighted"],
-            dtype=local.dtype,
-        )
-        start = _all_sum(local.init_theta() * (data.n / totals["rows"]))
-        theta0 = _initial_theta(init, start, lambda v: model.pack(v, loss.layout))
-        solver = NewtonSolver(loss, tol=tol, max_iter=max_iter, verbose=verbose and rank == 0)
-        theta = solver.solve(theta0)
-        values = model.unpack(theta, loss.layout)
-        log_joint = float(loss.log_joint(theta, solver.P))
-    extra = {
-        "map": values,
-        "theta": theta,
-        "n_iter": solver.n_iter,
-        "converged": solver.converged,
-        "grad_max": solver.g_max,
-        "log_joint": log_joint,
-        "jacobian": jacobian,
-    }
-    samples = {k: v[None, None] for k, v in values.items()}
-    return Posterior(model, samples, method="map", data=data, extra=extra)
+    config = MAP(max_iter=max_iter, tol=tol)
+    require_group()
+    mt, target = shard_target(model, data, seed=seed)
+    mode = shard_mode(mt, target, jacobian=jacobian, init=init, max_iter=config.max_iter,
+                      tol=config.tol, verbose=verbose)
+    return map_posterior(model, target.data, mode)
 
 
 class _GlobalObjective(torch.autograd.Function):
@@ -169,7 +178,7 @@ class _GlobalObjective(torch.autograd.Function):
             x = theta.detach().requires_grad_()
             f = local(x)
             (g,) = torch.autograd.grad(f, x)
-        total = _all_sum(torch.cat([f.detach().reshape(1), g]))
+        total = all_sum(torch.cat([f.detach().reshape(1), g]))
         ctx.save_for_backward(total[1:])
         return total[0].clone()
 
@@ -179,69 +188,11 @@ class _GlobalObjective(torch.autograd.Function):
         return grad_out * g, None
 
 
-def _fit_pyro(model, kwargs, rank, max_iter, tol, init, verbose, seed, jacobian):
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    from posheads.posterior import Posterior
-
-    from ._pyro_model import FlatModel
-    from .map import _initial_theta, _lbfgs, _pack_flat
-
-    flat = FlatModel(model, kwargs, seed=seed)
-    _check_global_latents(flat)
-    theta0 = _initial_theta(init, flat.theta0, lambda v: _pack_flat(flat, v))
-    dist.broadcast(theta0, src=0)  # a data-dependent prior median differs by shard
-    (num_obs,) = _sum_floats([float(flat.num_obs)])
-    scale = 1.0 / max(num_obs, 1.0)
-
-    def local(theta, jac=jacobian):
-        # the latent sites (and the Jacobian) on rank 0 only: the priors count once
-        values, log_det = flat.unpack(theta, with_log_det=True)
-        from pyro import poutine
-
-        tr = poutine.trace(poutine.condition(flat.model, values)).get_trace(**flat.kwargs)
-        lp = tr.log_prob_sum(site_filter=lambda _, s: s["is_observed"] or rank == 0)
-        return -(lp + log_det if jac and rank == 0 else lp) * scale
-
-    def objective(theta):
-        return _GlobalObjective.apply(theta, local)
-
-    theta, n_iter, g_max, converged = _lbfgs(
-        objective, theta0, max_iter, tol, verbose and rank == 0
-    )
-    if not converged:
-        warnings.warn(
-            f"L-BFGS did not converge in {n_iter} iteration(s): max |gradient| = "
-            f"{g_max:.3g} > tol = {tol:.3g}. Increase max_iter.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    with torch.no_grad():
-        values = {k: v.detach() for k, v in flat.unpack(theta).items()}
-        log_joint = -float(_GlobalObjective.apply(theta, lambda x: local(x, False))) / scale
-    extra = {
-        "map": values,
-        "theta": theta.detach(),
-        "n_iter": n_iter,
-        "converged": converged,
-        "grad_max": g_max,
-        "log_joint": log_joint,
-        "jacobian": jacobian,
-        "flat_model": flat,
-    }
-    samples = {k: v[None, None] for k, v in values.items()}
-    return Posterior(model, samples, method="map", data=kwargs, extra=extra)
-
-
-def _check_global_latents(flat):
+def _check_global_latents(mt, target):
     """Latent sites inside the data plate differ by shard: they cannot be all-reduced."""
-    from pyro import poutine
-
-    tr = poutine.trace(flat.model).get_trace(**flat.kwargs)
-    for name, _, _ in flat.sites:
-        if any(f.name == "data" for f in tr.nodes[name]["cond_indep_stack"]):
+    trace = poutine.trace(mt).get_trace(**mt.model_kwargs(target.data))
+    for name, _ in target.layout:
+        if any(f.name == "data" for f in trace.nodes[name]["cond_indep_stack"]):
             raise ValueError(
                 f"latent site {name!r} is local to the rows (in the 'data' "
                 "plate): only global latent sites can be fitted on shards"

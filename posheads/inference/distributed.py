@@ -3,12 +3,14 @@
 Launch one process per worker with ``torchrun`` (see ``examples/distributed_fit.py``);
 every worker calls the same function on its own shard and gets the same fit.
 
-* :func:`fit_map_distributed` -- for a :class:`~posheads.models.glm.SoftplusGLM`, every
-  worker computes the gradient and Hessian of its shard's negative log-likelihood
-  (:class:`~posheads.models._loss.GLMLoss`), the sums are all-reduced and every worker
-  takes the same Newton step: the single-process fit up to float rounding. Priors, the
-  log-Jacobian and the default intercept prior mean are those of all rows, counted once.
-  Any other Pyro model runs L-BFGS on the all-reduced log joint and gradient.
+* :func:`fit_map_distributed` -- every worker evaluates its shard's share of the
+  objective: where the model's target has a Newton loss (a
+  :class:`~posheads.models.glm.SoftplusGLM`), its gradient and Hessian are all-reduced
+  and every worker takes the same Newton step -- the single-process fit up to float
+  rounding; otherwise L-BFGS runs on the all-reduced objective and gradient. Priors, the
+  log-Jacobian and data-dependent priors (a SoftplusGLM's default intercept prior mean,
+  :meth:`~posheads.models.protocol.PosteriorModel.with_totals`) are those of all rows,
+  counted once.
 * :func:`fit_svi_distributed` and :func:`fit_svi_stream_distributed` -- every step each
   worker estimates the ELBO gradient on a mini-batch of its shard, scaled to all rows; the
   gradients are averaged before the optimiser step (:class:`DistributedSVIState`). The
@@ -23,7 +25,7 @@ starts one from the environment ``torchrun`` sets (``RANK``, ``WORLD_SIZE``,
 from __future__ import annotations
 
 from ._dist_group import backend_for, init_process_group, shard, shard_rows
-from ._distributed_map import fit_map_distributed
+from ._distributed_map import ShardLoss, fit_map_distributed
 from ._distributed_svi import (
     DistributedSVIState,
     fit_svi_distributed,
@@ -32,6 +34,7 @@ from ._distributed_svi import (
 
 __all__ = [
     "DistributedSVIState",
+    "ShardLoss",
     "backend_for",
     "fit_map_distributed",
     "fit_svi_distributed",

@@ -1,17 +1,24 @@
-"""Sources of mini-batches read from disk, for :mod:`posheads.inference.stream`."""
+"""Sources of mini-batches read from disk, for :mod:`posheads.inference.stream`.
+
+* :class:`BatchSource` -- the base: blocks read one at a time, shuffled, cut into
+  mini-batches of torch tensors, validated as they are read;
+* :class:`ArraySource` -- rows of ``.npy`` memory maps (or any arrays);
+* :class:`ParquetSource` -- named columns of a Parquet file;
+* :class:`LazyTotals` -- a source's column totals, read only when a model asks for them.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["ArraySource", "BatchSource", "ParquetSource"]
+__all__ = ["ArraySource", "BatchSource", "LazyTotals", "ParquetSource"]
 
 _VECTORS = ("y", "exposure", "weights")
 
@@ -320,4 +327,37 @@ def _column(batch, name):
         raise ValueError(f"column {name!r} is not numeric ({col.type})") from err
 
 
-# ----------------------------------------------------------------- fitting
+class LazyTotals(Mapping):
+    """Totals (as :meth:`BatchSource.totals` returns them) computed on first access.
+
+    A model's :meth:`~posheads.models.protocol.PosteriorModel.with_totals` reads them
+    only when its priors depend on all rows, so a model that does not costs no pass over
+    the source.
+
+    Parameters
+    ----------
+    compute : callable
+        ``() -> dict`` of the totals; called at most once.
+    known : dict, optional
+        Totals known already (``"rows"``), returned without computing the others.
+    """
+
+    def __init__(self, compute: Callable[[], dict], known: dict | None = None):
+        self._compute, self._values = compute, None
+        self._known = dict(known or {})
+
+    def _get(self) -> dict:
+        if self._values is None:
+            self._values = {**dict(self._compute()), **self._known}
+        return self._values
+
+    def __getitem__(self, key):
+        if key in self._known:
+            return self._known[key]
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())

@@ -5,12 +5,17 @@ object walks ``setup -> gradient -> convergence check -> Hessian -> Newton direc
 line search`` until the gradient is small, then ``finalize`` reports the result and
 warns with :class:`sklearn.exceptions.ConvergenceWarning` when it is not converged (it
 never silently returns a start value). It knows nothing of GLMs: it drives any *loss*
-with the methods of :class:`posheads.models._loss.GLMLoss`::
+with the methods of :class:`posheads.models.glm_loss.GLMLoss`::
 
     predictors(theta, start=False) -> P   linear in theta: P(theta + a d) = P + a P(d)
     step(P, dP, a)    -> P'       the predictors at theta + a d
     value(theta, P)   -> float    objective (NaN when not finite)
     gradient(theta, P), hessian(theta, P, exact=bool)
+
+The engines that run it (:func:`posheads.inference.map.newton_mode`) also read
+``log_joint(theta, P)`` (the model's log joint, reusing ``P``), ``closed_form`` (no
+derivative needs autograd) and ``X.sparse`` (the design's layout). The method is derived
+in ``docs/inference.md``, "The Newton solver".
 """
 
 from __future__ import annotations
@@ -158,7 +163,7 @@ class NewtonSolver:
         In the quadratic regime it is ``a = 1``. Far from the optimum a Newton step
         often overshoots (or stops short of) the minimum along its direction; one more
         value there costs a pass over the predictors, not a Hessian, and moving to it
-        saves whole iterations (NMES1988: five Newton steps become four).
+        can save whole iterations.
         """
         curvature = f_new - self.f - self.slope
         if not curvature > 0:
