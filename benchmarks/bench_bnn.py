@@ -50,8 +50,8 @@ from sklearn.metrics import mean_poisson_deviance
 from sklearn.model_selection import train_test_split
 
 from posheads.datasets import load_nmes1988, nmes1988_design
-from posheads.estimators import _bnn_engine
 from posheads.estimators.bnn import BayesianNeuralCountRegressor
+from posheads.inference import svi as svi_engine
 
 
 def _coverage(interval, y):
@@ -276,8 +276,9 @@ def scale(rows: int, epochs: int, batch_size: int) -> None:
 # -------------------------------------------------------------------------- throughput
 @contextlib.contextmanager
 def _timed_svi(record: dict):
-    """Time each call of the engine's SVI loop (and note its thread count) into ``record``."""
-    inner = _bnn_engine.run_svi
+    """Time each call of the inference stack's SVI loop (and note its thread count) into
+    ``record``; the estimator looks ``run_steps`` up when it fits."""
+    inner = svi_engine.run_steps
 
     def timed(*args, **kwargs):
         record["threads"] = torch.get_num_threads()  # the estimator may lower it for small steps
@@ -286,11 +287,11 @@ def _timed_svi(record: dict):
         record["seconds"] = time.perf_counter() - start
         return out
 
-    _bnn_engine.run_svi = timed
+    svi_engine.run_steps = timed
     try:
         yield record
     finally:
-        _bnn_engine.run_svi = inner
+        svi_engine.run_steps = inner
 
 
 def _ours_seconds(X, y, likelihood: str, steps: int, batch_size: int) -> tuple[float, int]:

@@ -46,12 +46,43 @@ from torch import nn
 from posheads import families, heads
 from posheads.distributions import SoftplusHalfNormal
 
-__all__ = ["ACTIVATIONS", "LIKELIHOODS", "BayesianCountMLP"]
+__all__ = ["ACTIVATIONS", "LIKELIHOODS", "BayesianCountMLP", "init_locations", "local_params"]
 
 #: Names of the families registered when this module was imported (any family works:
 #: see :func:`posheads.families.available_families`).
 LIKELIHOODS = tuple(f.name for f in families.available_families())
 ACTIVATIONS = ("softplus", "relu", "tanh", "gelu", "silu", "elu", "sigmoid")
+
+
+def local_params():
+    """Pyro's ``module_local_params`` setting: a network and its guide keep their
+    parameters in their own modules, not in the global parameter store (enter it wherever
+    they are built or used)."""
+    return pyro.settings.context(module_local_params=True)
+
+
+def init_locations(model):
+    """An ``init_loc_fn`` for a guide of :class:`BayesianCountMLP`: a random network whose
+    head predicts the moment-matched mean.
+
+    Hidden weights are a draw from their prior (``1 / sqrt(fan_in)``, as LeCun's
+    initialisation), hidden biases 0, the head's weights 0 and its biases at their prior
+    location (the moment-matched start), layer scales at their prior scale.
+    """
+    del model  # every value follows from the site's prior
+
+    def init(site):
+        name, fn = site["name"], site["fn"]
+        base = fn.base_dist if hasattr(fn, "base_dist") else fn
+        if name == "layer_scale":
+            return base.scale.detach().clone()
+        if name.startswith("hidden.") and name.endswith(".weight"):
+            return fn.sample().detach()
+        if name == "head.proj.bias":
+            return base.loc.detach().clone()
+        return torch.zeros(fn.shape(), dtype=base.mean.dtype, device=base.mean.device)
+
+    return init
 
 
 class _BufferPrior:

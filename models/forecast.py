@@ -96,7 +96,7 @@ def _global(name, family, loc, scale, like):
     return pyro.sample(name, prior.expand([1]).to_event(1))
 
 
-def _vector(name, scale, size, like):
+def _exchangeable(name, scale, size, like):
     """``size`` exchangeable coefficients ``~ Normal(0, scale)`` (seasons or regressors)."""
     prior = dist.Normal(like.new_zeros(()), like.new_tensor(scale))
     return pyro.sample(name, prior.expand([size]).to_event(1))
@@ -117,10 +117,10 @@ class _StructuralMixin:
         n_seasonal = self.n_seasonal
         n_reg = covariates.size(-1) - n_seasonal
         if n_seasonal:
-            seasonal = _vector("seasonal", self.seasonal_scale, n_seasonal, zero_data)
+            seasonal = _exchangeable("seasonal", self.seasonal_scale, n_seasonal, zero_data)
             eta = eta + (seasonal * covariates[..., :n_seasonal]).sum(-1, keepdim=True)
         if n_reg:
-            weight = _vector("weight", self.weight_scale, n_reg, zero_data)
+            weight = _exchangeable("weight", self.weight_scale, n_reg, zero_data)
             eta = eta + (weight * covariates[..., n_seasonal:]).sum(-1, keepdim=True)
         drift_scale = _global("drift_scale", dist.LogNormal, self.drift_loc, 1.0, zero_data)
         if self.trend:

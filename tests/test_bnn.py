@@ -16,9 +16,9 @@ from pyro import poutine
 from sklearn.linear_model import PoissonRegressor
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from posheads.estimators import _bnn_engine as engine
 from posheads.estimators.bnn import BayesianNeuralCountRegressor
-from posheads.models.bnn import LIKELIHOODS, BayesianCountMLP
+from posheads.inference.common import GUIDES, make_guide
+from posheads.models.bnn import LIKELIHOODS, BayesianCountMLP, init_locations, local_params
 from posheads.transforms import SoftplusTransform
 
 from .conftest import DEVICES
@@ -103,11 +103,11 @@ def test_model_rejects_bad_options(kwargs, match):
         BayesianCountMLP(2, **kwargs)
 
 
-@pytest.mark.parametrize("kind", engine.GUIDES)
+@pytest.mark.parametrize("kind", GUIDES)
 def test_guides_start_small_and_use_softplus(kind):
-    with engine.local_params():
+    with local_params():
         net = BayesianCountMLP(3, (4,))
-        guide = engine.make_guide(net, kind, init_scale=1e-3)
+        guide = make_guide(net, kind, init_locations(net), init_scale=1e-3)
         X, y = torch.randn(8, 3), torch.ones(8)
         guide(X, y)
         parts = list(guide) if kind == "last_layer" else [guide]

@@ -336,3 +336,47 @@ def test_partial_fit_streams_to_the_full_fit():
     full = PoissonSoftplusRegressor(alpha=0).fit(X, y)
     np.testing.assert_allclose(est.coef_, full.coef_, atol=0.1)
     assert est.n_iter_ == 20
+
+
+# ------------------------------------------------------------------ configurations
+def test_inference_accepts_a_configuration_object():
+    from posheads.inference import MAP, NUTS, SVI, Laplace
+
+    X, y, _ = make_count_regression(300, 2, random_state=3)
+    by_name = PoissonSoftplusRegressor(inference="laplace", num_samples=200,
+                                       random_state=0).fit(X, y)
+    by_config = PoissonSoftplusRegressor(inference=Laplace(num_samples=200, tol=1e-6),
+                                         random_state=0).fit(X, y)
+    np.testing.assert_array_equal(by_config.coef_, by_name.coef_)
+    assert by_config.posterior_.num_draws == 200
+    est = PoissonSoftplusRegressor(inference=NUTS(num_samples=30, num_warmup=20),
+                                   random_state=0).fit(X, y)
+    assert est.posterior_.method == "nuts" and est.posterior_.num_draws == 30
+    est = PoissonSoftplusRegressor(inference=SVI(num_steps=50, num_samples=20),
+                                   random_state=0).fit(X, y)
+    assert est.posterior_.method == "svi" and est.n_iter_ == 50
+    tight = PoissonSoftplusRegressor(alpha=0, inference=MAP(tol=1e-12)).fit(X, y)
+    assert tight.posterior_.extra["grad_max"] <= 1e-12
+    assert clone(by_config).get_params()["inference"] == Laplace(num_samples=200, tol=1e-6)
+
+
+def test_a_configuration_and_a_budget_keyword_may_not_disagree():
+    from posheads.inference import NUTS
+
+    X, y, _ = make_count_regression(50, 2, random_state=3)
+    with pytest.raises(ValueError, match=r"num_warmup=10 and inference=NUTS.*num_warmup="):
+        PoissonSoftplusRegressor(inference=NUTS(), num_warmup=10).fit(X, y)
+    with pytest.raises(ValueError, match=r"configuration of posheads\.inference"):
+        PoissonSoftplusRegressor(inference=PoissonSoftplusRegressor()).fit(X, y)
+
+
+def test_an_estimator_with_a_configuration_saves_and_loads(tmp_path):
+    from posheads.inference import NUTS
+
+    X, y, _ = make_count_regression(200, 2, random_state=3)
+    est = PoissonSoftplusRegressor(inference=NUTS(num_samples=20, num_warmup=20),
+                                   random_state=0).fit(X, y)
+    est.save(tmp_path / "m")
+    back = load(tmp_path / "m")
+    assert back.inference == NUTS(num_samples=20, num_warmup=20)
+    np.testing.assert_allclose(back.predict(X[:4]), est.predict(X[:4]))

@@ -491,7 +491,9 @@ def test_device_and_dtype(series, device, dtype):
     ).fit(y.iloc[:126], X.iloc[:126])
     assert est._device.type == device
     expected = torch.float32 if dtype == "float32" else torch.float64
-    assert est._param_state["params"]["AutoNormal.locs.bias"].dtype == expected
+    params = est._param_state["params"]
+    (bias,) = [v for k, v in params.items() if k.endswith("locs.bias")]
+    assert bias.dtype == expected
     mean = est.predict(14, X.iloc[126:])
     assert mean.dtype == np.float64 and np.all(np.isfinite(mean))
     assert est.sample_paths(14, 10, X.iloc[126:]).dtype == np.int64
@@ -534,6 +536,26 @@ def test_save_load_round_trip(tmp_path, series, options):
     assert back.likelihood_ == est.likelihood_ and back.losses_ == est.losses_
     assert list(back.feature_names_in_) == ["x0"]
     assert len(pyro.get_param_store()) == 0
+
+
+def test_a_forecaster_saved_before_the_softplus_guides_still_loads(tmp_path):
+    """A save without the guide's name holds Pyro AutoNormal's parameters (the same
+    softplus-mapped values, another name): the loader takes them, and the forecasts agree."""
+    import json
+
+    y = np.random.default_rng(0).poisson(8.0, size=60)
+    est = CountForecaster((), num_steps=30, num_samples=40, random_state=2).fit(y)
+    est.save(tmp_path / "f")
+    meta = json.loads((tmp_path / "f" / "estimator.json").read_text())
+    assert meta["attributes"].pop("guide") == "softplus_normal"
+    (tmp_path / "f" / "estimator.json").write_text(json.dumps(meta))
+    blob = torch.load(tmp_path / "f" / "tensors.pt", weights_only=True)
+    params = blob["nested"]["posterior"]["params"]
+    for name in list(params):  # the names Pyro's AutoNormal gives them
+        params[name.replace("SoftplusAutoNormal.", "AutoNormal.")] = params.pop(name)
+    torch.save(blob, tmp_path / "f" / "tensors.pt")
+    back = CountForecaster.load(tmp_path / "f")
+    np.testing.assert_allclose(back.predict(6), est.predict(6), rtol=1e-10)
 
 
 def test_save_load_plain_array_and_errors(tmp_path):

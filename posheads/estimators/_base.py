@@ -17,11 +17,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from posheads import families
 
+from ._inference import inference_config, is_bayesian
 from ._persist import PersistMixin
 from ._streaming import StreamingMixin
 from ._summary import coefficient_table
@@ -69,7 +70,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
         "fit_intercept": ["boolean"],
         "beta": [Interval(numbers.Real, 0.0, None, closed="neither"), StrOptions({"auto"})],
         "threshold": [Interval(numbers.Real, 0.0, None, closed="neither")],
-        "inference": [StrOptions({"map", "laplace", "svi", "nuts"})],
+        "inference": [StrOptions({"map", "laplace", "svi", "nuts"}), HasMethods(["fit"])],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0.0, None, closed="neither")],
         "num_samples": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -166,7 +167,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
             self, X, y, accept_sparse=["csr", "csc", "coo"], dtype=[np.float64, np.float32],
             y_numeric=True, reset=True, copy=False,
         )
-        bayes = self.inference != "map"
+        bayes = is_bayesian(self)
         integer = self._family.integer
         check_counts(y, integer=integer or bayes,
                      why=f"inference={self.inference!r} needs a proper count likelihood"
@@ -252,28 +253,18 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
         )
 
     def _fit_engine(self, data, w, beta):
-        from posheads import inference
+        from posheads.inference import MAP, Laplace
 
+        config = inference_config(self)
         model = self._model(beta, w)
         seed = torch_seed(self.random_state)
-        init = None
-        if self.warm_start and hasattr(self, "posterior_"):
-            init = self.posterior_.extra.get("map")
-        if self.inference == "map":
-            return inference.fit_map(model, data, max_iter=self.max_iter, tol=self.tol,
-                                     init=init, verbose=self.verbose, seed=seed,
-                                     check_input=False)  # validated by fit()
-        if self.inference == "laplace":
-            return inference.fit_laplace(model, data, num_samples=self.num_samples, seed=seed,
-                                         max_iter=self.max_iter, tol=self.tol, init=init)
-        if self.inference == "nuts":
-            return inference.fit_nuts(model, data, num_samples=self.num_samples,
-                                      num_warmup=self.num_warmup, num_chains=self.num_chains,
-                                      seed=seed, verbose=self.verbose)
-        return inference.fit_svi(model, data, num_steps=self.num_steps,
-                                 learning_rate=self.learning_rate,
-                                 subsample_size=self.batch_size, num_samples=self.num_samples,
-                                 seed=seed, verbose=self.verbose)
+        options = {}
+        if isinstance(config, (MAP, Laplace)):  # the mode search: a warm start, data checked
+            init = None
+            if self.warm_start and hasattr(self, "posterior_"):
+                init = self.posterior_.extra.get("map")
+            options = {"init": init, "check_input": False}
+        return config.fit(model, data, seed=seed, verbose=self.verbose, **options)
 
     def _profile_beta(self, data, w):
         """Choose beta by profile likelihood: maximise the MAP log joint over log(beta)."""

@@ -8,6 +8,7 @@ code. Pickling the estimator still works for scikit-learn users who want it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import numbers
 from pathlib import Path
@@ -43,7 +44,20 @@ def _jsonable(value):
         return str(value).removeprefix("torch.")
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and type(value).__module__.startswith("posheads.inference"):
+        # an engine configuration (inference=NUTS(...)): its name and its fields
+        fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"configuration": type(value).__name__, "fields": fields}
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def _from_json(value):
+    """A parameter value read back: an engine configuration is rebuilt from its fields."""
+    if isinstance(value, dict) and set(value) == {"configuration", "fields"}:
+        from posheads import inference
+
+        return getattr(inference, value["configuration"])(**value["fields"])
+    return value
 
 
 def save(est, folder) -> None:
@@ -84,7 +98,7 @@ def load(folder):
     if cls is None:
         raise ValueError(f"unknown estimator class {meta['class']!r} in {meta_path}")
     blob = torch.load(folder / "tensors.pt", map_location="cpu", weights_only=True)
-    est = cls(**meta["params"])
+    est = cls(**{k: _from_json(v) for k, v in meta["params"].items()})
     state = dict(meta["attributes"])
     state.update({k: v.numpy() for k, v in blob["arrays"].items()})
     state.update(blob["nested"])

@@ -74,19 +74,16 @@ class StreamingMixin:
 
     def _new_svi_state(self, model, first_data):
         """An SVI state whose mean-field guide starts at the MAP of the first batch."""
-        from pyro.infer.autoguide import AutoNormal
-        from pyro.infer.autoguide.initialization import init_to_value
-
-        from posheads import inference
-        from posheads.inference.svi import SVIState
+        from posheads.inference import fit_map
+        from posheads.inference.common import make_guide
+        from posheads.inference.svi import SVIState, init_at
 
         # Start the guide at the first batch's MAP: flat priors cannot be sampled for
         # a start, and the MAP is seconds away from where SVI would end up.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            start = inference.fit_map(model, first_data, max_iter=self.max_iter).extra["map"]
-        init = init_to_value(values={k: v.detach() for k, v in start.items()})
-        guide = AutoNormal(model, init_loc_fn=init, init_scale=0.01)
+            start = fit_map(model, first_data, max_iter=self.max_iter).extra["map"]
+        guide = make_guide(model, "normal", init_at(start), init_scale=0.01)
         return SVIState(model, guide, learning_rate=self.learning_rate,
                         seed=torch_seed(self.random_state))
 

@@ -51,12 +51,10 @@ def _marginal_effects(est, draws) -> np.ndarray:
     post = est.posterior_
     model, data = post.model, post.data
     family = model.family
-    X = data.X
-    Z = X if data.X_zero is None else data.X_zero
-    eta = _linear(X, draws.get("intercept"), draws["coef"]).requires_grad_(True)
+    eta, parts = model.predictors(draws, data.X, data.X_zero)
+    eta = eta.requires_grad_(True)
+    parts = {p: v.requires_grad_(True) for p, v in parts.items()}
     shapes = {name: draws[name][:, None] for name in family.shape_names}
-    parts = {p: _linear(Z, draws.get(f"{p}_intercept"), draws[f"{p}_coef"]).requires_grad_(True)
-             for p in family.part_names}
     mean = model.predictor_distribution(eta, shapes, parts, data.exposure,
                                         validate_args=False).mean
     grads = torch.autograd.grad(mean.sum(), [eta, *parts.values()])
@@ -64,12 +62,6 @@ def _marginal_effects(est, draws) -> np.ndarray:
     for grad, p in zip(grads[1:], parts, strict=True):
         ame = ame + grad.mean(dim=1, keepdim=True) * draws[f"{p}_coef"]
     return ame.detach().cpu().numpy()
-
-
-def _linear(X, intercept, coef):
-    """``(S, n)`` linear predictors for draws ``coef`` of shape ``(S, p)``; X may be sparse."""
-    eta = (X @ coef.t()).t()
-    return eta if intercept is None else eta + intercept[:, None]
 
 
 def coefficient_table(est, coverage: float = 0.9) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 The network is :class:`posheads.models.bnn.BayesianCountMLP` (hidden layers, a softplus-GLM
 skip term, a Poisson / negative-binomial / zero-inflated count head); the fit is SVI
-(:mod:`posheads.estimators._bnn_engine`) or, for small networks, NUTS. Inputs are
+(:mod:`posheads.inference`) or, for small networks, NUTS. Inputs are
 standardised inside (weighted mean and standard deviation), so the priors mean the same
 thing whatever the units of ``X``. Predictions average over posterior draws: ``predict``
 is the posterior mean of ``E[y | x]``, intervals and samples come from the posterior
@@ -22,8 +22,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from posheads import families
+from posheads.inference.common import GUIDES, intra_op_threads, seeded
 
-from . import _bnn_engine as engine
 from ._persist import PersistMixin
 from ._validation import (
     check_counts,
@@ -39,6 +39,11 @@ __all__ = ["BayesianNeuralCountRegressor"]
 
 # Rows per chunk of a prediction are chosen so that draws x rows x width stays below this.
 _CHUNK_ELEMENTS = 2**24
+# SVI steps whose largest activation holds fewer numbers than this run on one intra-op
+# thread: below it, synchronising threads costs more than they save.
+_SERIAL_STEP = 2**20
+# The step size decays tenfold over the run, damping the jitter of Monte Carlo gradients.
+_LR_DECAY = 0.1
 
 
 def _weighted_moments(X, w, chunk: int = 65536):
@@ -89,10 +94,14 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     inference : {"svi", "nuts"}, default="svi"
         SVI, or NUTS started from the SVI fit (small networks only: NUTS costs a full
         pass over the data per leapfrog step).
-    guide : {"last_layer", "normal", "lowrank"}, default="last_layer"
-        Variational family (see :mod:`posheads.estimators._bnn_engine`): point estimates
-        of the hidden layers with a mean-field Gaussian over the head and scales, a
-        mean-field Gaussian over everything, or a low-rank Gaussian.
+    guide : {"last_layer", "normal", "multivariate_normal", "lowrank"}, default="last_layer"
+        Variational family (:func:`posheads.inference.common.make_guide`): point
+        estimates of the hidden layers with a mean-field Gaussian over the head and
+        scales, a mean-field Gaussian over everything, a full-rank or a low-rank Gaussian.
+        Point estimates for the feature layers with a Bayesian read-out keep both the
+        features and the predictive uncertainty of the head, where a fully mean-field
+        network pays a KL price for every hidden weight it moves away from its prior
+        and leans on the GLM skip term instead.
     num_steps : int, default=1500
         Largest number of SVI steps.
     batch_size : int or None, default=None
@@ -162,7 +171,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         "hierarchical": ["boolean"],
         "coef_scale": [Interval(numbers.Real, 0.0, None, closed="neither")],
         "inference": [StrOptions({"svi", "nuts"})],
-        "guide": [StrOptions(set(engine.GUIDES))],
+        "guide": [StrOptions(set(GUIDES))],
         "num_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(numbers.Real, 0.0, None, closed="neither")],
@@ -243,10 +252,10 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
 
     # -------------------------------------------------------------------- fit
     def _build_model(self, n_features: int):
-        from posheads.models.bnn import BayesianCountMLP
+        from posheads.models.bnn import BayesianCountMLP, local_params
 
         sizes = tuple(int(h) for h in self.hidden_layer_sizes)
-        with engine.local_params():  # the module keeps its parameters to itself
+        with local_params():  # the module keeps its parameters to itself
             model = BayesianCountMLP(
                 n_features, sizes, activation=self.activation,
                 activation_beta=float(self.activation_beta), likelihood=self._family,
@@ -287,28 +296,46 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
                                       None if t is None else data["exposure"][keep])
         width = max((*self.model_.hidden_sizes, X.shape[1]))
         rows = X.shape[0] if self.batch_size is None else min(self.batch_size, X.shape[0])
-        with engine.intra_op_threads(rows * width, self._device):
+        with intra_op_threads(rows * width, self._device, limit=_SERIAL_STEP):
             self._fit_posterior(data, torch_seed(self.random_state))
         self._train = (X, y, t)
         return self
 
     def _fit_posterior(self, data: dict, seed: int | None) -> None:
-        with engine.local_params():
-            guide = engine.make_guide(self.model_, self.guide, init_scale=float(self.init_scale))
-        state = engine.run_svi(self.model_, guide, data, num_steps=self.num_steps,
-                               learning_rate=self.learning_rate, batch_size=self.batch_size,
-                               patience=self.patience, seed=seed, verbose=self.verbose)
-        self.loss_curve_ = np.asarray(state.losses, dtype=np.float64) / data["X"].shape[0]
-        self.n_iter_, self.converged_ = state.num_steps, bool(state.converged)
-        if self.inference == "svi":
-            draws = engine.guide_draws(state, data, self.num_samples, seed=seed)
-            self.sample_stats_ = {}
-        else:
-            with engine.local_params():
-                start = {k: v.detach() for k, v in state.guide.median(**data).items()}
-            draws, self.sample_stats_ = engine.run_nuts(
-                self.model_, data, start, num_samples=self.num_samples,
-                num_warmup=self.num_warmup, seed=seed, verbose=self.verbose)
+        """SVI on mini-batches of an epoch-wise permutation (the inference stack's state,
+        plateau rule and guide factory), then draws from the guide or, for
+        ``inference="nuts"``, NUTS started at the guide's median."""
+        from posheads.inference import NUTS
+        from posheads.inference.common import Plateau, child_seeds, epoch_batches, make_guide
+        from posheads.inference.svi import SVIState, run_steps
+        from posheads.models.bnn import init_locations, local_params
+
+        n = data["X"].shape[0]
+        svi_seed, batch_seed = child_seeds(seed, 2)
+        with local_params():
+            guide = make_guide(self.model_, self.guide, init_locations(self.model_),
+                               init_scale=float(self.init_scale))
+            # the data were validated by fit(): Pyro checks the first step only
+            state = SVIState(self.model_, guide, learning_rate=self.learning_rate,
+                             gamma=_LR_DECAY ** (1.0 / self.num_steps), clip_norm=10.0,
+                             seed=svi_seed, check_every_step=False)
+            batches = ({**data, "subsample": idx} for idx in
+                       epoch_batches(n, self.batch_size, batch_seed, data["X"].device))
+            converged = run_steps(state, batches, self.num_steps,
+                                  Plateau(self.patience, 0.0), self.verbose, loss_scale=1.0 / n)
+            self.loss_curve_ = np.asarray(state.losses, dtype=np.float64) / n
+            self.n_iter_, self.converged_ = state.num_steps, bool(converged)
+            if self.inference == "svi":
+                draws = state.sample(self.num_samples, data)
+                self.sample_stats_ = {}
+            else:
+                start = {k: v.detach() for k, v in guide.median(**data).items()}
+                nuts = NUTS(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                            init="uniform", dense_mass=False, max_tree_depth=8)
+                post = nuts.fit(self.model_, data, seed=seed, verbose=self.verbose,
+                                start=start)
+                draws = {k: v[0] for k, v in post.samples.items()}
+                self.sample_stats_ = {"diverging": post.sample_stats["diverging"][0]}
         self.samples_ = {k: v.detach() for k, v in draws.items()}
 
     # ------------------------------------------------------------- predicting
@@ -475,7 +502,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         Z, t = self._standardised(X, exposure)
         logp = np.empty((self.num_draws_, Z.shape[0]))
         draws = np.empty_like(logp)
-        with engine.seeded(torch_seed(self.random_state), self._device):
+        with seeded(torch_seed(self.random_state), self._device):
             for rows, d in self._distributions(Z, t):
                 obs = torch.as_tensor(y[rows], dtype=torch.float64, device=self._device)
                 logp[:, rows] = d.log_prob(obs).cpu().numpy()

@@ -38,11 +38,15 @@ _PARAMS = """
         likelihood (Wiemann, Kneib & Hambuckers 2024); ``beta_`` holds the value used.
     threshold : float, default=20.0
         Linear-branch threshold of the softplus (see :func:`posheads.ops.softplus`).
-    inference : {"map", "laplace", "svi", "nuts"}, default="map"
+    inference : {"map", "laplace", "svi", "nuts"} or configuration, default="map"
         Engine: the MAP estimate by Newton's method (deterministic, fast), a Laplace
-        approximation at it, stochastic variational inference, or NUTS.
+        approximation at it, stochastic variational inference, or NUTS. A name takes its
+        budget from the keywords below; a configuration of :mod:`posheads.inference`
+        (``MAP(...)``, ``Laplace(...)``, ``SVI(...)``, ``NUTS(num_samples=2000)``) carries
+        its own, and the keywords it sets must then stay at their defaults.
     max_iter, tol : int, float
-        Budget and tolerance of the Newton / L-BFGS solver.
+        Budget and tolerance of the Newton / L-BFGS solver (also of ``beta="auto"``'s
+        search).
     num_samples, num_warmup, num_chains : int
         Posterior draws (Laplace, SVI, NUTS) and NUTS warm-up and chains.
     num_steps, batch_size, learning_rate : int, int or None, float

@@ -6,7 +6,8 @@ plateau rule and the guide factory.
 * :func:`seeded`, :class:`RandomState`, :func:`child_seeds` -- reproducible draws that leave
   the caller's random number generators as they were.
 * :func:`intra_op_threads` -- run small work on one intra-op thread.
-* :class:`Plateau` -- the stopping rule of SVI.
+* :class:`Plateau` -- the stopping rule of SVI; :func:`epoch_batches` -- mini-batches of
+  row indices, a fresh permutation every epoch.
 * :func:`make_guide` with :data:`GUIDES` -- Gaussian guides whose scales are mapped to the
   positive half line by softplus.
 """
@@ -42,6 +43,7 @@ __all__ = [
     "check_int",
     "check_real",
     "child_seeds",
+    "epoch_batches",
     "intra_op_threads",
     "make_guide",
     "seeded",
@@ -290,6 +292,40 @@ class Plateau:
         else:
             self.since += 1
         return self.patience is not None and self.since >= self.patience
+
+
+def epoch_batches(n: int, batch_size: int | None, seed: int | None,
+                  device=None) -> Iterator[torch.Tensor | None]:
+    """Endless mini-batches of row indices: slices of a fresh permutation every epoch.
+
+    Parameters
+    ----------
+    n : int
+        Rows of the data.
+    batch_size : int or None
+        Rows per batch; ``None`` (or ``>= n``) yields ``None`` forever (the full data).
+        An epoch ends at its last whole batch, so every batch has ``batch_size`` rows.
+    seed : int or None
+        Seeds the permutations (``None``: drawn from torch's global generator).
+    device : torch.device or str, optional
+        Where the indices go (the data's device).
+
+    Yields
+    ------
+    Tensor of int64, shape ``(batch_size,)``, or None
+    """
+    if batch_size is None or batch_size >= n:
+        while True:
+            yield None
+    generator = torch.Generator()
+    if seed is None:
+        generator.manual_seed(int(torch.randint(2**62, ())))
+    else:
+        generator.manual_seed(int(seed))
+    while True:
+        perm = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield perm[start:start + batch_size]
 
 
 # ------------------------------------------------------------------ guides

@@ -34,7 +34,7 @@ from .whitening import Whitening, covariance_from_hessian, whitened_potential
 
 __all__ = ["NUTS", "fit_nuts", "laplace_metric"]
 
-_INITS = ("map", "uniform")
+_INITS = ("map", "uniform", "median")
 
 
 def laplace_metric(target) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,14 +103,17 @@ class NUTS:
         Target of the step-size adaptation, in (0, 1).
     max_tree_depth : int
         Largest number of trajectory doublings.
-    init : {"map", "uniform"}
+    init : {"map", "uniform", "median"}
         ``"map"``: whiten with the Laplace approximation and start each chain at a draw
         from it, ``theta_hat + L z0`` with ``z0 ~ N(0, I)``. ``"uniform"``: plain NUTS,
         each chain starting at a uniform draw from ``[-2, 2]^d`` in unconstrained space
         (Pyro's ``init_to_uniform``) with the mass matrix adapted during warm-up.
+        ``"median"``: plain NUTS from the target's own start (the prior median of a Pyro
+        model, the intercept-only fit of a GLM), for posteriors whose mode says little
+        about their shape (a funnel).
     adapt_mass_matrix : bool, optional
         Also adapt Pyro's mass matrix during warm-up, on top of the whitening. Default:
-        off with ``init="map"`` (the Laplace metric is kept), on with ``"uniform"``.
+        off with ``init="map"`` (the Laplace metric is kept), on otherwise.
 
     Examples
     --------
@@ -143,8 +146,13 @@ class NUTS:
         if self.adapt_mass_matrix is None:
             object.__setattr__(self, "adapt_mass_matrix", self.init != "map")
 
-    def fit(self, model, data, *, seed=None, verbose=1) -> Posterior:
-        """Sample ``model``'s posterior given ``data``; see :func:`fit_nuts`."""
+    def fit(self, model, data, *, seed=None, verbose=1, start=None) -> Posterior:
+        """Sample ``model``'s posterior given ``data``; see :func:`fit_nuts`.
+
+        ``start`` (constrained site values, e.g. the median of a variational fit) is where
+        every chain starts instead of a draw of ``init``'s; the metric is still
+        ``init``'s (with ``"uniform"``: the identity, adapted during warm-up).
+        """
         m = as_model(model)
         chain_seeds = child_seeds(seed, self.num_chains + 1)
         with seeded(chain_seeds[0]):
@@ -164,7 +172,11 @@ class NUTS:
             for c in range(self.num_chains):
                 pbar.set_description(f"NUTS chain {c + 1}/{self.num_chains}")
                 with seeded(chain_seeds[c + 1], like.device):
-                    if self.init == "map":
+                    if start is not None:
+                        z0 = whitening.to_z(target.pack(_on(start, like)).to(like))
+                    elif self.init == "median":
+                        z0 = target.init().to(like)
+                    elif self.init == "map":
                         z0 = torch.randn(like.shape, dtype=like.dtype, device=like.device)
                     else:
                         z0 = 4.0 * torch.rand(like.shape, dtype=like.dtype,
@@ -217,6 +229,12 @@ class NUTS:
             "lp": recorder.lp,
         }
         return z, stats, potential.calls
+
+
+def _on(values: dict, like: torch.Tensor) -> dict:
+    """``values`` as tensors of ``like``'s dtype and device (detached)."""
+    return {k: torch.as_tensor(v).detach().to(dtype=like.dtype, device=like.device)
+            for k, v in values.items()}
 
 
 def fit_nuts(model, data, *, num_samples=1000, num_warmup=500, num_chains=1, init="map",

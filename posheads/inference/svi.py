@@ -19,6 +19,7 @@ variational inference".
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from pyro.infer.autoguide.initialization import init_to_median, init_to_value
@@ -264,12 +265,29 @@ def fit_svi(model, data, *, seed=None, verbose=1, **options) -> Posterior:
     return SVI(**options).fit(model, data, seed=seed, verbose=verbose)
 
 
-def run_steps(state: SVIState, kwargs: dict, num_steps: int, plateau: Plateau, verbose,
-              total_size: int | None = None) -> bool:
-    """Step ``state`` on ``kwargs`` until ``num_steps`` or the plateau; True at a plateau."""
+def run_steps(state: SVIState, kwargs, num_steps: int, plateau: Plateau, verbose,
+              total_size: int | None = None, loss_scale: float = 1.0) -> bool:
+    """Step ``state`` until ``num_steps`` or the plateau; True at a plateau.
+
+    Parameters
+    ----------
+    state : SVIState
+    kwargs : dict or iterable of dict
+        The model's keyword arguments for every step, or one dict per step (mini-batches
+        chosen by the caller); an iterable that runs out ends the run.
+    num_steps : int
+    plateau : Plateau
+        Sees each step's loss times ``loss_scale`` (e.g. per row).
+    verbose : int
+        0 silences the progress bar.
+    total_size : int, optional
+        Passed to :meth:`SVIState.step`.
+    loss_scale : float
+    """
+    batches = itertools.repeat(kwargs) if isinstance(kwargs, dict) else iter(kwargs)
     with tqdm(total=num_steps, desc="SVI", disable=not verbose, leave=False) as pbar:
-        for i in range(num_steps):
-            loss = state.step(kwargs, total_size=total_size)
+        for i, batch in zip(range(num_steps), batches, strict=False):
+            loss = state.step(batch, total_size=total_size) * loss_scale
             pbar.update(1)
             if i % 50 == 0:
                 pbar.set_postfix_str(f"loss {loss:.4g}", refresh=False)

@@ -9,7 +9,9 @@ in the estimators).
 
 Each state keeps its parameters in a parameter store of its own (entered with
 ``ParamStoreDict.scope`` around every step), so a fit neither reads nor writes the global
-parameter store, and two fits of the same model never share a guide's values.
+parameter store, and two fits of the same model never share a guide's values. A guide
+whose parameters live in its own modules (built under Pyro's ``module_local_params``, as
+the Bayesian network's are) is optimised through its ``parameters()``.
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ class SVIState:
         :meth:`use_averaged`.
     seed : int, optional
         Seed of the random state carried from step to step (``None``: torch's global one).
+    check_every_step : bool
+        Run Pyro's argument checks (support, NaN, weights) on every step. ``False`` runs
+        them on the first step only: for data validated already, where the checks of
+        every site of every step are a noticeable share of a mini-batch step; a
+        non-finite loss still stops the run with its step and site.
 
     Attributes
     ----------
@@ -117,7 +124,8 @@ class SVIState:
 
     def __init__(self, model, guide, *, learning_rate: float = 0.01, gamma: float = 1.0,
                  clip_norm: float | None = 10.0, num_particles: int = 1,
-                 average_window: int | None = None, seed: int | None = None):
+                 average_window: int | None = None, seed: int | None = None,
+                 check_every_step: bool = True):
         self.learning_rate = check_real("learning_rate", learning_rate, 0.0)
         self.clip_norm = check_real("clip_norm", clip_norm, 0.0, optional=True)
         self.gamma = check_real("gamma", gamma, 0.0, 1.0, closed_high=True)
@@ -128,6 +136,7 @@ class SVIState:
         self.optimizer: torch.optim.Optimizer | None = None
         self.param_state: dict | None = None
         self.average_window = average_window
+        self.check_every_step = bool(check_every_step)
         self._averaged: list[torch.Tensor] | None = None
         self.losses: list[float] = []
 
@@ -152,6 +161,8 @@ class SVIState:
         with torch.no_grad():
             self.guide(**kwargs)  # creates the guide's parameters
         params = [p for _, p in pyro.get_param_store().named_parameters()]
+        if not params and isinstance(self.guide, torch.nn.Module):  # module-local
+            params = [p for p in self.guide.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the guide has no parameters to optimise")
         self.optimizer = torch.optim.Adam(params, lr=self.learning_rate)
@@ -187,8 +198,11 @@ class SVIState:
             if self.optimizer is None:
                 self.setup(kwargs)
             rng = torch.get_rng_state()
+            checks = contextlib.nullcontext() if self.check_every_step \
+                else pyro.validation_enabled(not self.losses)
             try:
-                loss = self.elbo.differentiable_loss(model, self.guide, **kwargs)
+                with checks:
+                    loss = self.elbo.differentiable_loss(model, self.guide, **kwargs)
             except ValueError as err:  # e.g. Pyro's validation of a site's value
                 raise ValueError(f"SVI failed at step {self.num_steps}: {err}") from err
             value = self.reduce_loss(float(loss.detach()))

@@ -1,14 +1,16 @@
-"""Engines behind :class:`posheads.CountForecaster`: isolation and a quiet NUTS forecaster.
+"""The forecaster's use of the inference stack: isolation, SVI, NUTS, and replaying draws.
 
-:func:`isolated` runs Pyro code in a parameter store of its own (so two forecasters never
-share or overwrite guide parameters, and the caller's store is left as it was), a private
-torch random stream (seeded when a seed is given; the caller's stream is restored
-afterwards) and Pyro's logger silenced unless asked for.
-
-:class:`NUTSForecaster` is :class:`pyro.contrib.forecast.HMCForecaster` without its
-printed summary, with the progress bar under ``verbose``, with posterior draws replayed
-for in-sample calls too (``HMCForecaster`` samples the prior there), and with a seeded
-choice of draws.
+* :func:`isolated` runs Pyro code in a parameter store of its own (so two forecasters
+  never share or overwrite guide parameters, and the caller's store is left as it was),
+  on torch's generators seeded by :func:`posheads.inference.common.seeded`, with Pyro's
+  logger silenced unless asked for.
+* :func:`fit_guide` fits the guide of a forecasting model by the inference stack's SVI
+  (:class:`~posheads.inference.svi.SVIState`, its guide factory and plateau rule);
+  :func:`sample_posterior` draws its posterior with the stack's NUTS.
+* :class:`NUTSForecaster` forecasts from posterior draws, as
+  :class:`pyro.contrib.forecast.HMCForecaster` does, with the draws replayed for
+  in-sample calls too (``HMCForecaster`` samples the prior there) and a seeded choice of
+  draws.
 """
 
 from __future__ import annotations
@@ -21,22 +23,28 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.contrib.forecast.util import PrefixConditionMessenger, PrefixReplayMessenger
-from pyro.infer import MCMC, NUTS
-from pyro.infer.autoguide import init_to_median
 from pyro.infer.predictive import _guess_max_plate_nesting
 from torch import nn
 
-__all__ = ["NUTSForecaster", "isolated"]
+from posheads.inference.common import Plateau, make_guide, seeded
+from posheads.inference.svi import SVIState, run_steps
+
+__all__ = ["NUTSForecaster", "fit_guide", "init_to_mean", "isolated", "sample_posterior"]
+
+# The step size decays tenfold over an SVI run; gradients are clipped at this norm.
+_LR_DECAY = 0.1
+_CLIP_NORM = 10.0
 
 
 @contextlib.contextmanager
 def isolated(seed: int | None, *, params: dict | None = None, verbose: int = 0):
-    """A private Pyro parameter store, a private (optionally seeded) RNG, a quiet logger.
+    """A private Pyro parameter store, seeded generators, a quiet logger.
 
     Parameters
     ----------
     seed : int or None
-        Seed of the private torch random stream; None draws from the current stream.
+        Seed of torch's generators for the block (:func:`~posheads.inference.common.seeded`:
+        restored afterwards); None draws from the caller's generators.
     params : dict, optional
         A parameter-store state yielded by an earlier call, to work with its parameters
         again; None starts an empty store.
@@ -50,18 +58,86 @@ def isolated(seed: int | None, *, params: dict | None = None, verbose: int = 0):
     """
     logger = logging.getLogger("pyro")
     level = logger.level
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with ExitStack() as stack:
         state = stack.enter_context(pyro.get_param_store().scope(params))
-        stack.enter_context(torch.random.fork_rng(devices=devices))
-        if seed is not None:
-            torch.manual_seed(seed)
+        stack.enter_context(seeded(seed))
         if not verbose:
             logger.setLevel(logging.WARNING)
         try:
             yield state
         finally:
             logger.setLevel(level)
+
+
+def init_to_mean(site):
+    """Start a guide at prior means (zero innovations), as a fresh tensor.
+
+    The prior of the innovations has an expanded (stride-0) mean; an optimiser cannot
+    update a parameter that shares memory, hence the copy.
+    """
+    from pyro.infer.autoguide import init_to_mean as prior_mean
+
+    return prior_mean(site).clone()
+
+
+def fit_guide(model, data, covariates, *, init_loc_fn, num_steps, learning_rate,
+              verbose=0, guide=None):
+    """Fit a mean-field guide of a forecasting model by SVI, in a parameter store of its own.
+
+    Parameters
+    ----------
+    model : ForecastingModel
+    data, covariates : Tensor
+        Shapes ``(T, 1)`` and ``(T, n_covariates)``.
+    init_loc_fn : callable
+        Where the guide starts.
+    num_steps : int
+        SVI steps (0: the guide is only built, its parameters at their start).
+    learning_rate : float
+        Adam's initial step size, decayed tenfold over the run.
+    verbose : int
+        A progress bar when ``> 0``.
+    guide : AutoGuide, optional
+        A guide to fit instead of the stack's softplus-scaled mean-field one.
+
+    Returns
+    -------
+    (AutoGuide, dict, list of float)
+        The guide, the parameter-store state holding its parameters (enter it with
+        ``pyro.get_param_store().scope(state)`` or :func:`isolated`), and the loss of every
+        step per observed value.
+    """
+    if guide is None:
+        guide = make_guide(model, "normal", init_loc_fn, init_scale=0.1)
+    kwargs = {"data": data, "covariates": covariates}
+    if not num_steps:
+        with pyro.get_param_store().scope() as params, torch.no_grad():
+            guide(**kwargs)  # creates the parameters at their start
+        return guide, params, []
+    state = SVIState(model, guide, learning_rate=learning_rate,
+                     gamma=_LR_DECAY ** (1.0 / num_steps), clip_norm=_CLIP_NORM)
+    run_steps(state, kwargs, num_steps, Plateau(None, 0.0), verbose,
+              loss_scale=1.0 / data.numel())
+    return guide, state.param_state, [v / data.numel() for v in state.losses]
+
+
+def sample_posterior(model, data, covariates, *, num_warmup, num_samples, seed=None,
+                     verbose=0):
+    """Posterior draws of a forecasting model by the stack's NUTS, from the prior median
+    with an adapted diagonal metric.
+
+    Returns
+    -------
+    dict of Tensor
+        Draws by site name, each of shape ``(num_samples,) + site shape``.
+    """
+    from posheads.inference import NUTS
+
+    nuts = NUTS(num_samples=num_samples, num_warmup=num_warmup, init="median",
+                dense_mass=False, target_accept_prob=0.9)
+    post = nuts.fit(model, {"data": data, "covariates": covariates}, seed=seed,
+                    verbose=verbose)
+    return {k: v[0] for k, v in post.samples.items()}
 
 
 class NUTSForecaster(nn.Module):
@@ -72,46 +148,20 @@ class NUTSForecaster(nn.Module):
     model : ForecastingModel
     data, covariates : Tensor
         Training counts ``(T, 1)`` and covariates ``(T, n_covariates)``.
-    num_warmup, num_samples : int
-        NUTS warm-up steps and kept draws (one chain).
-    verbose : int
-        Show the sampler's progress bar when ``> 0``.
-    samples : dict of Tensor, optional
-        Posterior draws from an earlier run (a loaded forecaster): no sampling is done, and
-        ``num_samples`` must be their number.
+    samples : dict of Tensor
+        Posterior draws by site name, each of shape ``(num_samples,) + site shape``
+        (:func:`sample_posterior`, or a loaded forecaster's).
 
     Attributes
     ----------
     samples : dict of Tensor
-        The posterior draws by site name, each of shape ``(num_samples,) + site shape``:
-        what a saved forecaster stores.
-    diagnostics : dict
-        The sampler's diagnostics (empty for given ``samples``).
+        The posterior draws: what a saved forecaster stores.
     """
 
-    def __init__(
-        self, model, data, covariates, *, num_warmup, num_samples, verbose=0, samples=None
-    ):
+    def __init__(self, model, data, covariates, *, samples):
         super().__init__()
         self.model = model
         self.max_plate_nesting = max(_guess_max_plate_nesting(model, (data, covariates), {}), 1)
-        if samples is None:
-            kernel = NUTS(
-                model,
-                max_plate_nesting=self.max_plate_nesting,
-                init_strategy=init_to_median,
-                target_accept_prob=0.9,
-            )
-            mcmc = MCMC(
-                kernel,
-                warmup_steps=num_warmup,
-                num_samples=num_samples,
-                disable_progbar=not verbose,
-            )
-            mcmc.run(data, covariates)
-            samples, self.diagnostics = mcmc.get_samples(), mcmc.diagnostics()
-        else:
-            self.diagnostics = {}
         self.samples = samples
         with poutine.trace() as tr, pyro.plate("particles", 1, dim=-self.max_plate_nesting - 1):
             model(data, covariates)

@@ -21,6 +21,7 @@ import numbers
 from typing import ClassVar
 
 import numpy as np
+import pyro
 import torch
 from pyro import poutine
 from sklearn.base import BaseEstimator
@@ -32,7 +33,7 @@ from posheads.families import Family
 from .._persist import PersistMixin
 from .._validation import resolve_device, resolve_dtype
 from .baseline import ForecasterMixin, derived_seed
-from .engine import NUTSForecaster, isolated
+from .engine import NUTSForecaster, fit_guide, init_to_mean, isolated, sample_posterior
 from .likelihood import check_likelihood, choose_family, is_log_gaussian, likelihood_name
 from .report import ForecastReportMixin, to_numpy
 from .series import check_covariates, check_series, default_season_lengths, fourier_features
@@ -46,17 +47,6 @@ def _unit_bias(beta) -> float:
     from posheads.ops import softplus_inverse
 
     return float(softplus_inverse(torch.tensor(1.0, dtype=torch.float64), beta=float(beta)))
-
-
-def _init_to_mean(site):
-    """Start the guide at prior means (zero innovations), as a fresh tensor.
-
-    The prior of the innovations has an expanded (stride-0) mean; an optimiser cannot
-    update a parameter that shares memory, hence the copy.
-    """
-    from pyro.infer.autoguide import init_to_mean
-
-    return init_to_mean(site).clone()
 
 
 class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, ForecasterMixin,
@@ -209,10 +199,8 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         data = self._tensor(np.log1p(values) if self._log else values)[:, None]
         covariates = self._design(self._covariates_train, 0)
         self.model_ = self._make_model(values, family)
-        with isolated(derived_seed(self.random_state), verbose=self.verbose) as param_state:
-            self.forecaster_ = self._engine(data, covariates)
-        self._param_state = param_state
-        self.losses_ = list(getattr(self.forecaster_, "losses", []))
+        with isolated(derived_seed(self.random_state), verbose=self.verbose):
+            self.forecaster_, self._param_state, self.losses_ = self._engine(data, covariates)
         return self
 
     @property
@@ -298,30 +286,27 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         )
 
     def _engine(self, data, covariates):
+        """Fit by the inference stack: ``(forecaster, parameter-store state, losses)``."""
         if self.inference == "nuts":
-            return NUTSForecaster(
-                self.model_,
-                data,
-                covariates,
-                num_warmup=self.num_warmup,
-                num_samples=self.num_samples,
-                verbose=self.verbose,
-            )
+            samples = sample_posterior(self.model_, data, covariates,
+                                       num_warmup=self.num_warmup,
+                                       num_samples=self.num_samples, verbose=self.verbose)
+            forecaster = NUTSForecaster(self.model_, data, covariates, samples=samples)
+            return forecaster, {"params": {}, "constraints": {}}, []
         return self._svi(data, covariates, self.num_steps)
 
-    def _svi(self, data, covariates, num_steps):
+    def _svi(self, data, covariates, num_steps, guide=None):
+        """SVI for ``num_steps`` (0: the guide at its start, for loading), wrapped in a
+        :class:`pyro.contrib.forecast.Forecaster` that draws the forecasts."""
         from pyro.contrib.forecast import Forecaster
 
-        log_every = max(num_steps // 10, 1) if self.verbose else 0
-        return Forecaster(
-            self.model_,
-            data,
-            covariates,
-            learning_rate=self.learning_rate,
-            num_steps=num_steps,
-            init_loc_fn=_init_to_mean,
-            log_every=log_every,
-        )
+        guide, params, losses = fit_guide(
+            self.model_, data, covariates, init_loc_fn=init_to_mean, num_steps=num_steps,
+            learning_rate=self.learning_rate, verbose=self.verbose, guide=guide)
+        with pyro.get_param_store().scope(params):
+            forecaster = Forecaster(self.model_, data, covariates, guide=guide, num_steps=0,
+                                    log_every=0)
+        return forecaster, params, losses
 
     # ------------------------------------------------------------- forecasts
     def _future_covariates(self, horizon, X_future):

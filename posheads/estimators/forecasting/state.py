@@ -19,6 +19,12 @@ from .series import SeriesInfo
 
 __all__ = ["ForecastStateMixin"]
 
+# The guide a saved SVI forecaster's parameters belong to: the inference stack's
+# mean-field guide. Forecasters saved without this key used Pyro's AutoNormal, whose
+# parameters are the same (softplus-mapped scales) under the prefix "AutoNormal.".
+_GUIDE = "softplus_normal"
+_LEGACY_PREFIX, _PREFIX = "AutoNormal.", "SoftplusAutoNormal."
+
 
 class ForecastStateMixin:
     """``_get_state`` / ``_set_state`` for :class:`~posheads.estimators._persist.PersistMixin`."""
@@ -55,6 +61,7 @@ class ForecastStateMixin:
             state["posterior"] = {"samples": dict(self.forecaster_.samples)}
         else:  # the guide's unconstrained parameters; their constraints come from the guide
             state["posterior"] = {"params": dict(self._param_state["params"])}
+            state["guide"] = _GUIDE
         return state
 
     def _set_state(self, state: dict) -> None:
@@ -88,21 +95,16 @@ class ForecastStateMixin:
         posterior = state["posterior"]
         if "samples" in posterior:
             samples = {k: v.to(self._device) for k, v in posterior["samples"].items()}
-            with isolated(None) as self._param_state:
-                self.forecaster_ = NUTSForecaster(
-                    self.model_,
-                    data,
-                    covariates,
-                    num_warmup=0,
-                    num_samples=self.num_samples,
-                    samples=samples,
-                )
+            self._param_state = {"params": {}, "constraints": {}}
+            self.forecaster_ = NUTSForecaster(self.model_, data, covariates, samples=samples)
             return
         # A forecaster trained for no steps has the guide's parameters, with their
         # constraints, at their initial values; the saved values then replace them.
-        with isolated(None) as param_state:
-            self.forecaster_ = self._svi(data, covariates, num_steps=0)
+        with isolated(None):
+            self.forecaster_, param_state, _ = self._svi(data, covariates, 0)
         saved = posterior["params"]
+        if state.get("guide") != _GUIDE:  # saved by a version that used Pyro's AutoNormal
+            saved = {_PREFIX + k.removeprefix(_LEGACY_PREFIX): v for k, v in saved.items()}
         if set(saved) != set(param_state["params"]):
             raise ValueError(
                 "the saved guide parameters do not match the model rebuilt from "

@@ -1,0 +1,75 @@
+"""The engine an estimator runs: its ``inference`` parameter as a configuration object.
+
+``inference`` is a name (``"map"``, ``"laplace"``, ``"svi"``, ``"nuts"``), whose budget
+comes from the estimator's keywords (``max_iter``, ``tol``, ``num_samples``,
+``num_warmup``, ``num_chains``, ``num_steps``, ``learning_rate``, ``batch_size``), or a
+configuration of :mod:`posheads.inference` (``MAP(...)``, ``Laplace(...)``, ``SVI(...)``,
+``NUTS(...)``) that carries its own. A keyword the configuration also sets may not be
+changed from its default at the same time: the two would disagree.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+__all__ = ["inference_config", "is_bayesian"]
+
+# configuration field -> estimator keyword, per engine
+_FIELDS = {
+    "MAP": {"max_iter": "max_iter", "tol": "tol"},
+    "Laplace": {"num_samples": "num_samples", "max_iter": "max_iter", "tol": "tol"},
+    "NUTS": {"num_samples": "num_samples", "num_warmup": "num_warmup",
+             "num_chains": "num_chains"},
+    "SVI": {"num_steps": "num_steps", "learning_rate": "learning_rate",
+            "subsample_size": "batch_size", "num_samples": "num_samples"},
+}
+_NAMES = {"map": "MAP", "laplace": "Laplace", "nuts": "NUTS", "svi": "SVI"}
+
+
+def inference_config(est):
+    """The configuration object that ``est.inference`` means.
+
+    Raises
+    ------
+    ValueError
+        For an object that is not a configuration of :mod:`posheads.inference`, or a
+        budget keyword of the estimator changed while a configuration sets it.
+    """
+    from posheads import inference
+
+    choice = est.inference
+    if isinstance(choice, str):
+        kind = _NAMES[choice]
+        fields = tuple((field, getattr(est, key)) for field, key in _FIELDS[kind].items())
+        return _made(kind, fields)
+    kind = type(choice).__name__
+    if kind not in _FIELDS or not isinstance(choice, getattr(inference, kind)):
+        raise ValueError("inference must be 'map', 'laplace', 'svi', 'nuts' or a "
+                         "configuration of posheads.inference (MAP, Laplace, SVI, NUTS), "
+                         f"got {choice!r}")
+    defaults = _defaults(type(est))
+    for field, key in _FIELDS[kind].items():
+        if getattr(est, key) != defaults[key]:
+            raise ValueError(f"{key}={getattr(est, key)!r} and inference={choice!r} both "
+                             f"set the budget: pass {field}= to {kind}(...) instead")
+    return choice
+
+
+@functools.lru_cache(maxsize=64)
+def _defaults(cls) -> dict:
+    """The default of every parameter of ``cls.__init__``."""
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _made(kind: str, fields: tuple):
+    """The configuration ``kind(**fields)``, made (and validated) once per value."""
+    from posheads import inference
+
+    return getattr(inference, kind)(**dict(fields))
+
+
+def is_bayesian(est) -> bool:
+    """Whether ``est.inference`` draws from a posterior (anything but MAP)."""
+    return est.inference != "map" and type(est.inference).__name__ != "MAP"
