@@ -475,3 +475,23 @@ def test_make_guide_has_softplus_scales(kind):
         make_guide(glm, "flow", init_to_median)
     with pytest.raises(ValueError, match="hidden layers"):
         make_guide(glm, "last_layer", init_to_median)
+
+
+def test_svi_state_clamps_gradient_elements_and_takes_adam_betas():
+    """clip_value clamps each gradient element (the norm clip scales them all); betas
+    reach Adam."""
+    import pyro.distributions as pdist
+
+    def model():
+        pyro.sample("x", pdist.Normal(torch.zeros(3, dtype=torch.float64), 1.0).to_event(1))
+
+    def guide():
+        loc = pyro.param("loc", torch.tensor([50.0, -50.0, 0.5], dtype=torch.float64))
+        pyro.sample("x", pdist.Delta(loc).to_event(1))
+
+    state = SVIState(model, guide, learning_rate=1e-3, clip_norm=None, clip_value=2.0,
+                     betas=(0.5, 0.9))
+    state.step({})
+    grad = state.optimizer.param_groups[0]["params"][0].grad
+    torch.testing.assert_close(grad, torch.tensor([2.0, -2.0, 0.5], dtype=torch.float64))
+    assert state.optimizer.param_groups[0]["betas"] == (0.5, 0.9)

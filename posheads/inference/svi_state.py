@@ -98,6 +98,10 @@ class SVIState:
         :meth:`use_averaged`.
     seed : int, optional
         Seed of the random state carried from step to step (``None``: torch's global one).
+    betas : (float, float)
+        Adam's decay rates of its moment estimates.
+    clip_value : float, optional
+        Also clamp every gradient element to ``[-clip_value, clip_value]``.
     check_every_step : bool
         Run Pyro's argument checks (support, NaN, weights) on every step. ``False`` runs
         them on the first step only: for data validated already, where the checks of
@@ -125,6 +129,7 @@ class SVIState:
     def __init__(self, model, guide, *, learning_rate: float = 0.01, gamma: float = 1.0,
                  clip_norm: float | None = 10.0, num_particles: int = 1,
                  average_window: int | None = None, seed: int | None = None,
+                 betas: tuple[float, float] = (0.9, 0.999), clip_value: float | None = None,
                  check_every_step: bool = True):
         self.learning_rate = check_real("learning_rate", learning_rate, 0.0)
         self.clip_norm = check_real("clip_norm", clip_norm, 0.0, optional=True)
@@ -137,6 +142,8 @@ class SVIState:
         self.param_state: dict | None = None
         self.average_window = average_window
         self.check_every_step = bool(check_every_step)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.clip_value = check_real("clip_value", clip_value, 0.0, optional=True)
         self._averaged: list[torch.Tensor] | None = None
         self.losses: list[float] = []
 
@@ -165,7 +172,7 @@ class SVIState:
             params = [p for p in self.guide.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the guide has no parameters to optimise")
-        self.optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+        self.optimizer = torch.optim.Adam(params, lr=self.learning_rate, betas=self.betas)
 
     def step(self, kwargs: dict, *, total_size: int | None = None) -> float:
         """Take one gradient step on the model conditioned by ``kwargs``.
@@ -221,9 +228,11 @@ class SVIState:
             self.optimizer.zero_grad()
             loss.backward()
             self.reduce_gradients(self.optimizer.param_groups[0]["params"])
+            params = self.optimizer.param_groups[0]["params"]
+            if self.clip_value is not None:
+                torch.nn.utils.clip_grad_value_(params, self.clip_value)
             if self.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"],
-                                               self.clip_norm)
+                torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
             self.optimizer.step()
             for group in self.optimizer.param_groups:
                 group["lr"] *= self.gamma
