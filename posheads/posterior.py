@@ -27,10 +27,6 @@ import torch
 
 from posheads.models.protocol import as_model
 
-with warnings.catch_warnings():
-    # ArviZ announces its 1.0 refactor with a FutureWarning at import.
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
 
 __all__ = ["METHODS", "Posterior", "count_interval"]
 
@@ -242,6 +238,7 @@ class Posterior:
             half = self.num_draws // 2
             samples = {k: v[0, :2 * half].reshape(2, half, *v.shape[2:])
                        for k, v in samples.items()}
+        az = _arviz()
         idata = az.from_dict(posterior=samples, dims=self._dims())
         if self.num_chains * self.num_draws < 4:
             means = idata.posterior.mean(dim=("chain", "draw"))
@@ -254,7 +251,7 @@ class Posterior:
         hdi = [c for c in table.columns if c.startswith("hdi_")]
         return table.rename(columns={hdi[0]: "hdi_lo", hdi[1]: "hdi_hi"})[_SUMMARY]
 
-    def to_inference_data(self, predictive: bool = True, seed=None) -> az.InferenceData:
+    def to_inference_data(self, predictive: bool = True, seed=None):
         """The draws as :class:`arviz.InferenceData`.
 
         Groups: ``posterior``; with data, ``log_likelihood`` (pointwise ``"obs"``, for
@@ -282,7 +279,7 @@ class Posterior:
                     "obs": _as_numpy(self._replicate(seed).reshape(shape))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return az.from_dict(**groups)
+            return _arviz().from_dict(**groups)
 
     def _replicate(self, seed):
         """One predictive draw per posterior draw, for the fitted data."""
@@ -302,6 +299,17 @@ class Posterior:
 
 
 # ------------------------------------------------------------------ helpers
+def _arviz():
+    """arviz, imported on first use: it takes longer to import than a small fit takes, and
+    only summaries and conversions need it."""
+    with warnings.catch_warnings():
+        # ArviZ announces its 1.0 refactor with a FutureWarning at import.
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
 def _as_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
