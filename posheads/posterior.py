@@ -27,7 +27,6 @@ import torch
 
 from posheads.models.protocol import as_model
 
-
 __all__ = ["METHODS", "Posterior", "count_interval"]
 
 METHODS = ("map", "laplace", "svi", "nuts")
