@@ -36,6 +36,7 @@ from .counts import (
     ZERO_INFLATED_NEGATIVE_BINOMIAL,
     ZERO_INFLATED_POISSON,
     CountFamily,
+    GatedFamily,
     HurdleFamily,
     ZeroInflatedFamily,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "AutogradRows",
     "CountFamily",
     "Family",
+    "GatedFamily",
     "HurdleFamily",
     "Part",
     "RowTerms",

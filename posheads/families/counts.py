@@ -37,6 +37,7 @@ __all__ = [
     "ZERO_INFLATED_NEGATIVE_BINOMIAL",
     "ZERO_INFLATED_POISSON",
     "CountFamily",
+    "GatedFamily",
     "HurdleFamily",
     "ZeroInflatedFamily",
 ]
@@ -90,27 +91,36 @@ class _NegativeBinomial(CountFamily):
         return NegativeBinomialRows(self, y, exposure, weights, beta=beta, threshold=threshold)
 
 
-class ZeroInflatedFamily(Family):
-    """A count family with structural zeros of probability ``sigmoid(gate_logits)``.
+class GatedFamily(Family):
+    """A count family with a zero part in front of a count law (the zero-inflated and
+    hurdle families): the count law's shapes, one part, whole-number targets.
 
     Parameters
     ----------
     name : str
     distribution : type
-        The zero-inflated distribution class.
+        The distribution class of the whole law.
     base : CountFamily
-        The count law of the non-structural part.
+        The count law behind the zero part.
     **kwargs
         As in :class:`Family` (``aliases``, ``description``).
     """
 
+    part: Part
+
     def __init__(self, name, distribution, base: CountFamily, **kwargs):
-        super().__init__(name, distribution, shapes=base.shapes, parts=(ZERO_INFLATED_GATE,),
+        super().__init__(name, distribution, shapes=base.shapes, parts=(self.part,),
                          integer=True, **kwargs)
         self.base = base
 
     def shape_starts(self, y, weights=None):
         return self.base.shape_starts(y, weights)
+
+
+class ZeroInflatedFamily(GatedFamily):
+    """Structural zeros of probability ``sigmoid(gate_logits)``, else the count law."""
+
+    part = ZERO_INFLATED_GATE
 
     def start(self, y, weights=None, exposure=None) -> Start:
         # zeros beyond those of the count law at the overall rate are structural:
@@ -122,27 +132,11 @@ class ZeroInflatedFamily(Family):
         return Start(base.rate / (1.0 - pi), base.shapes, {"gate": pi})
 
 
-class HurdleFamily(Family):
-    """A zero with probability ``sigmoid(gate_logits)``, else a zero-truncated count.
+class HurdleFamily(GatedFamily):
+    """A zero with probability ``sigmoid(gate_logits)``, else the count law truncated to
+    ``y > 0``."""
 
-    Parameters
-    ----------
-    name : str
-    distribution : type
-        The hurdle distribution class.
-    base : CountFamily
-        The count law truncated to ``y > 0``.
-    **kwargs
-        As in :class:`Family`.
-    """
-
-    def __init__(self, name, distribution, base: CountFamily, **kwargs):
-        super().__init__(name, distribution, shapes=base.shapes, parts=(HURDLE_GATE,),
-                         integer=True, **kwargs)
-        self.base = base
-
-    def shape_starts(self, y, weights=None):
-        return self.base.shape_starts(y, weights)
+    part = HURDLE_GATE
 
     def start(self, y, weights=None, exposure=None) -> Start:
         shapes = self.base.shape_starts(y, weights)

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from posheads.models.protocol import as_model
 from posheads.posterior import Posterior
 
 from .common import check_int, check_real
-from .map import find_mode
+from .map import MAP
 
 __all__ = ["Laplace", "fit_laplace", "gaussian_draws"]
 
@@ -60,10 +59,10 @@ class Laplace:
     def fit(self, model, data, *, seed=None, verbose=0, init=None, jacobian=True,
             check_input=True) -> Posterior:
         """The Laplace approximation of ``model``'s posterior; see :func:`fit_laplace`."""
-        m = as_model(model)
-        target = m.target(data, validate=check_input, seed=seed)
-        mode = find_mode(target, jacobian=jacobian, init=init, max_iter=self.max_iter,
-                         tol=self.tol, verbose=verbose)
+        search = MAP(max_iter=self.max_iter, tol=self.tol)
+        target, mode = search.target_and_mode(model, data, seed=seed, verbose=verbose,
+                                              init=init, jacobian=jacobian,
+                                              check_input=check_input)
         H = target.hessian(mode.theta, jacobian)
         L = _cholesky(H)
         if L is None:

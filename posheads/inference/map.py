@@ -84,11 +84,19 @@ class MAP:
     def fit(self, model, data, *, seed=None, verbose=0, init=None, jacobian=False,
             check_input=True) -> Posterior:
         """The mode of ``model``'s posterior given ``data``; see :func:`fit_map`."""
-        m = as_model(model)
-        target = m.target(data, validate=check_input, seed=seed)
+        target, mode = self.target_and_mode(model, data, seed=seed, verbose=verbose,
+                                            init=init, jacobian=jacobian,
+                                            check_input=check_input)
+        return map_posterior(model, target.data, mode)
+
+    def target_and_mode(self, model, data, *, seed=None, verbose=0, init=None,
+                        jacobian=False, check_input=True):
+        """``model``'s :class:`~posheads.models.target.Target` given ``data`` and its
+        :class:`Mode` under this configuration (the first step of MAP and Laplace)."""
+        target = as_model(model).target(data, validate=check_input, seed=seed)
         mode = find_mode(target, jacobian=jacobian, init=init, max_iter=self.max_iter,
                          tol=self.tol, verbose=verbose)
-        return map_posterior(model, target.data, mode)
+        return target, mode
 
 
 def fit_map(model, data, *, max_iter=100, tol=1e-8, init=None, verbose=0, seed=None,
