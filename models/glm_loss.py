@@ -236,6 +236,14 @@ class GLMLoss:
             isinstance(prior, (SoftplusInverseGamma, dist.ImproperUniform))
             for prior in self.shape_priors.values())
 
+    @property
+    def inference_mode_safe(self) -> bool:
+        """Whether a solver may run in ``torch.inference_mode()``: no derivative needs
+        autograd, and no design is sparse (torch cannot convert sparse layouts of
+        inference tensors)."""
+        sparse = self.X.sparse or (self.Z is not None and self.Z.sparse)
+        return self.closed_form and not sparse
+
     # ------------------------------------------------------------ derivatives
     def gradient(self, theta: torch.Tensor, P: dict) -> torch.Tensor:
         """``df / dtheta``, shape ``(d,)``."""

@@ -72,4 +72,6 @@ def _made(kind: str, fields: tuple):
 
 def is_bayesian(est) -> bool:
     """Whether ``est.inference`` draws from a posterior (anything but MAP)."""
-    return est.inference != "map" and type(est.inference).__name__ != "MAP"
+    from posheads.inference import MAP
+
+    return not isinstance(inference_config(est), MAP)

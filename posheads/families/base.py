@@ -27,7 +27,7 @@ import torch
 from torch.distributions import Distribution
 
 from ..constraints import softplus_positive
-from .start import clip, weighted_mean_rate
+from .start import clip, softplus_inverse_scalar, weighted_mean_rate
 
 __all__ = ["Family", "Part", "Shape", "Start"]
 
@@ -261,8 +261,6 @@ class Family:
         ``eta`` inverts ``low + softplus_beta`` at ``rate / exposure_scale`` (kept just
         above the floor), each shape inverts softplus and each part is a logit.
         """
-        from .start import softplus_inverse_scalar
-
         excess = start.rate / exposure_scale - low
         excess = max(excess, 1e-6 * max(start.rate / exposure_scale, 1.0))
         raw = {"eta": softplus_inverse_scalar(excess, beta, threshold)}

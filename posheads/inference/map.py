@@ -249,11 +249,10 @@ def find_mode(target, *, jacobian=False, init=None, max_iter=100, tol=1e-8,
 def newton_mode(loss, theta0, *, max_iter, tol, verbose):
     """Run :class:`NewtonSolver` on ``loss`` from ``theta0``.
 
-    Where no derivative needs autograd (``loss.closed_form``) and the design is dense,
-    the solver runs in ``torch.inference_mode()``: no autograd bookkeeping, a visible
-    share of a small fit's time. Its tensors stay local, and ``theta`` is cloned into an
-    ordinary tensor that autograd may use later. (Not for a sparse design: torch cannot
-    convert sparse layouts of inference tensors.)
+    Where the loss says it is safe (``loss.inference_mode_safe``: no derivative needs
+    autograd, no sparse design) the solver runs in ``torch.inference_mode()``: no autograd
+    bookkeeping, a visible share of a small fit's time. Its tensors stay local, and
+    ``theta`` is cloned into an ordinary tensor that autograd may use later.
 
     Returns
     -------
@@ -262,7 +261,7 @@ def newton_mode(loss, theta0, *, max_iter, tol, verbose):
         ``converged`` and ``g_max`` describe the run.
     """
     solver = NewtonSolver(loss, tol=tol, max_iter=max_iter, verbose=verbose)
-    lean = loss.closed_form and not loss.X.sparse
+    lean = getattr(loss, "inference_mode_safe", False)
     with torch.inference_mode() if lean else contextlib.nullcontext():
         theta = solver.solve(theta0)
     return theta.clone(), solver

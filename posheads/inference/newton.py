@@ -13,8 +13,8 @@ with the methods of :class:`posheads.models.glm_loss.GLMLoss`::
     gradient(theta, P), hessian(theta, P, exact=bool)
 
 The engines that run it (:func:`posheads.inference.map.newton_mode`) also read
-``log_joint(theta, P)`` (the model's log joint, reusing ``P``), ``closed_form`` (no
-derivative needs autograd) and ``X.sparse`` (the design's layout). The method is derived
+``log_joint(theta, P)`` (the model's log joint, reusing ``P``) and, if present,
+``inference_mode_safe`` (the solver may run without autograd bookkeeping). The method is derived
 in ``docs/inference.md``, "The Newton solver".
 """
 
