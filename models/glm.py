@@ -480,6 +480,16 @@ class SoftplusGLM:
     def prediction_data(self, X, exposure=None, X_zero=None) -> GLMData:
         return GLMData(X=X, exposure=exposure, X_zero=X_zero)
 
+    def draw_distribution(self, draws, data, validate_args=False):
+        """The distribution of each row's target under each draw: ``batch_shape (S, n)``.
+
+        The predictive queries (probabilities of each count, quantiles, log scores) average
+        this over the draws.
+        """
+        data = _as_data(data)
+        return self.distribution(_batched(draws), data.X, data.exposure, data.X_zero,
+                                 validate_args=validate_args)
+
     def draw_means(self, draws, data):
         data = _as_data(data)
         return self.predict_mean(draws, data.X, data.exposure, data.X_zero)

@@ -182,6 +182,20 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
                           dtype=[np.float64, np.float32], reset=False)
         return X, check_exposure(exposure, X.shape[0], np.float64)
 
+    def _prediction_data(self, X, exposure=None):
+        """Validated prediction inputs as the model's data object (torch, on the device).
+
+        Every prediction method goes through here, so each input the estimators accept
+        at predict time is checked and converted in one place.
+
+        Returns
+        -------
+        models.data.GLMData
+            ``y`` is ``None``.
+        """
+        X, t = self._validate_X(X, exposure)
+        return self.posterior_.model.prediction_data(self._torch(X), self._torch(t))
+
     def _torch(self, a):
         return to_torch(a, device=self._device, dtype=self._dtype)
 
@@ -318,8 +332,8 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
         -------
         ndarray of shape (n_samples,)
         """
-        X, t = self._validate_X(X, exposure)
-        mean = self.posterior_.predict_mean(self._torch(X), exposure=self._torch(t))
+        data = self._prediction_data(X, exposure)
+        mean = self.posterior_.predict_mean(data.X, exposure=data.exposure, X_zero=data.X_zero)
         return mean.detach().cpu().numpy().astype(np.float64)
 
     def predict_interval(self, X, coverage=0.9, exposure=None):
@@ -332,17 +346,17 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, RegressorMixin, BaseEst
         """
         if not 0 < coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
-        X, t = self._validate_X(X, exposure)
-        lo, hi = self.posterior_.predict_interval(self._torch(X), coverage=coverage,
-                                                  exposure=self._torch(t),
+        data = self._prediction_data(X, exposure)
+        lo, hi = self.posterior_.predict_interval(data.X, coverage=coverage,
+                                                  exposure=data.exposure, X_zero=data.X_zero,
                                                   seed=torch_seed(self.random_state))
         return np.stack([lo.cpu().numpy(), hi.cpu().numpy()], axis=1).astype(np.float64)
 
     def sample_posterior_predictive(self, X, n_samples=1000, exposure=None, random_state=None):
         """Draws of counts from the posterior predictive, shape ``(n_samples, n_rows)``."""
-        X, t = self._validate_X(X, exposure)
-        draws = self.posterior_.sample_predictive(self._torch(X), n_samples,
-                                                  exposure=self._torch(t),
+        data = self._prediction_data(X, exposure)
+        draws = self.posterior_.sample_predictive(data.X, n_samples, exposure=data.exposure,
+                                                  X_zero=data.X_zero,
                                                   seed=torch_seed(random_state))
         return draws.cpu().numpy()
 
