@@ -13,12 +13,12 @@ import torch
 
 from .design import is_sparse
 
-__all__ = ["GLMData", "check_glm_data"]
+__all__ = ["GLMData", "check_glm_data", "mean_offset"]
 
 
 @dataclass
 class GLMData:
-    """Covariates, counts, exposure and row weights of a GLM.
+    """Covariates, counts, exposure, row weights and offset of a GLM.
 
     Parameters
     ----------
@@ -33,6 +33,10 @@ class GLMData:
     X_zero : Tensor, shape ``(n, q)``, optional
         Covariates of the zero (gate) part of zero-inflated and hurdle models; ``X`` when
         ``None``.
+    offset : Tensor, shape ``(n,)``, optional
+        A known term added to the count part's linear predictor:
+        ``eta = offset + intercept + X @ coef``; zeros when ``None``. Under the softplus
+        link it is not a log exposure (see ``docs/formulas.md``).
 
     Instances are treated as immutable: engines may cache work keyed on the object.
     """
@@ -42,11 +46,25 @@ class GLMData:
     exposure: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     X_zero: torch.Tensor | None = None
+    offset: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
         """Number of rows."""
         return int(self.X.shape[0])
+
+
+def mean_offset(data: GLMData) -> float:
+    """The row-weighted mean of ``data.offset`` (0 without one).
+
+    The intercept-only start and the default prior mean of the intercept subtract it, so
+    that with an offset they still sit near the intercept-only fit.
+    """
+    o = data.offset
+    if o is None:
+        return 0.0
+    w = data.weights
+    return float(o.mean()) if w is None else float(torch.dot(w.to(o.dtype), o) / w.sum())
 
 
 def _vector(name, value, n, like):
@@ -105,7 +123,8 @@ def check_glm_data(data: GLMData, *, require_y: bool = True, validate: bool = Tr
 
         Z = data.X_zero
         return GLMData(X=X, y=cast(data.y), exposure=cast(data.exposure),
-                       weights=cast(data.weights), X_zero=None if Z is None else Z.to(X.dtype))
+                       weights=cast(data.weights), X_zero=None if Z is None else Z.to(X.dtype),
+                       offset=cast(data.offset))
     X = _matrix("X", data.X)
     n = X.shape[0]
     if n == 0:
@@ -126,4 +145,5 @@ def check_glm_data(data: GLMData, *, require_y: bool = True, validate: bool = Tr
         Z = _matrix("X_zero", data.X_zero).to(X.dtype)
         if Z.shape[0] != n:
             raise ValueError(f"X_zero must have {n} rows like X, got {Z.shape[0]}")
-    return GLMData(X=X, y=y, exposure=t, weights=w, X_zero=Z)
+    o = _vector("offset", data.offset, n, X)
+    return GLMData(X=X, y=y, exposure=t, weights=w, X_zero=Z, offset=o)

@@ -5,7 +5,8 @@ likelihood is any :class:`~posheads.families.Family` (``"poisson"``,
 ``"negative_binomial"``, the zero-inflated and hurdle families, or one of your own). A
 family's shapes (the NB concentration) are latent sites of their own; each of its parts
 (the zero part of the zero-inflated and hurdle families, ``"gate"``) is a second linear
-predictor ``gate_intercept + X_zero @ gate_coef`` (``X_zero`` defaults to ``X``).
+predictor ``gate_intercept + X_zero @ gate_coef`` (``X_zero`` defaults to ``X``). A known
+``offset`` adds to the count part's predictor: ``eta = offset + intercept + X @ coef``.
 
 A :class:`SoftplusGLM` has three faces:
 
@@ -54,7 +55,7 @@ from posheads import families, ops
 from posheads.constraints import softplus_positive
 from posheads.transforms import SoftplusTransform
 
-from .data import GLMData, check_glm_data
+from .data import GLMData, check_glm_data, mean_offset
 from .design import Design
 from .glm_target import GLMTarget
 
@@ -165,14 +166,14 @@ class SoftplusGLM:
 
     def intercept_location(self, data: GLMData) -> torch.Tensor:
         """The intercept's prior mean: ``intercept_loc``, or ``softplus_inverse`` of the
-        weighted mean rate of ``data`` (0 without targets)."""
+        weighted mean rate of ``data`` less its mean offset (0 without targets)."""
         like = data.X
         if self.intercept_loc is not None:
             return torch.as_tensor(float(self.intercept_loc), dtype=like.dtype, device=like.device)
         if data.y is None:
             return torch.zeros((), dtype=like.dtype, device=like.device)
         rate = families.weighted_mean_rate(data.y.to(like.dtype), data.exposure, data.weights)
-        return ops.softplus_inverse(rate, self.beta, self.threshold)
+        return ops.softplus_inverse(rate, self.beta, self.threshold) - mean_offset(data)
 
     def _shape_prior(self, shape, like):
         prior = self.shape_priors.get(shape.name)
@@ -213,7 +214,7 @@ class SoftplusGLM:
 
     # -------------------------------------------------------------- Pyro model
     def __call__(self, X, y=None, *, exposure=None, weights=None, X_zero=None,
-                 subsample_size=None):
+                 offset=None, subsample_size=None):
         """Run the model: sample the latent sites and observe (or sample) ``"obs"``.
 
         Parameters
@@ -221,7 +222,7 @@ class SoftplusGLM:
         X : Tensor, shape ``(n, p)``
         y : Tensor, shape ``(n,)``, optional
             Observed counts; sampled when ``None``.
-        exposure, weights : Tensor, shape ``(n,)``, optional
+        exposure, weights, offset : Tensor, shape ``(n,)``, optional
         X_zero : Tensor, shape ``(n, q)``, optional
         subsample_size : int, optional
             Rows per mini-batch of ``pyro.plate("data")``.
@@ -231,19 +232,23 @@ class SoftplusGLM:
         Tensor, shape ``(n,)`` or ``(subsample_size,)``
             The mean of ``"obs"`` for the rows used.
         """
-        data = GLMData(X=X, y=y, exposure=exposure, weights=weights, X_zero=X_zero)
+        data = GLMData(X=X, y=y, exposure=exposure, weights=weights, X_zero=X_zero,
+                       offset=offset)
         values = {name: pyro.sample(name, prior) for name, prior in self.priors(data).items()}
         n = X.shape[0]
         with pyro.plate("data", n, subsample_size=subsample_size, device=X.device) as idx:
             rows = _subset(data, idx, subsample_size is not None and subsample_size < n)
-            d = self.distribution(values, rows.X, rows.exposure, rows.X_zero)
+            d = self.distribution(values, rows.X, rows.exposure, rows.X_zero,
+                                  offset=rows.offset)
             with _weighted(rows.weights):
                 pyro.sample("obs", d, obs=rows.y)
         return d.mean
 
     # ------------------------------------------------------------ distribution
-    def predictors(self, values: dict, X, X_zero=None) -> tuple:
+    def predictors(self, values: dict, X, X_zero=None, offset=None) -> tuple:
         """Linear predictors at constrained site values.
+
+        ``offset`` (shape ``(n,)``) adds to the count part's predictor only.
 
         Returns
         -------
@@ -251,12 +256,15 @@ class SoftplusGLM:
             ``eta`` of shape ``(n,)`` or ``(S, n)``, and the logits of each part by name.
         """
         eta = _linear(X, values.get("intercept"), values["coef"])
+        if offset is not None:
+            eta = eta + offset
         Z = X if X_zero is None else X_zero
         parts = {p.name: _linear(Z, values.get(f"{p.name}_intercept"), values[f"{p.name}_coef"])
                  for p in self.family.parts}
         return eta, parts
 
-    def distribution(self, values: dict, X, exposure=None, X_zero=None, validate_args=None):
+    def distribution(self, values: dict, X, exposure=None, X_zero=None, validate_args=None,
+                     offset=None):
         """The distribution of ``"obs"`` given constrained site values.
 
         Parameters
@@ -267,12 +275,13 @@ class SoftplusGLM:
         exposure : Tensor, shape ``(n,)``, optional
         X_zero : Tensor, shape ``(n, q)``, optional
         validate_args : bool, optional
+        offset : Tensor, shape ``(n,)``, optional
 
         Returns
         -------
         Distribution with ``batch_shape`` ``(n,)`` or ``(S, n)``
         """
-        eta, parts = self.predictors(values, X, X_zero)
+        eta, parts = self.predictors(values, X, X_zero, offset)
         shapes = {name: _per_draw(values[name], eta) for name in self.family.shape_names}
         return self.predictor_distribution(eta, shapes, parts, exposure, validate_args)
 
@@ -393,7 +402,7 @@ class SoftplusGLM:
         raw = self.split(theta, layout)
         values = self.unpack(theta, layout)
         ll = self.distribution(values, data.X, data.exposure, data.X_zero,
-                               validate_args=False).log_prob(data.y)
+                               validate_args=False, offset=data.offset).log_prob(data.y)
         ll = ll.sum() if data.weights is None else torch.dot(ll, data.weights)
         lp = self.log_prior(values, data) + ll
         return lp + self.log_jacobian(raw, values) if jacobian else lp
@@ -434,14 +443,16 @@ class SoftplusGLM:
         """
         data = check_glm_data(data, validate=False)
         d = self.distribution(_batched(values), data.X, data.exposure, data.X_zero,
-                              validate_args=False)
+                              validate_args=False, offset=data.offset)
         return d.log_prob(data.y)
 
-    def predict_mean(self, values: dict, X, exposure=None, X_zero=None) -> torch.Tensor:
+    def predict_mean(self, values: dict, X, exposure=None, X_zero=None,
+                     offset=None) -> torch.Tensor:
         """Mean count of each row under each draw, shape ``(S, n)``."""
-        return self.distribution(_batched(values), X, exposure, X_zero).mean
+        return self.distribution(_batched(values), X, exposure, X_zero, offset=offset).mean
 
-    def sample_obs(self, values: dict, X, exposure=None, X_zero=None, generator=None):
+    def sample_obs(self, values: dict, X, exposure=None, X_zero=None, generator=None,
+                   offset=None):
         """One count draw per row and per parameter draw, shape ``(S, n)``.
 
         Parameters
@@ -452,13 +463,14 @@ class SoftplusGLM:
             As in :meth:`distribution`.
         generator : torch.Generator, optional
             Seeds the draws (torch's global generator when ``None``).
+        offset : Tensor, shape ``(n,)``, optional
 
         Returns
         -------
         Tensor, shape ``(S, n)``
             Integer-valued floats.
         """
-        d = self.distribution(_batched(values), X, exposure, X_zero)
+        d = self.distribution(_batched(values), X, exposure, X_zero, offset=offset)
         if generator is None:
             return d.sample()
         seed = int(torch.randint(2**62, (1,), generator=generator).item())
@@ -475,10 +487,11 @@ class SoftplusGLM:
 
     def model_kwargs(self, data) -> dict:
         data = _as_data(data)
-        return {k: getattr(data, k) for k in ("X", "y", "exposure", "weights", "X_zero")}
+        return {k: getattr(data, k)
+                for k in ("X", "y", "exposure", "weights", "X_zero", "offset")}
 
-    def prediction_data(self, X, exposure=None, X_zero=None) -> GLMData:
-        return GLMData(X=X, exposure=exposure, X_zero=X_zero)
+    def prediction_data(self, X, exposure=None, X_zero=None, offset=None) -> GLMData:
+        return GLMData(X=X, exposure=exposure, X_zero=X_zero, offset=offset)
 
     def draw_distribution(self, draws, data, validate_args=False):
         """The distribution of each row's target under each draw: ``batch_shape (S, n)``.
@@ -488,15 +501,16 @@ class SoftplusGLM:
         """
         data = _as_data(data)
         return self.distribution(_batched(draws), data.X, data.exposure, data.X_zero,
-                                 validate_args=validate_args)
+                                 validate_args=validate_args, offset=data.offset)
 
     def draw_means(self, draws, data):
         data = _as_data(data)
-        return self.predict_mean(draws, data.X, data.exposure, data.X_zero)
+        return self.predict_mean(draws, data.X, data.exposure, data.X_zero, data.offset)
 
     def draw_predictive(self, draws, data, generator):
         data = _as_data(data)
-        return self.sample_obs(draws, data.X, data.exposure, data.X_zero, generator=generator)
+        return self.sample_obs(draws, data.X, data.exposure, data.X_zero, generator=generator,
+                               offset=data.offset)
 
     def draw_log_likelihood(self, draws, data):
         return self.pointwise_log_likelihood(draws, _as_data(data))
@@ -562,7 +576,7 @@ def _subset(data, idx, subsample):
     if Z is not None:
         Z = Design(Z).rows(idx) if Z.layout != torch.strided else take(Z)
     return GLMData(X=X, y=take(data.y), exposure=take(data.exposure),
-                   weights=take(data.weights), X_zero=Z)
+                   weights=take(data.weights), X_zero=Z, offset=take(data.offset))
 
 
 @contextlib.contextmanager

@@ -9,7 +9,8 @@ the flat unconstrained vector ``theta`` of :meth:`SoftplusGLM.layout`::
 with ``eta = intercept + X @ coef``, one more predictor ``g = {part}_intercept +
 X_zero @ {part}_coef`` per part of the family, the family's shapes ``r = softplus(u)``
 and ``c = 1 / sum(w)`` (``normalize=True``) or 1. Each row's log-likelihood depends on
-``theta`` only through its predictors and the shapes, so with the per-row first and
+``theta`` only through its predictors and the shapes (an offset ``o`` adds to ``eta``
+before the rows see it: ``eta = o + intercept + X @ coef``), so with the per-row first and
 second derivatives ``a`` and ``h`` -- the family's :class:`~posheads.families.RowTerms`,
 closed form where the family has them, autograd otherwise -- the derivatives of ``f`` are
 contractions with the design: ``X.T @ a`` and ``X.T @ diag(h) @ X`` (and the cross
@@ -32,10 +33,10 @@ from posheads.distributions import SoftplusInverseGamma
 from posheads.families import weighted_mean_rate
 from posheads.families.start import softplus_inverse_scalar
 
-from .data import check_glm_data
+from .data import check_glm_data, mean_offset
 from .design import Design
 
-__all__ = ["GLMLoss"]
+__all__ = ["GLMLoss", "OffsetRows"]
 
 # Designs with fewer entries than this get a column of ones for the intercept (copying
 # them costs less than the extra kernels an intercept needs otherwise).
@@ -91,6 +92,8 @@ class GLMLoss:
         self.wsum = float(w.sum()) if w is not None else float(data.n)
         self.scale = 1.0 / self.wsum if normalize else 1.0
         self.rows = family.rows(y, t, w, beta=model.beta, threshold=model.threshold)
+        if data.offset is not None:
+            self.rows = OffsetRows(self.rows, data.offset)
         self._set_prior()
         self._offset = None
         self.sub = self._subsample(hessian_rows, seed)
@@ -142,7 +145,8 @@ class GLMLoss:
         loc = None
         if "intercept" in self.slices:
             if m.intercept_loc is None:
-                loc = softplus_inverse_scalar(float(self.rate), m.beta, m.threshold)
+                loc = softplus_inverse_scalar(float(self.rate), m.beta, m.threshold) \
+                    - mean_offset(d)
             else:
                 loc = m.intercept_location(d)
             self.loc[self.slices["intercept"]] = loc
@@ -179,7 +183,7 @@ class GLMLoss:
         start = family.start(self.y, self.w, self.t)
         raw = family.raw_start(start, beta=m.beta, threshold=m.threshold)
         if "intercept" in self.slices:
-            theta[self.slices["intercept"]] = raw["eta"]
+            theta[self.slices["intercept"]] = raw["eta"] - mean_offset(self.data)
         for name in self.shapes:
             theta[self.slices[name]] = raw[name]
         for part in family.parts:
@@ -410,10 +414,50 @@ class GLMLoss:
         theta = theta.detach()
         P = self.predictors(theta)
         f = self.value(theta, P) / self.scale
+        if not math.isfinite(f):  # zero density (a count past a cut support): no offset
+            exact = -float(self.log_joint(theta, P))  # from, and none cached
+            return (torch.as_tensor(exact, dtype=self.dtype, device=self.device),
+                    self.gradient(theta, P) / self.scale)
         if self._offset is None:  # the constants that value() leaves out, found once
             self._offset = -float(self.log_joint(theta, P)) - f
         U = torch.as_tensor(f + self._offset, dtype=self.dtype, device=self.device)
         return U, self.gradient(theta, P) / self.scale
+
+
+class OffsetRows:
+    """A family's row terms with a known offset added to the count predictor ``eta``.
+
+    The solver's predictors stay linear in ``theta`` (its line search relies on it); the
+    rows see ``eta + offset``. The shifted predictors are kept in ``P["_offset"]``, where
+    the family's rows cache their own work, so a new ``P`` starts afresh.
+    """
+
+    def __init__(self, rows, offset):
+        self.inner, self.offset = rows, offset
+        self.keys, self.closed_form, self.convex = rows.keys, rows.closed_form, rows.convex
+
+    def _shifted(self, P):
+        inner = P.get("_offset")
+        if inner is None:
+            inner = {k: v for k, v in P.items() if not k.startswith("_")}
+            inner["eta"] = P["eta"] + self.offset
+            P["_offset"] = inner
+        return inner
+
+    def value(self, P, u):
+        return self.inner.value(self._shifted(P), u)
+
+    def log_likelihood(self, P, u):
+        return self.inner.log_likelihood(self._shifted(P), u)
+
+    def gradient(self, P, u):
+        return self.inner.gradient(self._shifted(P), u)
+
+    def curvature(self, P, u, index=None):
+        return self.inner.curvature(self._shifted(P), u, index)
+
+    def fallback(self, P) -> bool:
+        return self.inner.fallback(self._shifted(P))
 
 
 def _prior_in_r(prior, r, order):

@@ -76,7 +76,7 @@ class GLMTarget(Target):
         values = self.unpack(theta)
         d = self.data
         ll = self.model.distribution(values, d.X, d.exposure, d.X_zero,
-                                     validate_args=False).log_prob(d.y)
+                                     validate_args=False, offset=d.offset).log_prob(d.y)
         return ll.sum() if d.weights is None else torch.dot(ll, d.weights)
 
     def likelihood(self) -> GLMTarget:

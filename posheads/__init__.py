@@ -15,11 +15,14 @@ __version__ = "0.1.0"
 _ESTIMATORS = (
     "BayesianNeuralCountRegressor",
     "CountForecaster",
+    "GammaSoftplusRegressor",
+    "GeneralizedPoissonSoftplusRegressor",
     "HurdleNegativeBinomialSoftplusRegressor",
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
     "SeasonalNaiveForecaster",
+    "TweedieSoftplusRegressor",
     "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "ZeroInflatedPoissonSoftplusRegressor",
 )
@@ -34,6 +37,8 @@ def __getattr__(name):
         estimators = importlib.import_module("posheads.estimators")
         if name in estimators.__all__:
             return getattr(estimators, name)
+    if name == "diagnostics":  # posheads.diagnostics.rootogram(...) after `import posheads`
+        return importlib.import_module("posheads.diagnostics")
     raise AttributeError(f"module 'posheads' has no attribute {name!r}")
 
 

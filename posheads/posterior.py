@@ -113,6 +113,13 @@ class Posterior:
         return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x,
                                dtype=ref.dtype, device=ref.device)
 
+    def _prediction_data(self, m, X, exposure, X_zero, offset):
+        # a model without offsets (a general Pyro model) is not asked about one
+        args = (self._tensor(X), self._tensor(exposure), self._tensor(X_zero))
+        if offset is None:
+            return m.prediction_data(*args)
+        return m.prediction_data(*args, offset=self._tensor(offset))
+
     def _generator(self, seed):
         gen = torch.Generator(device=self._ref.device)
         if seed is None:
@@ -122,7 +129,7 @@ class Posterior:
         return gen
 
     # ------------------------------------------------------------ prediction
-    def predict_mean(self, X, exposure=None, X_zero=None) -> torch.Tensor:
+    def predict_mean(self, X, exposure=None, X_zero=None, offset=None) -> torch.Tensor:
         """Posterior mean of the expected count of each row.
 
         Parameters
@@ -131,17 +138,20 @@ class Posterior:
             Covariates (a dict of model keyword arguments for a general Pyro model).
         exposure : Tensor, shape ``(n,)``, optional
         X_zero : Tensor, shape ``(n, q)``, optional
+        offset : Tensor, shape ``(n,)``, optional
+            Added to the count part's linear predictor (a GLM's ``offset``).
 
         Returns
         -------
         Tensor, shape ``(n,)``
         """
         m = self._posterior_model
-        data = m.prediction_data(self._tensor(X), self._tensor(exposure), self._tensor(X_zero))
+        data = self._prediction_data(m, X, exposure, X_zero, offset)
         with torch.no_grad():
             return m.draw_means(self.draws(), data).mean(dim=0)
 
-    def sample_predictive(self, X, n, exposure=None, X_zero=None, seed=None) -> torch.Tensor:
+    def sample_predictive(self, X, n, exposure=None, X_zero=None, seed=None,
+                          offset=None) -> torch.Tensor:
         """``n`` draws of the counts of each row from the posterior predictive.
 
         Each draw takes a posterior draw at random (all the same for MAP: plug-in).
@@ -151,7 +161,7 @@ class Posterior:
         X : Tensor, shape ``(rows, p)``, or dict
         n : int
             Number of predictive draws.
-        exposure, X_zero : Tensor, optional
+        exposure, X_zero, offset : Tensor, optional
         seed : int, optional
 
         Returns
@@ -165,12 +175,12 @@ class Posterior:
         idx = torch.randint(total, (n,), generator=gen, device=self._ref.device)
         values = {k: v[idx] for k, v in self.draws().items()}
         m = self._posterior_model
-        data = m.prediction_data(self._tensor(X), self._tensor(exposure), self._tensor(X_zero))
+        data = self._prediction_data(m, X, exposure, X_zero, offset)
         with torch.no_grad():
             return m.draw_predictive(values, data, gen)
 
     def predict_interval(self, X, coverage=0.9, exposure=None, X_zero=None, n_samples=1000,
-                         seed=None):
+                         seed=None, offset=None):
         """Central posterior-predictive interval of the counts of each row.
 
         Parameters
@@ -178,7 +188,7 @@ class Posterior:
         X : Tensor, shape ``(rows, p)``, or dict
         coverage : float
             In (0, 1).
-        exposure, X_zero : Tensor, optional
+        exposure, X_zero, offset : Tensor, optional
         n_samples : int
             Predictive draws the quantiles are taken from.
         seed : int, optional
@@ -190,7 +200,7 @@ class Posterior:
         """
         if not 0 < coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
-        draws = self.sample_predictive(X, n_samples, exposure, X_zero, seed=seed)
+        draws = self.sample_predictive(X, n_samples, exposure, X_zero, seed=seed, offset=offset)
         return count_interval(draws, coverage)
 
     # ------------------------------------------------------------ likelihood

@@ -131,3 +131,78 @@ def test_help_does_not_load_torch():
     code = ("import sys; from posheads.cli import build_parser; build_parser(); "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ------------------------------------------------------------------ posheads diagnose
+@pytest.fixture(scope="module")
+def poisson_model(biochem_csv, tmp_path_factory):
+    """A Poisson model folder as `posheads fit --out` writes it (fitted in this process)."""
+    from posheads import PoissonSoftplusRegressor
+    from posheads.cli.io import FeatureSpec
+
+    model = tmp_path_factory.mktemp("diag") / "model"
+    model.mkdir()
+    frame = pd.read_csv(biochem_csv)
+    spec = FeatureSpec.from_frame(frame, [c for c in frame.columns if c != "art"], None)
+    est = PoissonSoftplusRegressor(alpha=0).fit(spec.design(frame), frame["art"])
+    est.save(model)
+    spec.save(model)
+    return model
+
+
+def test_diagnose_writes_plots_residuals_and_summary(biochem_csv, poisson_model, tmp_path):
+    out = tmp_path / "diag"
+    proc = run("diagnose", poisson_model, biochem_csv, "--target", "art", "--out", out,
+               "--bins", "8")
+    assert proc.returncode == 0, proc.stderr
+    for name in ["rootogram.png", "qq_plot.png", "pit_histogram.png"]:
+        assert (out / name).stat().st_size > 5_000
+    summary = (out / "summary.txt").read_text()
+    assert "Kolmogorov-Smirnov" in summary and "dispersion test" in summary
+    assert summary in proc.stdout
+    art = pd.read_csv(biochem_csv)["art"].to_numpy()
+    freq = pd.read_csv(out / "frequencies.csv", index_col="count")
+    np.testing.assert_array_equal(freq["observed"], np.bincount(art))
+    assert abs(freq["expected"].sum() - len(art)) < 1.0
+    resid = pd.read_csv(out / "residuals.csv")
+    assert len(resid) == len(art) and np.all(resid["pit_lower"] <= resid["pit_upper"])
+    # the Poisson model is too narrow for these over-dispersed counts: residuals too wide
+    assert resid["quantile_residual"].std() > 1.2
+
+
+def test_diagnose_bad_input(biochem_csv, poisson_model, tmp_path, capsys):
+    """Each mistake ends with one line on stderr and status 2, and writes nothing (run in
+    this process: the same main() as the command, without a start-up per case)."""
+    from posheads.cli import main
+
+    out = tmp_path / "diag"
+    frame = pd.read_csv(biochem_csv)
+    frame.assign(art=frame["art"] + 0.5).to_csv(tmp_path / "frac.csv", index=False)
+    cases = [
+        ((tmp_path, biochem_csv, "--target", "art"), "not a model folder"),
+        ((poisson_model, biochem_csv, "--target", "articles"), "missing column"),
+        ((poisson_model, tmp_path / "frac.csv", "--target", "art"), "whole numbers"),
+        ((poisson_model, biochem_csv, "--target", "art", "--bins", "0"), "--bins"),
+        ((poisson_model, biochem_csv), "give --target"),
+    ]
+    for args, needle in cases:
+        assert main(["diagnose", *map(str, args), "--out", str(out)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], lines
+    assert not out.exists()
+    proc = run("diagnose", "--help")
+    assert proc.returncode == 0 and "example:" in proc.stdout
+
+
+def test_diagnose_reads_the_response_of_a_formula_model(biochem_csv, tmp_path, capsys):
+    from posheads.cli import main
+
+    model, out = tmp_path / "model", tmp_path / "diag"
+    assert main(["fit", str(biochem_csv), "--formula", "art ~ fem + ment + phd",
+                 "--model", "negative-binomial", "--out", str(model), "--quiet"]) == 0
+    assert main(["diagnose", str(model), str(biochem_csv), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert "target 'art'" in (out / "summary.txt").read_text()
+    freq = pd.read_csv(out / "frequencies.csv", index_col="count")
+    np.testing.assert_array_equal(freq["observed"],
+                                  np.bincount(pd.read_csv(biochem_csv)["art"]))

@@ -24,7 +24,14 @@ from posheads.families import Family, get_family
 from posheads.heads import FamilyHead
 from posheads.models.glm import GLMData, SoftplusGLM
 
+from ._families import BUILT_IN
+
 F64 = torch.float64
+
+# Values inside each support, zeros where the support has them and a non-integer amount
+# where it is not counts.
+SUPPORT_VALUES = {"counts": [0.0, 1.0, 5.0], "nonnegative": [0.0, 1.3, 5.0],
+                  "positive": [0.4, 1.3, 5.0]}
 
 
 # ------------------------------------------------------------------ registry
@@ -33,12 +40,13 @@ def test_get_family_resolves_names_aliases_and_objects():
     for name in ("negative_binomial", "negative-binomial", "NB", " nb2 "):
         assert get_family(name) is nb
     assert get_family(nb) is nb
-    with pytest.raises(ValueError, match=r"unknown likelihood 'gamma'.*poisson"):
-        get_family("gamma")
+    assert get_family("Gamma") is families.GAMMA and get_family("tweedie") is families.TWEEDIE
+    with pytest.raises(ValueError, match=r"unknown likelihood 'no_such_law'.*poisson.*gamma"):
+        get_family("no_such_law")
 
 
 def test_registered_families_declare_consistent_arguments():
-    for family in families.available_families():
+    for family in BUILT_IN:
         assert family.argument_names[0] == "eta"
         assert len(set(family.argument_names)) == len(family.argument_names)
         eta = torch.zeros(3, dtype=F64)
@@ -46,7 +54,9 @@ def test_registered_families_declare_consistent_arguments():
         parts = {p.name: torch.zeros(3, dtype=F64) for p in family.parts}
         d = family.build(eta, shapes=shapes, parts=parts)
         assert isinstance(d, family.distribution) and d.batch_shape == (3,)
-        assert torch.isfinite(d.log_prob(torch.tensor([0.0, 1.0, 5.0], dtype=F64))).all()
+        values = SUPPORT_VALUES[family.support]
+        family.check_target(np.array(values))  # raises for a value outside the support
+        assert torch.isfinite(d.log_prob(torch.tensor(values, dtype=F64))).all(), family
 
 
 def test_register_family_refuses_a_taken_name():
@@ -87,34 +97,58 @@ def test_starts_match_the_moments_they_come_from():
     assert hnb.rate / (1 - zero) == pytest.approx(positive, rel=1e-10)
 
 
+def _in_support(family, y):
+    try:
+        family.check_target(y.numpy())
+    except ValueError:
+        return False
+    return True
+
+
 def test_starts_are_finite_for_degenerate_targets():
     for y in (torch.zeros(10, dtype=F64), torch.ones(10, dtype=F64),
-              torch.tensor([7.0], dtype=F64)):
-        for family in families.available_families():
+              torch.tensor([7.0], dtype=F64), torch.full((4,), 0.3, dtype=F64)):
+        for family in BUILT_IN:
+            if not _in_support(family, y):  # all zeros are no Gamma amounts
+                continue
             start = family.start(y)
             raw = family.raw_start(start)
             assert all(math.isfinite(v) for v in raw.values()), (family, y)
 
 
 def test_weighted_start_equals_repeated_rows():
-    y = torch.tensor([0.0, 0.0, 1.0, 4.0, 2.0, 0.0], dtype=F64)
+    counts = torch.tensor([0.0, 0.0, 1.0, 4.0, 2.0, 0.0], dtype=F64)
     w = torch.tensor([1.0, 2.0, 1.0, 3.0, 1.0, 1.0], dtype=F64)
-    repeated = torch.repeat_interleave(y, w.long())
-    for family in families.available_families():
+    for family in BUILT_IN:
+        # amounts are not whole numbers; a Gamma amount is not zero either
+        y = counts if family.support == "counts" else counts * 1.7
+        y = y + 0.3 if family.support == "positive" else y
+        repeated = torch.repeat_interleave(y, w.long())
         a, b = family.start(y, weights=w), family.start(repeated)
         assert a.rate == pytest.approx(b.rate)
         assert a.shapes == pytest.approx(b.shapes) and a.parts == pytest.approx(b.parts)
 
 
 # ------------------------------------------------------------------ per-row terms
-@pytest.mark.parametrize("family", families.available_families(), ids=lambda f: f.name)
+def _row_targets(family, n, gen):
+    """Counts of mean 2.5 with extra zeros, or the family's own amounts of mean 2.5
+    (with the extra zeros where the support has them)."""
+    y = torch.poisson(torch.full((n,), 2.5, dtype=F64), generator=gen)
+    if family.support != "counts":
+        rng = np.random.default_rng(1)
+        y = torch.from_numpy(family.simulate(np.full(n, 2.5), rng)[0]).to(F64)
+    if family.support != "positive":
+        y[::4] = 0.0
+    return y
+
+
+@pytest.mark.parametrize("family", BUILT_IN, ids=lambda f: f.name)
 def test_rows_match_autograd_of_the_distribution(family):
     """Every family's per-row terms -- closed form or not -- against autograd through
     the distribution, with weights and exposure, at predictors in both tails."""
     n = 50
     gen = torch.Generator().manual_seed(1)
-    y = torch.poisson(torch.full((n,), 2.5, dtype=F64), generator=gen)
-    y[::4] = 0.0
+    y = _row_targets(family, n, gen)
     t = torch.rand(n, generator=gen, dtype=F64) + 0.5
     w = torch.rand(n, generator=gen, dtype=F64) * 2
     rows = family.rows(y, t, w, beta=1.5)
@@ -161,7 +195,7 @@ def test_closed_form_families_say_so():
 
 
 # ------------------------------------------------------------------ simulator
-@pytest.mark.parametrize("family", families.available_families(), ids=lambda f: f.name)
+@pytest.mark.parametrize("family", BUILT_IN, ids=lambda f: f.name)
 def test_simulate_is_reproducible_and_has_the_stated_mean(family):
     mu = np.full(20_000, 3.0)
     shapes = {s.name: 2.0 for s in family.shapes}
@@ -169,7 +203,13 @@ def test_simulate_is_reproducible_and_has_the_stated_mean(family):
     y, expected = family.simulate(mu, np.random.default_rng(0), shapes=shapes, parts=parts)
     again, _ = family.simulate(mu, np.random.default_rng(0), shapes=shapes, parts=parts)
     np.testing.assert_array_equal(y, again)
-    assert y.dtype == np.int64 and (y >= 0).all()
+    if family.support == "counts":
+        assert y.dtype == np.int64 and (y >= 0).all()
+    else:  # amounts: real draws, exact zeros only where the support has them
+        assert y.dtype == np.float64 and (y != np.round(y)).mean() > 0.5
+        assert (y > 0).all() if family.support == "positive" else (y >= 0).all()
+        assert (y == 0).any() == (family.support == "nonnegative")
+    assert family.check_target(y, proper=True) is y
     se = y.std() / math.sqrt(len(y))
     assert abs(y.mean() - expected.mean()) < 5 * se
 

@@ -133,7 +133,7 @@ def test_estimator_fit_stream_matches_fit_on_parquet(tmp_path):
     "bad, match",
     [
         ("nan", r"X contains NaN.*rows 500\.\.999"),
-        ("negative", r"y must be non-negative counts.*rows 0\.\.499"),
+        ("negative", r"y must be non-negative.*rows 0\.\.499"),
         ("exposure", r"exposure must be positive"),
     ],
 )

@@ -1,4 +1,5 @@
-"""The ``posheads`` command: ``demo``, ``fit``, ``predict``, ``datasets`` and ``forecast``.
+"""The ``posheads`` command: ``demo``, ``fit``, ``predict``, ``diagnose``, ``datasets``
+and ``forecast``.
 
 Each subcommand is one module of this package, holding its parser and its command; this
 module joins them and handles errors. Every user mistake (a missing file or column, a bad
@@ -17,6 +18,7 @@ import traceback
 from .. import __version__
 from .datasets import add_datasets_parser
 from .demo import add_demo_parser
+from .diagnose import add_diagnose_parser
 from .fit import add_fit_parser
 from .forecast import add_forecast_parser
 from .io import CLIError
@@ -35,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"posheads {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (add_demo_parser, add_fit_parser, add_predict_parser, add_datasets_parser,
-                add_forecast_parser):
+    for add in (add_demo_parser, add_fit_parser, add_predict_parser, add_diagnose_parser,
+                add_datasets_parser, add_forecast_parser):
         add(sub)
     return parser
 

@@ -1,8 +1,9 @@
 """The ``posheads fit`` subcommand: fit a count regression to a table and save it.
 
-It prints the coefficient table, and with ``--out`` saves the estimator and its
-:class:`~posheads.cli.io.FeatureSpec` (the safe format: JSON + tensors) to one folder,
-which ``posheads predict`` reads.
+It prints the coefficient table, and with ``--out`` saves the estimator (with its fitted
+table encoding or formula design) and its :class:`~posheads.cli.io.FeatureSpec` (the safe
+format: JSON + tensors) to one folder, which ``posheads predict`` reads. ``--formula``
+takes a Wilkinson formula instead of ``--target`` and ``--features``.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
         description="Fit a softplus-link count regression; print the coefficient table and "
                     "save the model (safe format: JSON + tensors) to --out.",
         epilog="example:\n  posheads fit nmes.csv --target visits --model negative-binomial "
-               "--out model/",
+               "--out model/\n"
+               "  posheads fit nmes.csv --formula 'visits ~ C(health) + chronic + "
+               "bs(income, 4)' --out model/",
     )
     p.add_argument("data", help="CSV or Parquet file, one row per observation")
-    p.add_argument("--target", required=True, help="column of counts to model")
+    p.add_argument("--target", default=None,
+                   help="column of counts to model (required without --formula)")
     p.add_argument("--features", nargs="+", default=None,
-                   help="feature columns (default: every other column)")
+                   help="feature columns (default: every other column); text columns are "
+                        "encoded in treatment coding (first level in sorted order dropped)")
+    p.add_argument("--formula", default=None,
+                   help="Wilkinson formula instead of --target/--features, e.g. "
+                        "'visits ~ C(health) + age | chronic' (after '|': the zero part of "
+                        "zero-inflated and hurdle models)")
     p.add_argument("--model", choices=regression_families(), default="poisson",
                    metavar="MODEL",
                    help="the likelihood, one of: %(choices)s (default %(default)s)")
@@ -81,15 +90,31 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from posheads.estimators import regressor_for
 
     frame = read_table(args.data)
-    y = _target(frame, args.target)
-    features = args.features or [c for c in frame.columns if c not in (args.target, args.exposure)]
-    spec = FeatureSpec.from_frame(frame, features, args.exposure)
-    X = spec.design(frame)
-    exposure = spec.exposure_of(frame)
+    if args.formula is not None and (args.target or args.features):
+        raise CLIError("--formula names the target and the features: drop --target and "
+                       "--features")
+    if args.formula is None and args.target is None:
+        raise CLIError("give --target (the column of counts) or --formula")
+    if args.exposure:
+        require_columns(frame, [args.exposure])
     est = regressor_for(args.model)(
         alpha=args.alpha, inference=args.inference, random_state=args.seed,
-        device=args.device, verbose=0 if args.quiet else 1)
-    est.fit(X, y, exposure=exposure)
+        device=args.device, verbose=0 if args.quiet else 1, formula=args.formula)
+    exposure = FeatureSpec([], {}, args.exposure).exposure_of(frame)
+    if args.formula is None:
+        y = _target(frame, args.target)
+        features = args.features or [c for c in frame.columns
+                                     if c not in (args.target, args.exposure)]
+        spec = FeatureSpec.from_frame(frame, features, args.exposure)
+        X = spec.design(frame)
+        est.fit(X, y, exposure=exposure)
+    else:
+        X = frame
+        est.fit(X, exposure=exposure)
+        y = est.design_.response_of(frame)
+        spec = FeatureSpec.from_frame(frame, list(est.feature_names_in_), args.exposure,
+                                      formula=args.formula)
+        X = spec.design(frame)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(est.summary().round(4).to_string())
     print(f"\nrows {len(y)}, model {args.model}, inference {args.inference}, "

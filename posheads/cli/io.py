@@ -61,67 +61,68 @@ def require_columns(frame: pd.DataFrame, columns: list[str]) -> None:
 
 @dataclass
 class FeatureSpec:
-    """How a table becomes a design matrix, saved beside a model so ``predict`` agrees.
+    """Which columns of a table a model reads, saved beside it so ``predict`` agrees.
 
-    Numeric columns are used as they are; text or categorical columns are one-hot encoded
-    with their first level (in sorted order, as seen in training) dropped.
+    The encoding itself is the estimator's (:mod:`posheads.estimators.design`: numeric
+    columns as they are, categorical and text columns in treatment coding, or a formula),
+    saved with the estimator; the spec records the input columns and their kinds as seen
+    in training (a :class:`~posheads.estimators.design.ColumnSchema`), so that a table
+    with a missing column, a missing value, a string in a numeric column or a level not
+    seen in training is reported by column and row before the model sees it.
 
     Parameters
     ----------
     columns : list of str
-        The feature columns, in order.
-    categories : dict of str to list of str
-        The sorted levels of each one-hot encoded column.
+        The input columns the model reads, in order.
+    schema : dict
+        :meth:`ColumnSchema.to_dict` of those columns.
     exposure : str or None, default=None
         The column of positive exposures, if any.
+    formula : str or None, default=None
+        The model's formula, when it was fitted with ``--formula``.
     """
 
     columns: list[str]
-    categories: dict[str, list[str]]
+    schema: dict
     exposure: str | None = None
+    formula: str | None = None
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, columns: list[str], exposure: str | None):
-        """The spec of ``columns`` of a training table: which to encode, with which levels."""
-        cats = {}
-        for c in columns:
-            col = frame[c]
-            if not pd.api.types.is_numeric_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype):
-                cats[c] = sorted(map(str, col.dropna().unique()))
-        return cls(columns=list(columns), categories=cats, exposure=exposure)
+    def from_frame(cls, frame: pd.DataFrame, columns: list[str], exposure: str | None,
+                   formula: str | None = None):
+        """The spec of ``columns`` of a training table.
 
-    @property
-    def feature_names(self) -> list[str]:
-        """The names of the design matrix's columns (``column_level`` for encoded ones)."""
-        names = []
-        for c in self.columns:
-            if c in self.categories:
-                names += [f"{c}_{lvl}" for lvl in self.categories[c][1:]]
-            else:
-                names.append(c)
-        return names
+        Raises
+        ------
+        CLIError
+            For a missing column or a bad value (named by column and row).
+        """
+        from posheads.estimators.design import ColumnSchema
+
+        require_columns(frame, list(columns) + ([exposure] if exposure else []))
+        try:
+            schema = ColumnSchema.from_frame(frame, list(columns))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        return cls(columns=list(columns), schema=schema.to_dict(), exposure=exposure,
+                   formula=formula)
 
     def design(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The design matrix of ``frame``; a clear error for missing or bad columns."""
+        """The model's input columns of ``frame``, checked against training.
+
+        Raises
+        ------
+        CLIError
+            For a missing column or a bad value (named by column and row).
+        """
+        from posheads.estimators.design import ColumnSchema
+
         require_columns(frame, self.columns + ([self.exposure] if self.exposure else []))
-        parts = []
-        for c in self.columns:
-            col = frame[c]
-            if col.isna().any():
-                raise CLIError(f"column {c!r} has {int(col.isna().sum())} missing value(s): "
-                               "drop or fill those rows first")
-            if c in self.categories:
-                levels = self.categories[c]
-                unknown = set(map(str, col.unique())) - set(levels)
-                if unknown:
-                    raise CLIError(f"column {c!r} has levels not seen in training: "
-                                   f"{sorted(unknown)[:5]}")
-                s = col.astype(str)
-                for lvl in levels[1:]:
-                    parts.append(pd.Series((s == lvl).astype(np.float64), name=f"{c}_{lvl}"))
-            else:
-                parts.append(pd.Series(col.astype(np.float64), name=c))
-        return pd.concat(parts, axis=1)
+        try:
+            ColumnSchema.from_dict(self.schema).check(frame)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        return frame[self.columns]
 
     def exposure_of(self, frame: pd.DataFrame):
         """The exposures of ``frame`` as a float64 array, or None without an exposure column."""
@@ -139,8 +140,18 @@ class FeatureSpec:
 
     @classmethod
     def load(cls, folder: Path) -> FeatureSpec:
-        """Read the spec that :meth:`save` wrote to ``folder``."""
-        return cls(**json.loads((folder / "features.json").read_text()))
+        """Read the spec that :meth:`save` wrote to ``folder``.
+
+        Raises
+        ------
+        CLIError
+            For a spec written before posheads encoded tables inside the estimator.
+        """
+        state = json.loads((folder / "features.json").read_text())
+        if "categories" in state:
+            raise CLIError(f"{folder} was written by an older posheads (its table encoding "
+                           "is no longer read): fit the model again")
+        return cls(**state)
 
 
 @contextlib.contextmanager

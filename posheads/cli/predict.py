@@ -62,7 +62,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         spec = FeatureSpec.load(folder)
         est = load(folder)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise CLIError(f"cannot read the model in {args.model_dir}: {exc}") from exc
     frame = read_table(args.data)
     X = spec.design(frame)

@@ -9,8 +9,11 @@ Counts: ``SoftplusPoisson``, ``SoftplusNegativeBinomial`` (NB2, variance
 ``mu + mu**2 / concentration``), ``SoftplusZeroInflatedPoisson``,
 ``SoftplusZeroInflatedNegativeBinomial``, ``SoftplusHurdlePoisson`` and
 ``SoftplusHurdleNegativeBinomial``.
-Counts of any dispersion (below or above the mean): ``SoftplusDiscretizedLogistic``.
+Counts of any dispersion (below or above the mean): ``SoftplusDiscretizedLogistic``,
+``SoftplusGeneralizedPoisson`` (Consul's, renormalised where under-dispersion cuts its support).
 Positive and real values: ``SoftplusGamma``, ``SoftplusLogNormal``, ``SoftplusNormal``.
+Non-negative amounts with exact zeros: ``SoftplusTweedie`` (compound Poisson-gamma,
+``1 < power < 2``, density by its series: ``tweedie_log_series``).
 Priors whose support maps to the reals by softplus: ``SoftplusInverseGamma`` (with
 ``half_normal_inverse_sqrt``, the default prior of a concentration), ``SoftplusHalfNormal``,
 ``SoftplusSupported`` (any law over the positive reals);
@@ -58,6 +61,7 @@ from .counts import (
     SoftplusZeroInflatedPoisson,
 )
 from .discretized import SoftplusDiscretizedLogistic
+from .dispersed import SoftplusGeneralizedPoisson
 from .priors import (
     SoftplusHalfNormal,
     SoftplusInverseGamma,
@@ -65,11 +69,13 @@ from .priors import (
     flat,
     half_normal_inverse_sqrt,
 )
+from .tweedie import SoftplusTweedie, tweedie_log_series
 
 __all__ = [
     "SoftplusCounts",
     "SoftplusDiscretizedLogistic",
     "SoftplusGamma",
+    "SoftplusGeneralizedPoisson",
     "SoftplusHalfNormal",
     "SoftplusHurdleNegativeBinomial",
     "SoftplusHurdlePoisson",
@@ -80,8 +86,10 @@ __all__ = [
     "SoftplusNormal",
     "SoftplusPoisson",
     "SoftplusSupported",
+    "SoftplusTweedie",
     "SoftplusZeroInflatedNegativeBinomial",
     "SoftplusZeroInflatedPoisson",
     "flat",
     "half_normal_inverse_sqrt",
+    "tweedie_log_series",
 ]

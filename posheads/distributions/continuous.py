@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import torch
 from torch.distributions import constraints
+from torch.distributions.utils import lazy_property
 
 from ._base import SoftplusLinked, check_positive, exp_capped, link
 
@@ -20,7 +21,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class SoftplusGamma(SoftplusLinked):
-    """Gamma with mean ``low + softplus(eta)`` and shape ``concentration``.
+    """Gamma with mean ``exposure * (low + softplus(eta))`` and shape ``concentration``.
 
     The rate of torch's ``Gamma`` is ``concentration / mean``; the variance is
     ``mean**2 / concentration``.
@@ -33,6 +34,9 @@ class SoftplusGamma(SoftplusLinked):
         Shape ``a > 0``; broadcast with ``eta`` to ``batch_shape``.
     beta, threshold, low : float
         As in :class:`~posheads.distributions.SoftplusPoisson` (``low`` floors the mean).
+    exposure : Tensor, optional
+        Positive factor of the mean (a claim count behind a total amount); broadcast with
+        ``eta``.
     validate_args : bool, optional
 
     Examples
@@ -45,18 +49,30 @@ class SoftplusGamma(SoftplusLinked):
     arg_constraints: ClassVar[dict] = {
         "eta": constraints.real,
         "concentration": constraints.positive,
+        "exposure": constraints.positive,
     }
     support = constraints.positive
     has_rsample = True
 
     def __init__(self, eta, concentration, *, beta=1.0, threshold=20.0, low=0.0,
-                 validate_args=None):
-        params = {"eta": eta, "concentration": concentration}
+                 exposure=None, validate_args=None):
+        params = {"eta": eta, "concentration": concentration, "exposure": exposure}
         super().__init__(params, beta, threshold, low, validate_args)
+
+    @lazy_property
+    def exposure(self):
+        """Ones when no exposure was given."""
+        return torch.ones_like(self.eta)
+
+    def _mean_and_log(self):
+        mu, log_mu = link(self.eta, self.beta, self.threshold, self.low)
+        if "exposure" in self._names:
+            mu, log_mu = mu * self.exposure, log_mu + torch.log(self.exposure)
+        return mu, log_mu
 
     @property
     def mean(self):
-        return link(self.eta, self.beta, self.threshold, self.low)[0]
+        return self._mean_and_log()[0]
 
     @property
     def variance(self):
@@ -73,7 +89,7 @@ class SoftplusGamma(SoftplusLinked):
         if self._validate_args:
             self._validate_sample(value)
         a = self.concentration
-        log_mean = link(self.eta, self.beta, self.threshold, self.low)[1]
+        log_mean = self._mean_and_log()[1]
         log_value = torch.log(value)
         ratio = exp_capped(log_value - log_mean)  # value / mean without overflow
         return (a * torch.log(a) - torch.lgamma(a) + (a - 1.0) * log_value

@@ -10,10 +10,13 @@ from ._persist import load
 from .bnn import BayesianNeuralCountRegressor
 from .forecasting import CountForecaster, SeasonalNaiveForecaster
 from .glm import (
+    GammaSoftplusRegressor,
+    GeneralizedPoissonSoftplusRegressor,
     HurdleNegativeBinomialSoftplusRegressor,
     HurdlePoissonSoftplusRegressor,
     NegativeBinomialSoftplusRegressor,
     PoissonSoftplusRegressor,
+    TweedieSoftplusRegressor,
     ZeroInflatedNegativeBinomialSoftplusRegressor,
     ZeroInflatedPoissonSoftplusRegressor,
 )
@@ -21,12 +24,15 @@ from .glm import (
 __all__ = [
     "BayesianNeuralCountRegressor",
     "CountForecaster",
+    "GammaSoftplusRegressor",
+    "GeneralizedPoissonSoftplusRegressor",
     "HurdleNegativeBinomialSoftplusRegressor",
     "HurdlePoissonSoftplusRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
     "SeasonalNaiveForecaster",
     "SoftplusGLMRegressor",
+    "TweedieSoftplusRegressor",
     "ZeroInflatedNegativeBinomialSoftplusRegressor",
     "ZeroInflatedPoissonSoftplusRegressor",
     "load",

@@ -1,7 +1,8 @@
 """A safe on-disk format for fitted estimators: JSON for parameters, tensors for the rest.
 
 ``save(est, folder)`` writes ``estimator.json`` (class, version, ``get_params()`` and
-plain fitted attributes) and ``tensors.pt`` (posterior draws and other arrays) written by
+plain fitted attributes, including nested ones of plain values such as a fitted data
+design) and ``tensors.pt`` (posterior draws and other arrays) written by
 ``torch.save`` and read back with ``weights_only=True``, so loading never runs pickled
 code. Pickling the estimator still works for scikit-learn users who want it.
 """
@@ -70,7 +71,10 @@ def save(est, folder) -> None:
     state = est._get_state()
     plain = {k: _jsonable(v) for k, v in state.items() if not isinstance(v, (np.ndarray, dict))}
     arrays = {k: torch.as_tensor(v) for k, v in state.items() if isinstance(v, np.ndarray)}
-    nested = {k: v for k, v in state.items() if isinstance(v, dict)}
+    nested = {k: v for k, v in state.items() if isinstance(v, dict) and _holds_arrays(v)}
+    # a dict of plain values (a fitted design) is JSON, readable without torch
+    plain.update({k: v for k, v in state.items()
+                  if isinstance(v, dict) and not _holds_arrays(v)})
     meta = {
         "format": _FORMAT,
         "posheads_version": __version__,
@@ -119,6 +123,17 @@ def _user_class(meta):
     except ImportError:
         return None
     return cls if isinstance(cls, type) and issubclass(cls, PersistMixin) else None
+
+
+def _holds_arrays(obj) -> bool:
+    """Whether a nested value holds a tensor or an array anywhere (then: tensors.pt)."""
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_arrays(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_arrays(v) for v in obj)
+    return False
 
 
 def _to_cpu(obj):

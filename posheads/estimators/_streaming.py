@@ -12,7 +12,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import validate_data
 
 from ._validation import (
-    check_counts,
     check_exposure,
     check_sample_weight,
     resolve_device,
@@ -44,13 +43,17 @@ class StreamingMixin:
         self : object
         """
         first = not hasattr(self, "_svi_state")
+        _refuse_designs(self, X, "partial_fit")
         if first:
             self._validate_params()
-            if self.beta == "auto":
-                raise ValueError("partial_fit needs a fixed beta, not 'auto'")
+            _refuse_searches(self, "partial_fit")
+            _forget_design(self)
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc", "coo"],
                              dtype=[np.float64, np.float32], y_numeric=True, reset=first)
-        check_counts(y, integer=True, why="partial_fit (SVI) needs a proper count likelihood")
+        # SVI's posterior needs the family's proper likelihood: whole counts for a count law
+        self._family.check_target(y, proper=True,
+                                  why="partial_fit (SVI) needs whole-number counts: a "
+                                  "proper count likelihood")
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
         t = check_exposure(exposure, X.shape[0], np.float64)
         if first:
@@ -117,10 +120,11 @@ class StreamingMixin:
             raise ValueError(f"source must be a BatchSource, got {type(source).__name__}")
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
             raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-        if self.beta == "auto":
-            raise ValueError("fit_stream needs a fixed beta, not 'auto'")
+        _refuse_searches(self, "fit_stream")
+        _refuse_designs(self, None, "fit_stream")
         for attr in ("_svi_state", "feature_names_in_"):
             self.__dict__.pop(attr, None)
+        _forget_design(self)
         self._device = resolve_device(self.device)
         self._dtype = resolve_dtype(self.dtype)
         self.beta_ = float(self.beta)
@@ -128,13 +132,16 @@ class StreamingMixin:
         totals = source.totals()
         self._weight_seen, self._rows_seen = totals["weights"], totals["rows"]
         model = self._model(self.beta_, np.array([totals["weights"]]))
+        family = self._family
         state = data = kwargs = None
         for _ in range(epochs):
             for batch in source:
+                # as in partial_fit; a batch's y is one short column, cheap to copy to host
+                family.check_target(batch["y"].detach().cpu().numpy(), proper=True,
+                                    why="fit_stream (SVI) needs whole-number counts: a "
+                                    "proper count likelihood")
                 batch = {k: v.to(device=self._device, dtype=self._dtype)
                          for k, v in batch.items()}
-                if not bool((batch["y"] == batch["y"].round()).all()):
-                    raise ValueError("fit_stream (SVI) needs whole-number counts in y")
                 data = GLMData(X=batch["X"], y=batch["y"], exposure=batch.get("exposure"),
                                weights=batch.get("weights"))
                 if state is None:
@@ -154,3 +161,30 @@ class StreamingMixin:
                                     extra={"elbo": list(state.losses)})
         self._set_fitted_attributes()
         self.n_iter_ = state.num_steps
+
+
+def _refuse_searches(est, method: str) -> None:
+    """A stream is seen once, so no parameter can be chosen by a profile over refits:
+    refuse ``"auto"`` for each of the estimator's ``searched_parameters``."""
+    for name in est.searched_parameters:
+        if getattr(est, name) == "auto":
+            raise ValueError(f"{method} needs a fixed {name}, not 'auto'")
+
+
+def _refuse_designs(est, X, what):
+    """The streaming fits read numeric batches: no formula, no frame to encode, and (they
+    take none) no offset or zero-part design."""
+    from .design import needs_encoding
+
+    if est.formula is not None or est.zero_formula is not None:
+        raise ValueError(f"{what} reads numeric batches; formula= applies to fit only "
+                         "(encode each batch with a fitted DataDesign's transform)")
+    if needs_encoding(X):
+        raise ValueError(f"{what} reads numeric batches: encode the categorical columns "
+                         "first (posheads.estimators.design.DataDesign)")
+
+
+def _forget_design(est):
+    """Drop what a previous ``fit`` learnt of a frame or a zero-part design."""
+    for attr in ("design_", "coef_names_", "zero_coef_names_", "n_zero_features_in_"):
+        est.__dict__.pop(attr, None)

@@ -19,7 +19,7 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.metrics import d2_tweedie_score
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from posheads import families
 from posheads.inference.common import GUIDES, intra_op_threads, seeded
@@ -34,6 +34,7 @@ from ._validation import (
     to_torch,
     torch_seed,
 )
+from .design import DataDesign, needs_encoding
 
 __all__ = ["BayesianNeuralCountRegressor"]
 
@@ -141,6 +142,10 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Only when ``X`` had string column names.
+    design_ : DataDesign or None
+        How a data frame with categorical, string or boolean columns became the inputs
+        (treatment coding, :mod:`posheads.estimators.design`), re-applied at predict
+        time; ``None`` for numeric inputs.
 
     Notes
     -----
@@ -224,8 +229,21 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         return families.get_family(self.likelihood)
 
     def _validate_fit_data(self, X, y, sample_weight, exposure):
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True,
-                             reset=True)
+        if needs_encoding(X):  # categorical, text or boolean columns: treatment coding
+            design, X, _, y = DataDesign.fit(X, y=y)
+            if y is None:
+                raise ValueError(f"{type(self).__name__} requires y to be passed, but the "
+                                 "target y is None")
+            y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+            if len(y) != X.shape[0]:
+                raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)}")
+            self.design_ = design
+            self.feature_names_in_ = np.asarray(design.feature_names_in, dtype=object)
+            self.n_features_in_ = len(self.feature_names_in_)
+        else:
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=True,
+                                 reset=True)
+            self.design_ = None
         y = np.asarray(y, dtype=np.float64)
         check_counts(y, integer=self._family.integer)
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
@@ -235,7 +253,10 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     def _standardised(self, X, exposure=None):
         """Validated ``X`` as a standardised float64 tensor, and the exposure as a tensor."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        if getattr(self, "design_", None) is not None:
+            X = check_array(self.design_.transform(X)[0], dtype=np.float64)
+        else:
+            X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         t = check_exposure(exposure, X.shape[0], np.float64)
         Z = (np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_
         return (to_torch(Z, device=self._device, dtype=torch.float64),
@@ -268,7 +289,9 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            A data frame's categorical, string and boolean columns are encoded in
+            treatment coding (as the GLM regressors do), then standardised.
         y : array-like of shape (n_samples,)
             Counts (non-negative; whole numbers for the zero-inflated heads).
         sample_weight : array-like of shape (n_samples,), default=None
@@ -528,6 +551,8 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
                  "model_state": dict(self.model_.state_dict())}
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+        design = getattr(self, "design_", None)
+        state["design_"] = None if design is None else design.to_dict()  # JSON
         return state
 
     def _set_state(self, state: dict) -> None:
@@ -535,10 +560,12 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         self.n_features_in_ = int(state["n_features_in_"])
         if "feature_names_in_" in state:
             self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
+        design = state.get("design_")
+        self.design_ = None if design is None else DataDesign.from_dict(design)
         for name in ("x_mean_", "x_scale_", "loss_curve_"):
             setattr(self, name, np.asarray(state[name], dtype=np.float64))
         self.n_iter_, self.converged_ = int(state["n_iter_"]), bool(state["converged_"])
-        self.model_ = self._build_model(self.n_features_in_)
+        self.model_ = self._build_model(len(self.x_mean_))  # the encoded width
         self.model_.load_state_dict(state["model_state"])
         move = {"device": self._device, "dtype": self._dtype}
         self.samples_ = {k: v.to(**move) for k, v in state["samples_"].items()}

@@ -106,6 +106,10 @@ class Start:
     parts: dict[str, float] = field(default_factory=dict)
 
 
+# What a family's targets may be (Family.support).
+_SUPPORTS = frozenset({"counts", "positive", "nonnegative"})
+
+
 def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
@@ -129,6 +133,10 @@ class Family:
         binomial, whose MAP fits accept non-negative real targets as a quasi-likelihood.
     takes_exposure : bool
         The distribution takes an ``exposure`` multiplying its mean.
+    support : {"counts", "positive", "nonnegative"}
+        What a target may be: counts ``0, 1, 2, ...`` (real values ``>= 0`` where
+        ``integer`` is False), positive reals (a Gamma amount) or non-negative reals (a
+        Tweedie amount with exact zeros); :meth:`check_target` enforces it.
     aliases : tuple of str
         Other names ``get_family`` accepts.
     description : str
@@ -147,9 +155,12 @@ class Family:
     def __init__(self, name: str, distribution: type, *, shapes: tuple[Shape, ...] = (),
                  parts: tuple[Part, ...] = (), integer: bool = True,
                  takes_exposure: bool = True, aliases: tuple[str, ...] = (),
-                 description: str = ""):
+                 description: str = "", support: str = "counts"):
         if not (isinstance(name, str) and name.isidentifier()):
             raise ValueError(f"a family's name must be an identifier, got {name!r}")
+        if support not in _SUPPORTS:
+            raise ValueError(f"support must be one of {sorted(_SUPPORTS)}, got {support!r}")
+        self.support = support
         self.name, self.distribution = name, distribution
         self.shapes, self.parts = tuple(shapes), tuple(parts)
         self.integer, self.takes_exposure = bool(integer), bool(takes_exposure)
@@ -182,6 +193,18 @@ class Family:
     def argument_names(self) -> tuple[str, ...]:
         """The distribution's arguments: ``"eta"``, the shapes, the parts' logits."""
         return ("eta", *self.shape_names, *(p.argument for p in self.parts))
+
+    @property
+    def canonical(self) -> Family:
+        """The family a regressor declares for this one: itself, or for one member of a
+        collection fixed by a parameter (the Tweedie law at one power) the collection's
+        registered representative."""
+        return self
+
+    @property
+    def fixed_arguments(self) -> dict:
+        """Keywords of the distribution that the family fixes (the Tweedie power)."""
+        return {}
 
     def shape(self, name: str) -> Shape:
         """The shape called ``name``."""
@@ -224,14 +247,76 @@ class Family:
             if not self.takes_exposure:
                 raise ValueError(f"the {self.name} family takes no exposure")
             kwargs["exposure"] = exposure
-        return self.distribution(eta, **kwargs, beta=beta, threshold=threshold, low=low,
-                                 validate_args=validate_args)
+        return self.distribution(eta, **kwargs, **self.fixed_arguments, beta=beta,
+                                 threshold=threshold, low=low, validate_args=validate_args)
 
     def build_from_arguments(self, arguments: dict, **link) -> Distribution:
         """:meth:`build` from a dict keyed by :attr:`argument_names` (a head's outputs)."""
         shapes = {s.name: arguments[s.name] for s in self.shapes}
         parts = {p.name: arguments[p.argument] for p in self.parts}
         return self.build(arguments["eta"], shapes=shapes, parts=parts, **link)
+
+    # ------------------------------------------------------------ targets
+    def check_target(self, y, *, proper: bool = False, name: str = "y", why: str = ""):
+        """Raise ``ValueError`` when the array ``y`` holds values outside the support.
+
+        Parameters
+        ----------
+        y : ndarray, shape ``(n,)``
+            Numeric targets (never modified).
+        proper : bool
+            The fit needs the family's proper likelihood (a Bayesian engine): count
+            targets must then be whole numbers even where ``integer`` is False, since real
+            targets are only a quasi-likelihood of a count law's MAP fit.
+        name : str
+            The array's name in messages.
+        why : str
+            What needs whole numbers, for the message (default: the likelihood).
+
+        Returns
+        -------
+        ndarray
+            ``y`` itself.
+        """
+        import numpy as np
+
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"Input {name} contains NaN or infinity: targets must be finite.")
+        what = "counts" if self.support == "counts" else f"{self.name} amounts"
+        if self.support == "positive" and np.any(y <= 0):
+            raise ValueError(f"Some value(s) of {name} are out of the valid range of the loss: "
+                             f"{what} must be > 0, and there are values <= 0.")
+        if np.any(y < 0):
+            raise ValueError(f"Some value(s) of {name} are out of the valid range of the loss: "
+                             f"{what} must be >= 0, and there are negative values.")
+        whole = self.support == "counts" and (self.integer or proper)
+        if whole and np.any(y != np.floor(y)):
+            raise ValueError(
+                f"Some value(s) of {name} are not whole numbers: "
+                f"{why or 'this likelihood models counts 0, 1, 2, ...'} (round them, or fit "
+                "PoissonSoftplusRegressor with inference='map', which accepts non-negative "
+                "real targets as a quasi-likelihood).")
+        return y
+
+    def unit_deviance(self, y, mu):
+        """The unit deviance ``d(y, mu)`` behind the D² score (the Poisson's here).
+
+        ``d = 2 (y log(y / mu) - (y - mu))`` with ``0 log 0 = 0``; ``mu`` is floored at the
+        smallest float, so a predicted zero mean gives a large, finite deviance.
+
+        Parameters
+        ----------
+        y, mu : ndarray, shape ``(n,)``
+
+        Returns
+        -------
+        ndarray, shape ``(n,)``
+        """
+        import numpy as np
+
+        mu = np.maximum(mu, np.finfo(np.float64).tiny)
+        ratio = np.where(y > 0, y / mu, 1.0)
+        return 2.0 * (np.where(y > 0, y * np.log(ratio), 0.0) - (y - mu))
 
     # ------------------------------------------------------------ starting values
     def start(self, y, weights=None, exposure=None) -> Start:
@@ -297,7 +382,7 @@ class Family:
 
         Returns
         -------
-        y : ndarray of int64, shape ``(n,)``
+        y : ndarray of int64 (float64 for a family of amounts), shape ``(n,)``
         expected : ndarray of float64, shape ``(n,)``
             ``E[y]`` of each row, zero part included.
         """
@@ -318,4 +403,5 @@ class Family:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             y = d.sample()
-        return y.numpy().astype(np.int64), d.mean.numpy().astype(np.float64)
+        kind = np.int64 if self.support == "counts" else np.float64
+        return y.numpy().astype(kind), d.mean.numpy().astype(np.float64)

@@ -27,6 +27,7 @@ from .base import DistributionHead
 from .continuous import GammaHead, LogNormalHead, NormalHead
 from .family import (
     FamilyHead,
+    GeneralizedPoissonHead,
     HurdleNegativeBinomialHead,
     HurdlePoissonHead,
     NegativeBinomialHead,
@@ -39,6 +40,7 @@ __all__ = [
     "DistributionHead",
     "FamilyHead",
     "GammaHead",
+    "GeneralizedPoissonHead",
     "HurdleNegativeBinomialHead",
     "HurdlePoissonHead",
     "LogNormalHead",

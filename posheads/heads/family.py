@@ -11,6 +11,7 @@ from .base import DistributionHead
 
 __all__ = [
     "FamilyHead",
+    "GeneralizedPoissonHead",
     "HurdleNegativeBinomialHead",
     "HurdlePoissonHead",
     "NegativeBinomialHead",
@@ -192,3 +193,20 @@ class HurdleNegativeBinomialHead(FamilyHead):
     """
 
     family = F.HURDLE_NEGATIVE_BINOMIAL
+
+
+class GeneralizedPoissonHead(FamilyHead):
+    """Features -> :class:`~posheads.distributions.SoftplusGeneralizedPoisson`.
+
+    Raw outputs: ``eta`` and ``dispersion`` (``Var / mean``, mapped by softplus): a count
+    head for under-dispersed targets as well as over-dispersed ones. The dispersion
+    starts at 1 (Poisson), or at the targets' variance-to-mean ratio.
+
+    Examples
+    --------
+    >>> head = GeneralizedPoissonHead(3).init_from_targets(torch.tensor([9.0, 10.0, 11.0]))
+    >>> 0.66 < float(head(torch.zeros(3)).variance.detach()) < 0.68  # Var / mean of y
+    True
+    """
+
+    family = F.GENERALIZED_POISSON

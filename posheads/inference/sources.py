@@ -159,7 +159,7 @@ def _check_block(part: dict, where: str) -> dict:
         if not np.isfinite(v).all():
             raise ValueError(f"{name} contains NaN, missing or infinite values in {where}")
     if "y" in part and (part["y"] < 0).any():
-        raise ValueError(f"y must be non-negative counts: negative values in {where}")
+        raise ValueError(f"y must be non-negative: negative values in {where}")
     if "exposure" in part and (part["exposure"] <= 0).any():
         raise ValueError(f"exposure must be positive: values <= 0 in {where}")
     if "weights" in part and (part["weights"] < 0).any():
