@@ -216,7 +216,12 @@ def _integer_block(z, lo, offsets, gammas, peak, moments):
 def _integer_block_autograd(z, lo, offsets, gammas, moments):
     """As :func:`_integer_block`, differentiable in ``z``."""
     j = lo[:, None] + offsets
-    terms = j * z[:, None] - gammas
+    return _logsumexp_moments(j * z[:, None] - gammas, j, moments)
+
+
+def _logsumexp_moments(terms, j, moments):
+    """``log sum_j exp(terms)`` per row and, with ``moments``, the mean and variance of
+    ``j`` under the weights ``exp(terms)`` (the differentiable form)."""
     log_w = torch.logsumexp(terms, dim=1)
     if not moments:
         return log_w, None, None
@@ -232,12 +237,7 @@ def _trapezoid_block(z, lo, step, offsets, k, peak, moments, fast):
     terms = j * z[:, None] - torch.lgamma(j + 1.0) - torch.lgamma(k * j) \
         + torch.log(step)[:, None]
     if not fast:
-        log_w = torch.logsumexp(terms, dim=1)
-        if not moments:
-            return log_w, None, None
-        weights = torch.exp(terms - log_w[:, None])
-        mean = (weights * j).sum(dim=1)
-        return log_w, mean, (weights * (j - mean[:, None]) ** 2).sum(dim=1)
+        return _logsumexp_moments(terms, j, moments)
     top = _shift(terms, peak)
     log_sum, mean, var = _offset_moments(terms.sub_(top).exp_(), offsets, moments)
     log_w = top[:, 0] + log_sum

@@ -26,6 +26,7 @@ from ._inference import inference_config, is_bayesian
 from ._inference_table import InferenceTableMixin
 from ._persist import PersistMixin
 from ._predictive import PredictiveMixin
+from ._profile import grid_then_golden
 from ._streaming import StreamingMixin
 from ._summary import coefficient_table
 from ._validation import (
@@ -38,7 +39,7 @@ from ._validation import (
 )
 from .design import DataDesign, is_frame, needs_encoding, numeric_values
 
-__all__ = ["SoftplusGLMRegressor", "golden_section", "regressor_for"]
+__all__ = ["SoftplusGLMRegressor", "regressor_for"]
 
 # beta="auto": candidate softness values for the profile likelihood, then a golden-section
 # refinement on log(beta) around the best one.
@@ -415,11 +416,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
                                      max_iter=self.max_iter, tol=self.tol)
             return -float(post.extra["log_joint"])
 
-        grid = np.log(_BETA_GRID)
-        values = [objective(b) for b in grid]
-        i = int(np.argmin(values))
-        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-        return math.exp(golden_section(objective, lo, hi, tol=1e-2))
+        return math.exp(grid_then_golden(objective, np.log(_BETA_GRID), tol=1e-2))
 
     def _set_fitted_attributes(self):
         post = self.posterior_
@@ -656,23 +653,4 @@ def _name_non_numbers(X, name):
         frame = pd.DataFrame(X, columns=[f"{name}[:, {j}]" for j in range(X.shape[1])])
         for c in frame.columns:
             numeric_values(frame[c], c, frame)
-
-
-def golden_section(f, lo, hi, tol):
-    """The minimiser of a unimodal ``f`` on ``[lo, hi]``, to ``tol``, by golden sections
-    (the profile-likelihood searches of ``beta`` and the Tweedie power)."""
-    g = (math.sqrt(5) - 1) / 2
-    a, b = lo, hi
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = f(c), f(d)
-    while b - a > tol:
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = f(d)
-    return (a + b) / 2
 

@@ -17,8 +17,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from posheads import families
 
-from ._base import SoftplusGLMRegressor, golden_section
+from ._base import SoftplusGLMRegressor
 from ._inference import inference_config
+from ._profile import grid_then_golden
 
 __all__ = [
     "GammaSoftplusRegressor",
@@ -343,11 +344,7 @@ class TweedieSoftplusRegressor(SoftplusGLMRegressor):
             return -(post.extra["log_joint"]
                      - float(post.model.log_prior(post.extra["map"], post.data)))
 
-        grid = _POWER_GRID
-        values = [objective(p) for p in grid]
-        i = int(np.argmin(values))
-        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-        return round(golden_section(objective, lo, hi, tol=1e-2), 3)
+        return round(grid_then_golden(objective, _POWER_GRID, tol=1e-2), 3)
 
 
 # power="auto": the profile likelihood's grid (the ends of (1, 2) excluded: at p -> 1 the
