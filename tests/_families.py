@@ -12,10 +12,23 @@ from __future__ import annotations
 
 from posheads import families
 
-__all__ = ["BUILT_IN", "BUILT_IN_NAMES"]
+__all__ = ["BUILT_IN", "BUILT_IN_NAMES", "INTEGER_ONLY_CHECKS"]
 
 _EXPORTED = [getattr(families, name) for name in families.__all__]
 
 BUILT_IN = tuple(f for f in families.available_families()
                  if any(f is exported for exported in _EXPORTED))
 BUILT_IN_NAMES = tuple(f.name for f in BUILT_IN)
+
+
+# scikit-learn's common checks that feed real-valued targets (e.g. 0.37): a law of whole
+# numbers rejects them with a ValueError by design.
+INTEGER_ONLY_CHECKS = {
+    "check_regressors_train": "real-valued y; this likelihood needs counts",
+    "check_regressor_data_not_an_array": "real-valued y; needs counts",
+    "check_regressors_no_decision_function": "real-valued y; needs counts",
+    "check_fit_idempotent": "real-valued y; needs counts",
+    "check_fit_check_is_fitted": "real-valued y; needs counts",
+    "check_n_features_in": "real-valued y; needs counts",
+    "check_n_features_in_after_fitting": "real-valued y; needs counts",
+}

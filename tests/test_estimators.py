@@ -28,6 +28,8 @@ from posheads.datasets import load_nmes1988, make_count_regression, nmes1988_des
 from posheads.estimators import load
 from tools.peers import statsmodels_softplus_glm
 
+from ._families import INTEGER_ONLY_CHECKS
+
 ALL = [PoissonSoftplusRegressor, NegativeBinomialSoftplusRegressor,
        ZeroInflatedPoissonSoftplusRegressor, ZeroInflatedNegativeBinomialSoftplusRegressor,
        HurdlePoissonSoftplusRegressor, HurdleNegativeBinomialSoftplusRegressor]
@@ -35,16 +37,7 @@ ALL = [PoissonSoftplusRegressor, NegativeBinomialSoftplusRegressor,
 # scikit-learn's common checks fit regressors to real-valued targets (e.g. 0.37). A
 # zero-inflated or hurdle likelihood splits the data into "zero" and "a count 1, 2, ...",
 # which a value such as 0.37 is neither, so these estimators reject it with a
-# ValueError by design; the checks below are the ones that feed such targets.
-_INTEGER_ONLY = {
-    "check_regressors_train": "real-valued y; a zero-inflated/hurdle model needs counts",
-    "check_regressor_data_not_an_array": "real-valued y; needs counts",
-    "check_regressors_no_decision_function": "real-valued y; needs counts",
-    "check_fit_idempotent": "real-valued y; needs counts",
-    "check_fit_check_is_fitted": "real-valued y; needs counts",
-    "check_n_features_in": "real-valued y; needs counts",
-    "check_n_features_in_after_fitting": "real-valued y; needs counts",
-}
+# ValueError by design; INTEGER_ONLY_CHECKS are the checks that feed such targets.
 
 
 # partial_fit runs SVI, whose posterior needs a proper count likelihood, so it rejects
@@ -53,7 +46,7 @@ _PARTIAL_FIT = {"check_n_features_in_after_fitting": "partial_fit needs whole-nu
 
 
 def _expected_failures(est):
-    return _INTEGER_ONLY if est._family.integer else _PARTIAL_FIT
+    return INTEGER_ONLY_CHECKS if est._family.integer else _PARTIAL_FIT
 
 
 @parametrize_with_checks([cls() for cls in ALL], expected_failed_checks=_expected_failures)

@@ -23,6 +23,8 @@ from posheads.distributions import SoftplusGeneralizedPoisson
 from posheads.families import GENERALIZED_POISSON, get_family
 from posheads.heads import GeneralizedPoissonHead
 
+from ._families import INTEGER_ONLY_CHECKS
+
 F64 = torch.float64
 
 
@@ -247,21 +249,8 @@ def test_head_and_forecaster_use_the_family():
     assert fc.predict(7).shape == (7,)
 
 
-# scikit-learn's common checks feed real-valued targets (e.g. 0.37); the generalized
-# Poisson is a law of whole numbers and rejects them with a ValueError by design.
-_INTEGER_ONLY = {
-    "check_regressors_train": "real-valued y; the generalized Poisson needs counts",
-    "check_regressor_data_not_an_array": "real-valued y; needs counts",
-    "check_regressors_no_decision_function": "real-valued y; needs counts",
-    "check_fit_idempotent": "real-valued y; needs counts",
-    "check_fit_check_is_fitted": "real-valued y; needs counts",
-    "check_n_features_in": "real-valued y; needs counts",
-    "check_n_features_in_after_fitting": "real-valued y; needs counts",
-}
-
-
 @parametrize_with_checks([GeneralizedPoissonSoftplusRegressor()],
-                         expected_failed_checks=lambda est: _INTEGER_ONLY)
+                         expected_failed_checks=lambda est: INTEGER_ONLY_CHECKS)
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
