@@ -35,6 +35,8 @@ CHECKSUMS: dict[str, str] = {
     "seatbelts.csv": "f1a0c31fd03370aa5f11bb433d79f5d8913bf0d454f42db834eb0a7019f69c1c",
     "nyc_departures_daily.csv": "db415adfeedeb09fc4a13a203c37b23d5a49ae4f4bd1498f2d57566c0072ed0c",
     "nyc_departures_hourly.csv": "68da9de9cb71e1fa9eb2cae6a749cfc521a2b9de5afe0ee7d335cfe3b94620da",
+    "grouseticks.csv": "294dc76df2949082892cad5f5975e875a7fbf73e1358cb1855b90e08bc41a641",
+    "epilepsy.csv": "e5165a8be2c6d874f7a30a65d760ecdecfbcc58f31c82f61cb363e9f08290c50",
 }
 
 # name -> (loader call, file, one-line description); the order of list_datasets().
@@ -63,6 +65,16 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
         'load_nyc_departures(freq="h")',
         "nyc_departures_hourly.csv",
         "hourly flight departures from EWR, JFK and LGA in 2013, with weather and holidays",
+    ),
+    "grouseticks": (
+        "load_grouseticks()",
+        "grouseticks.csv",
+        "ticks on 403 red grouse chicks in 118 broods at 63 locations (Elston et al. 2001)",
+    ),
+    "epilepsy": (
+        "load_epilepsy()",
+        "epilepsy.csv",
+        "seizure counts of 59 epileptics over four two-week periods (Thall & Vail 1990)",
     ),
 }
 

@@ -16,6 +16,8 @@ from ._base import as_categories, make_bunch, one_hot, read_csv_verified
 
 __all__ = [
     "load_biochemists",
+    "load_epilepsy",
+    "load_grouseticks",
     "load_nmes1988",
     "load_nyc_departures",
     "load_seatbelts",
@@ -292,4 +294,81 @@ def load_nyc_departures(
     features = ["holiday", *weather] if origin is not None else ["origin", "holiday", *weather]
     return make_bunch(
         frame, features, "departures", as_frame=as_frame, return_X_y=return_X_y, filename=filename
+    )
+
+
+def load_grouseticks(*, as_frame: bool = False, return_X_y: bool = False):
+    """Load the ticks counted on 403 red grouse chicks (``lme4::grouseticks``).
+
+    Grouped counts: chicks sit in 118 broods, broods at 63 locations, over three years;
+    the standard example for count models with nested and crossed random effects (Elston et
+    al. 2001). The counts are strongly over-dispersed (mean 6.4, variance 172).
+
+    Parameters
+    ----------
+    as_frame : bool, default=False
+        Return pandas objects (``YEAR`` as a categorical of levels 95, 96, 97) instead of
+        numpy arrays.
+    return_X_y : bool, default=False
+        Return ``(data, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    bunch : sklearn.utils.Bunch
+        ``target`` of shape (403,): ``TICKS`` (int64). ``data``: ``BROOD`` and ``LOCATION``
+        (integer group labels), ``HEIGHT`` (metres above sea level) and ``YEAR``; as numpy,
+        shape (403, 5) with ``YEAR_96`` and ``YEAR_97`` as 0/1 columns. ``frame`` of shape
+        (403, 5) when ``as_frame``, else None.
+    (data, target) : tuple
+        With ``return_X_y=True``.
+
+    Examples
+    --------
+    >>> from posheads.datasets import load_grouseticks
+    >>> frame = load_grouseticks(as_frame=True).frame
+    >>> frame["BROOD"].nunique(), frame["LOCATION"].nunique()
+    (118, 63)
+    """
+    frame = read_csv_verified("grouseticks.csv")
+    frame = _int_columns(frame, ["TICKS", "BROOD", "HEIGHT", "LOCATION"])
+    frame["YEAR"] = pd.Categorical(frame["YEAR"].astype(str), categories=["95", "96", "97"])
+    features = ["BROOD", "LOCATION", "HEIGHT", "YEAR"]
+    return make_bunch(
+        frame, features, "TICKS", as_frame=as_frame, return_X_y=return_X_y,
+        filename="grouseticks.csv",
+    )
+
+
+def load_epilepsy(*, as_frame: bool = False, return_X_y: bool = False):
+    """Load the seizure counts of 59 epileptics over four periods (``MASS::epil``).
+
+    Repeated counts: each patient contributes four two-week counts after an eight-week
+    baseline, in a randomised trial of progabide against placebo (Thall & Vail 1990); the
+    classic example for Poisson models with a random intercept per patient.
+
+    Parameters
+    ----------
+    as_frame : bool, default=False
+        Return pandas objects (``trt`` as a categorical, placebo first) instead of numpy
+        arrays.
+    return_X_y : bool, default=False
+        Return ``(data, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    bunch : sklearn.utils.Bunch
+        ``target`` of shape (236,): ``y``, seizures in the two-week period (int64).
+        ``data``: ``trt``, ``base`` (seizures in the eight-week baseline), ``age``, ``V4``
+        (1 in the fourth period), ``subject`` (1 to 59) and ``period`` (1 to 4); as numpy,
+        shape (236, 6) with ``trt_progabide`` as a 0/1 column. ``frame`` of shape (236, 7)
+        when ``as_frame``, else None.
+    (data, target) : tuple
+        With ``return_X_y=True``.
+    """
+    frame = read_csv_verified("epilepsy.csv")
+    frame = _int_columns(frame, ["y", "base", "age", "V4", "subject", "period"])
+    frame = as_categories(frame, {"trt": ["placebo", "progabide"]})
+    features = ["trt", "base", "age", "V4", "subject", "period"]
+    return make_bunch(
+        frame, features, "y", as_frame=as_frame, return_X_y=return_X_y, filename="epilepsy.csv"
     )

@@ -1,6 +1,7 @@
-"""Simulated count data with a known ground truth: a regression set and a seasonal series.
+"""Simulated count data with a known ground truth: a regression set, a seasonal series and a
+panel of smooth and intermittent series.
 
-Both draw every random quantity from one ``numpy.random.default_rng(random_state)`` in a
+Each draws every random quantity from one ``numpy.random.default_rng(random_state)`` in a
 fixed order, so a given ``random_state`` always gives the same data. Counts are drawn by
 the simulator of a family of :mod:`posheads.families` (imported when a simulator runs,
 so importing the data sets stays free of torch and Pyro), with count-part mean ``mu``:
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-__all__ = ["make_count_regression", "make_count_series"]
+__all__ = ["make_count_regression", "make_count_series", "make_intermittent_panel"]
 
 LINKS = ("softplus", "log")
 SEASONALITIES = ("fourier", "periodic")
@@ -360,3 +361,196 @@ def make_count_series(
             info,
         )
     return y, X, info
+
+
+# -- panels ---------------------------------------------------------------------------------
+# softplus_inverse(1): the linear predictor at which a series' rate equals its scale
+_UNIT_ETA = float(np.log(np.expm1(1.0)))
+KINDS = ("smooth", "intermittent")
+
+
+def _check_range(value, name: str, low: float, high: float = np.inf) -> tuple[float, float]:
+    """A ``(low, high)`` pair inside ``[low, high)``, low <= high; a number is ``(v, v)``."""
+    pair = (value, value) if isinstance(value, numbers.Real) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be a number or a (low, high) pair, got {value!r}")
+    a, b = (_check_real(v, name, low, high) for v in pair)
+    if a > b:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {value!r}")
+    return a, b
+
+
+def _log_uniform(rng, bounds, size):
+    return np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]), size=size))
+
+
+def make_intermittent_panel(
+    n_series: int = 20,
+    n_timesteps: int = 365,
+    *,
+    freq: str = "D",
+    start="2000-01-01",
+    intermittent_share: float = 0.5,
+    season_length: int = 7,
+    season_scale: float = 0.3,
+    drift_scale: float = 0.01,
+    smooth_scale=(5.0, 100.0),
+    intermittent_scale=(1.0, 4.0),
+    zero_share=(0.5, 0.95),
+    concentration=(2.0, 20.0),
+    smooth_likelihood: str = "negative_binomial",
+    intermittent_likelihood: str = "hurdle_negative_binomial",
+    random_state=None,
+):
+    """Simulate a panel of smooth and intermittent (mostly zero) count series, in long form.
+
+    Series ``i`` has a random-walk level, a periodic season and a count law, on the
+    forecaster's scale (``t = 0, ..., n_timesteps - 1``)::
+
+        level[i, t] = sum_{s=1..t} drift_scale * z[i, s],   z ~ Normal(0, 1), level[i, 0] = 0
+        eta[i, t]   = softplus_inverse(1) + level[i, t] + season[i, t % season_length]
+        mu[i, t]    = scale[i] * softplus(eta[i, t])
+
+    so ``mu`` starts about ``scale[i]`` and the season multiplies it by about
+    ``exp(season)``. A *smooth* series draws ``y ~ smooth_likelihood`` with mean ``mu``; an
+    *intermittent* one ``y ~ intermittent_likelihood`` with count part of mean ``mu`` and
+    zero part ``zero_share[i]`` (for the default hurdle, ``P(y = 0)``: demand occurs on a
+    share ``1 - zero_share[i]`` of days, in sizes from a zero-truncated negative binomial).
+    Counts are drawn by the simulators of :mod:`posheads.families`.
+
+    Per-series parameters are drawn in this order from one generator: the kinds (a random
+    choice of ``round(intermittent_share * n_series)`` intermittent series), then for each
+    series its scale (log-uniform in ``smooth_scale`` or ``intermittent_scale``), its
+    concentration (log-uniform in ``concentration``), its zero share (uniform in
+    ``zero_share``; 0 for smooth series), its season (``season_length`` normal values of
+    sd ``season_scale``, centred), its level and its counts.
+
+    Parameters
+    ----------
+    n_series : int, default=20
+        Number of series, >= 1.
+    n_timesteps : int, default=365
+        Length of every series, >= 1.
+    freq : str, default="D"
+        pandas frequency of the time stamps.
+    start : str or datetime-like, default="2000-01-01"
+        First time stamp of every series.
+    intermittent_share : float, default=0.5
+        Share in [0, 1] of intermittent series.
+    season_length : int, default=7
+        Period of the season in steps, >= 1 (1: no season).
+    season_scale : float, default=0.3
+        Standard deviation (>= 0) of the seasonal profile on the scale of ``eta``.
+    drift_scale : float, default=0.01
+        Standard deviation (>= 0) of the level's steps on the scale of ``eta``.
+    smooth_scale, intermittent_scale : (float, float), default=(5, 100) and (1, 4)
+        Ranges (> 0) of ``scale``: the typical mean of a smooth series, and the typical mean
+        of the count part (the size of a demand) of an intermittent one.
+    zero_share : (float, float), default=(0.5, 0.95)
+        Range in [0, 1) of the zero-part probability of the intermittent series.
+    concentration : (float, float), default=(2, 20)
+        Range (> 0) of the negative binomial concentration ``r`` (variance
+        ``mu + mu**2 / r``); used by families with a concentration.
+    smooth_likelihood : str, default="negative_binomial"
+        Family of the smooth series, one without a zero part.
+    intermittent_likelihood : str, default="hurdle_negative_binomial"
+        Family of the intermittent series, one with a zero part (hurdle or zero-inflated).
+    random_state : None, int, numpy.random.SeedSequence or numpy.random.Generator
+        Seed of ``numpy.random.default_rng``.
+
+    Returns
+    -------
+    frame : DataFrame of shape (n_series * n_timesteps, 3)
+        Columns ``unique_id`` (str, ``"S000"``, ``"S001"``, ...), ``ds`` (time stamp) and
+        ``y`` (int64), sorted by ``unique_id`` then ``ds``: the long format of
+        statsforecast.
+    info : sklearn.utils.Bunch
+        ``params``: a DataFrame indexed by ``unique_id`` with columns ``kind``
+        (``"smooth"`` or ``"intermittent"``), ``likelihood``, ``scale``,
+        ``concentration``, ``zero_share`` and ``drift_scale``; arrays of shape
+        (n_series, n_timesteps) in the order of ``params``: ``mean`` (the true ``E[y]``),
+        ``mu`` (the count part's mean), ``eta``, ``level``; ``season`` of shape
+        (n_series, season_length); ``index``, the ``DatetimeIndex`` of every series;
+        ``season_length`` and ``season_scale``.
+
+    Examples
+    --------
+    >>> from posheads.datasets import make_intermittent_panel
+    >>> frame, info = make_intermittent_panel(4, 56, random_state=0)
+    >>> frame.shape, list(frame.columns), sorted(info.params.kind.unique())
+    ((224, 3), ['unique_id', 'ds', 'y'], ['intermittent', 'smooth'])
+    """
+    n_series = _check_int(n_series, "n_series", 1)
+    n_timesteps = _check_int(n_timesteps, "n_timesteps", 1)
+    share = _check_real(intermittent_share, "intermittent_share", 0.0)
+    if share > 1.0:
+        raise ValueError(f"intermittent_share must be in [0, 1], got {intermittent_share!r}")
+    season_length = _check_int(season_length, "season_length", 1)
+    season_scale = _check_real(season_scale, "season_scale", 0.0)
+    drift_scale = _check_real(drift_scale, "drift_scale", 0.0)
+    ranges = {
+        "smooth_scale": _check_range(smooth_scale, "smooth_scale", 1e-300),
+        "intermittent_scale": _check_range(intermittent_scale, "intermittent_scale", 1e-300),
+        "zero_share": _check_range(zero_share, "zero_share", 0.0, 1.0),
+        "concentration": _check_range(concentration, "concentration", 1e-300),
+    }
+    laws = {"smooth": _family(smooth_likelihood), "intermittent": _family(intermittent_likelihood)}
+    if laws["smooth"].part_names:
+        raise ValueError(
+            f"smooth_likelihood must be a family without a zero part, got {laws['smooth'].name!r}"
+        )
+    if not laws["intermittent"].part_names:
+        raise ValueError(
+            "intermittent_likelihood must be a family with a zero part (hurdle or zero-"
+            f"inflated), got {laws['intermittent'].name!r}"
+        )
+    index = _time_index(start, n_timesteps, freq)
+
+    rng = np.random.default_rng(random_state)
+    n_int = round(share * n_series)
+    intermittent = np.zeros(n_series, dtype=bool)
+    intermittent[rng.permutation(n_series)[:n_int]] = True
+    kinds = np.where(intermittent, "intermittent", "smooth")
+    scale = np.where(
+        intermittent,
+        _log_uniform(rng, ranges["intermittent_scale"], n_series),
+        _log_uniform(rng, ranges["smooth_scale"], n_series),
+    )
+    conc = _log_uniform(rng, ranges["concentration"], n_series)
+    gate = np.where(intermittent, rng.uniform(*ranges["zero_share"], size=n_series), 0.0)
+    season = rng.normal(0.0, season_scale, size=(n_series, season_length))
+    season -= season.mean(axis=1, keepdims=True)
+    steps = rng.normal(0.0, drift_scale, size=(n_series, n_timesteps))
+    steps[:, 0] = 0.0  # the level starts at 0: the rate starts near the series' scale
+    level = np.cumsum(steps, axis=1)
+    eta = _UNIT_ETA + level + season[:, np.arange(n_timesteps) % season_length]
+    mu = scale[:, None] * _softplus(eta)
+
+    y = np.empty((n_series, n_timesteps), dtype=np.int64)
+    mean = np.empty((n_series, n_timesteps))
+    for i, kind in enumerate(kinds):
+        y[i], mean[i] = _sample_counts(rng, mu[i], laws[kind], conc[i], gate[i])
+
+    width = len(str(n_series - 1))
+    ids = [f"S{i:0{width}d}" for i in range(n_series)]
+    frame = pd.DataFrame(
+        {
+            "unique_id": np.repeat(ids, n_timesteps),
+            "ds": np.tile(index.to_numpy(), n_series),
+            "y": y.ravel(),
+        }
+    )
+    params = pd.DataFrame(
+        {
+            "kind": kinds,
+            "likelihood": [laws[k].name for k in kinds],
+            "scale": scale,
+            "concentration": conc,
+            "zero_share": gate,
+            "drift_scale": drift_scale,
+        },
+        index=pd.Index(ids, name="unique_id"),
+    )
+    info = Bunch(params=params, mean=mean, mu=mu, eta=eta, level=level, season=season)
+    info.update(index=index, season_length=season_length, season_scale=season_scale)
+    return frame, info

@@ -11,8 +11,9 @@
 * :mod:`posheads.models.target` -- :class:`Target`, a posterior on one flat vector.
 """
 
+import importlib
+
 from .data import GLMData, check_glm_data
-from .forecast import CountForecastModel, LogGaussianForecastModel
 from .glm import LIKELIHOODS, SoftplusGLM
 from .protocol import PosteriorModel, PyroModel, as_model
 from .target import PyroTarget, Target
@@ -30,3 +31,16 @@ __all__ = [
     "as_model",
     "check_glm_data",
 ]
+
+
+def __getattr__(name):
+    # the forecasting models, loaded on first use: they import pyro.contrib.forecast
+    if name in ("CountForecastModel", "LogGaussianForecastModel"):
+        value = getattr(importlib.import_module(".forecast", __name__), name)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

@@ -254,9 +254,61 @@ class BayesianCountMLP(PyroModule):
                                                                 self.head.proj.bias)
         return values
 
-    def _layer_scale(self, params: dict) -> torch.Tensor:
-        # a learned scale is a site (read from params); a fixed one is a buffer
+    def layer_scale_value(self, params: dict) -> torch.Tensor:
+        """The layer scales ``tau``, shape ``(*S, L + 1)``: the site's value in ``params``
+        when learned, the fixed buffer otherwise."""
         return params["layer_scale"] if "layer_scale" in params else self.layer_scale
+
+    def propagate(self, X: torch.Tensor, linear, layer_scale: torch.Tensor):
+        """Run the network with the affine maps supplied by ``linear``.
+
+        This is the network's structure, written once: :meth:`raw_outputs` supplies the
+        affine maps of given weights, an inference engine may supply others (e.g. the
+        local reparameterisation of a Gaussian over the weights).
+
+        Parameters
+        ----------
+        X : Tensor, shape ``(n, in_features)``
+        linear : callable
+            ``linear(prefix, u, scale)`` returns ``u @ (scale * W).T + b`` (shape
+            ``(*S, n, out)``) for the layer whose sites are ``f"{prefix}.weight"`` and
+            ``f"{prefix}.bias"`` (``"hidden.{i}"`` and ``"head.proj"``); ``u`` has shape
+            ``(*S, n, in)`` or ``(n, in)``, ``scale`` (the layer scales ``tau`` of the
+            weight's columns) shape ``(*S, 1, 1)`` or ``(*S, 1, in)``. Scaling the
+            weight rather than ``u`` spares a pass over the activations.
+        layer_scale : Tensor, shape ``(*S, L + 1)``
+            The scales ``tau`` (see :meth:`layer_scale_value`).
+
+        Returns
+        -------
+        hidden : list of Tensor
+            Output of each hidden layer, shape ``(*S, n, width_i)``.
+        raw : dict of str to Tensor
+            The head's raw outputs, each of shape ``(*S, n)``.
+        """
+        tau = layer_scale[..., None, :]  # (*S, 1, L + 1): broadcasts against a weight
+        hidden, h = [], X
+        for i in range(len(self.hidden)):
+            h = self.act(linear(f"hidden.{i}", h, tau[..., i:i + 1]))
+            hidden.append(h)
+        if not hidden:  # the head reads the inputs: a softplus GLM
+            feats, scale = X, torch.ones_like(tau)
+        elif self.skip:  # tau_L scales the hidden columns, not the inputs
+            feats = torch.cat([h, X.expand(*h.shape[:-1], X.shape[-1])], dim=-1)
+            scale = torch.cat([tau[..., -1:].expand(*tau.shape[:-1], h.shape[-1]),
+                               torch.ones_like(tau[..., :1]).expand(
+                                   *tau.shape[:-1], X.shape[-1])], dim=-1)
+        else:
+            feats, scale = h, tau[..., -1:]
+        out = linear("head.proj", feats, scale)
+        return hidden, {name: out[..., j] for j, name in enumerate(self.raw_names)}
+
+    def _affine(self, params: dict):
+        """``linear`` of :meth:`propagate` for the weights in ``params``."""
+        def linear(prefix, u, scale):
+            w, b = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
+            return torch.matmul(u, (w * scale).transpose(-1, -2)) + b.unsqueeze(-2)
+        return linear
 
     def hidden_activations(self, X: torch.Tensor, params: dict) -> list[torch.Tensor]:
         """Outputs of each hidden layer, shape ``(*S, n, width_i)``.
@@ -268,29 +320,11 @@ class BayesianCountMLP(PyroModule):
             Site values as from :meth:`sample_params`, each with optional leading draw
             dimensions ``S`` (shared by all sites); a fixed ``layer_scale`` may be omitted.
         """
-        tau = self._layer_scale(params)
-        out, h = [], X
-        for i in range(len(self.hidden)):
-            w, b = params[f"hidden.{i}.weight"], params[f"hidden.{i}.bias"]
-            z = torch.matmul(h * tau[..., i, None, None], w.transpose(-1, -2))
-            h = self.act(z + b.unsqueeze(-2))
-            out.append(h)
-        return out
+        return self.propagate(X, self._affine(params), self.layer_scale_value(params))[0]
 
     def raw_outputs(self, X: torch.Tensor, params: dict) -> dict[str, torch.Tensor]:
         """The head's raw outputs, each of shape ``(*S, n)``; see :meth:`hidden_activations`."""
-        hidden = self.hidden_activations(X, params)
-        parts = []
-        if hidden:
-            tau = self._layer_scale(params)
-            parts.append(hidden[-1] * tau[..., -1, None, None])
-        if self.skip or not hidden:
-            lead = parts[0].shape[:-2] if parts else params["head.proj.weight"].shape[:-2]
-            parts.append(X.expand(*lead, *X.shape))
-        feats = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-        w, b = params["head.proj.weight"], params["head.proj.bias"]
-        out = torch.matmul(feats, w.transpose(-1, -2)) + b.unsqueeze(-2)
-        return {name: out[..., j] for j, name in enumerate(self.raw_names)}
+        return self.propagate(X, self._affine(params), self.layer_scale_value(params))[1]
 
     def distribution(self, X, params, exposure=None):
         """The count distribution of rows ``X`` under ``params``: ``batch_shape (*S, n)``."""

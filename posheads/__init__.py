@@ -19,6 +19,7 @@ _ESTIMATORS = (
     "GeneralizedPoissonSoftplusRegressor",
     "HurdleNegativeBinomialSoftplusRegressor",
     "HurdlePoissonSoftplusRegressor",
+    "MixedCountRegressor",
     "NegativeBinomialSoftplusRegressor",
     "PoissonSoftplusRegressor",
     "SeasonalNaiveForecaster",
@@ -27,7 +28,7 @@ _ESTIMATORS = (
     "ZeroInflatedPoissonSoftplusRegressor",
 )
 
-__all__ = ["__version__", *_ESTIMATORS]
+__all__ = ["SamplerWarning", "__version__", *_ESTIMATORS]
 
 
 def __getattr__(name):
@@ -37,6 +38,8 @@ def __getattr__(name):
         estimators = importlib.import_module("posheads.estimators")
         if name in estimators.__all__:
             return getattr(estimators, name)
+    if name == "SamplerWarning":  # warned after a Bayesian fit whose draws fall short
+        return importlib.import_module("posheads.inference.checks").SamplerWarning
     if name == "diagnostics":  # posheads.diagnostics.rootogram(...) after `import posheads`
         return importlib.import_module("posheads.diagnostics")
     raise AttributeError(f"module 'posheads' has no attribute {name!r}")

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from posheads.models.protocol import as_model
+
+if TYPE_CHECKING:  # pandas is imported where a frame is made (summary)
+    import pandas as pd
 
 __all__ = ["METHODS", "Posterior", "count_interval"]
 
@@ -252,6 +255,8 @@ class Posterior:
         if self.num_chains * self.num_draws < 4:
             means = idata.posterior.mean(dim=("chain", "draw"))
             rows = {name: float(v) for name, v in _flatten(means).items()}
+            import pandas as pd
+
             frame = pd.DataFrame({"mean": pd.Series(rows)})
             return frame.reindex(columns=_SUMMARY)
         with warnings.catch_warnings():

@@ -42,6 +42,8 @@ LOADERS = [
         "nyc_departures_daily.csv",
     ),
     (ds.load_nyc_departures, {"freq": "h"}, 26280, 11, "departures", "nyc_departures_hourly.csv"),
+    (ds.load_grouseticks, {}, 403, 5, "TICKS", "grouseticks.csv"),
+    (ds.load_epilepsy, {}, 236, 6, "y", "epilepsy.csv"),
     (
         ds.load_nyc_departures,
         {"freq": "h", "origin": "JFK"},
@@ -63,6 +65,8 @@ def test_list_datasets(capsys):
         "seatbelts",
         "nyc_departures_daily",
         "nyc_departures_hourly",
+        "grouseticks",
+        "epilepsy",
     ]
     assert all(isinstance(text, str) and text for text in shipped.values())
     assert capsys.readouterr().out == ""
@@ -188,6 +192,19 @@ def test_nmes1988_design():
     np.testing.assert_allclose(Z.std(ddof=0), 1.0, rtol=1e-12)
     with pytest.raises(ValueError, match="lacks the NMES1988 columns"):
         ds.nmes1988_design(bunch.frame.drop(columns="region"))
+
+
+def test_grouped_data_sets_have_their_documented_groups():
+    ticks = ds.load_grouseticks(as_frame=True).frame
+    assert ticks["BROOD"].nunique() == 118 and ticks["LOCATION"].nunique() == 63
+    # broods are nested in locations: every brood was sampled at one location
+    assert (ticks.groupby("BROOD")["LOCATION"].nunique() == 1).all()
+    epil = ds.load_epilepsy(as_frame=True).frame
+    assert epil["subject"].nunique() == 59
+    periods = epil.groupby("subject")["period"].apply(lambda p: sorted(p.tolist()))
+    assert all(p == [1, 2, 3, 4] for p in periods)
+    # treatment and baseline are patient-level: constant within each subject
+    assert (epil.groupby("subject")[["trt", "base"]].nunique(dropna=False) == 1).all().all()
 
 
 def test_seatbelts_time_index():
@@ -461,3 +478,81 @@ def test_series_level_trend_and_coef_recovered():
 def test_series_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ds.make_count_series(**kwargs)
+
+
+# -- the intermittent panel ------------------------------------------------------------------
+def nb_zero_and_moments(mu, r):
+    """``P(0)``, mean and variance of a negative binomial of mean ``mu``, concentration ``r``
+    (scipy's ``nbinom(n=r, p=r / (r + mu))``: an independent reference for the families)."""
+    from scipy.stats import nbinom
+
+    law = nbinom(r, r / (r + mu))
+    return law.pmf(0), law.mean(), law.var()
+
+
+def test_intermittent_panel_frame_and_components():
+    frame, info = ds.make_intermittent_panel(
+        12, 90, start="2024-03-01", intermittent_share=0.25, random_state=5
+    )
+    assert list(frame.columns) == ["unique_id", "ds", "y"] and frame.y.dtype == np.int64
+    assert not frame.duplicated(["unique_id", "ds"]).any() and (frame.y >= 0).all()
+    assert frame.equals(frame.sort_values(["unique_id", "ds"], ignore_index=True))
+    assert list(info.params.index) == sorted(frame.unique_id.unique())
+    assert (info.params.kind == "intermittent").sum() == 3  # round(0.25 * 12)
+    assert (info.params.zero_share[info.params.kind == "smooth"] == 0).all()
+    assert frame.ds.iloc[:90].tolist() == list(info.index) and info.index.freqstr == "D"
+    t = np.arange(90)
+    eta = np.log(np.expm1(1.0)) + info.level + info.season[:, t % 7]
+    np.testing.assert_allclose(info.eta, eta)
+    scale = info.params.scale.to_numpy()[:, None]
+    np.testing.assert_allclose(info.mu, scale * np.logaddexp(0.0, eta))
+    np.testing.assert_allclose(info.season.mean(axis=1), 0.0, atol=1e-12)
+    assert np.all(info.level[:, 0] == 0)
+    again, _ = ds.make_intermittent_panel(
+        12, 90, start="2024-03-01", intermittent_share=0.25, random_state=5
+    )
+    assert frame.equals(again)
+
+
+def test_intermittent_panel_matches_its_laws():
+    """Zero shares and totals of each kind within 4 standard errors of the true laws."""
+    frame, info = ds.make_intermittent_panel(40, 400, random_state=11)
+    y = frame.y.to_numpy().reshape(40, 400)
+    p = info.params
+    r = p.concentration.to_numpy()[:, None]
+    nb_zero, nb_mean, nb_var = nb_zero_and_moments(info.mu, r)
+    gate = p.zero_share.to_numpy()[:, None]
+    # a hurdle: zero with probability gate, else a zero-truncated negative binomial
+    size_mean = nb_mean / (1 - nb_zero)
+    size_square = (nb_var + nb_mean**2) / (1 - nb_zero)
+    hurdle_mean = (1 - gate) * size_mean
+    hurdle_var = (1 - gate) * size_square - hurdle_mean**2
+    smooth = (p.kind == "smooth").to_numpy()
+    zero_prob = np.where(smooth[:, None], nb_zero, gate)
+    mean = np.where(smooth[:, None], nb_mean, hurdle_mean)
+    var = np.where(smooth[:, None], nb_var, hurdle_var)
+    np.testing.assert_allclose(info.mean, mean, rtol=1e-9)
+    for rows in (smooth, ~smooth):
+        zeros, expected = (y[rows] == 0).sum(), zero_prob[rows].sum()
+        assert abs(zeros - expected) < N_SE * np.sqrt((zero_prob * (1 - zero_prob))[rows].sum())
+        assert abs(y[rows].sum() - mean[rows].sum()) < N_SE * np.sqrt(var[rows].sum())
+    assert 0.5 <= gate[~smooth].min() and gate[~smooth].max() < 0.95
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_series": 0}, "n_series must be an integer >= 1"),
+        ({"intermittent_share": 1.5}, "intermittent_share must be"),
+        ({"zero_share": (0.9, 0.5)}, "low <= high"),
+        ({"zero_share": (0.5, 1.0)}, "zero_share must be a finite number"),
+        ({"smooth_scale": (1, 2, 3)}, "a number or a"),
+        ({"smooth_likelihood": "zero_inflated_poisson"}, "without a zero part"),
+        ({"intermittent_likelihood": "poisson"}, "with a zero part"),
+        ({"season_length": 0}, "season_length must be an integer >= 1"),
+        ({"freq": "not-a-freq"}, "invalid start"),
+    ],
+)
+def test_intermittent_panel_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ds.make_intermittent_panel(**kwargs)

@@ -455,7 +455,8 @@ def test_likelihood_names_take_hyphens():
 )
 def test_likelihood_refuses_unknown_names_and_families_with_parts(likelihood, match):
     with pytest.raises(ValueError, match=match):
-        CountForecaster((), likelihood=likelihood, **SHORT).fit(_short_series())
+        CountForecaster((), likelihood=likelihood, inference="svi", **SHORT).fit(
+            _short_series())
 
 
 def test_save_stores_a_registered_family_by_name(tmp_path):
@@ -491,9 +492,7 @@ def test_device_and_dtype(series, device, dtype):
     ).fit(y.iloc[:126], X.iloc[:126])
     assert est._device.type == device
     expected = torch.float32 if dtype == "float32" else torch.float64
-    params = est._param_state["params"]
-    (bias,) = [v for k, v in params.items() if k.endswith("locs.bias")]
-    assert bias.dtype == expected
+    assert est.laplace_.level.dtype == expected
     mean = est.predict(14, X.iloc[126:])
     assert mean.dtype == np.float64 and np.all(np.isfinite(mean))
     assert est.sample_paths(14, 10, X.iloc[126:]).dtype == np.int64
@@ -513,10 +512,11 @@ def test_bad_device_and_dtype_raise_clear_errors(series):
     "options",
     [
         {"num_steps": 40},
+        {"num_steps": 40, "inference": "svi"},
         {"likelihood": "log_gaussian", "num_steps": 30, "dtype": "float32"},
         {"inference": "nuts", "likelihood": "poisson", "num_warmup": 10, "num_samples": 20},
     ],
-    ids=["svi", "log-gaussian", "nuts"],
+    ids=["laplace", "svi", "log-gaussian", "nuts"],
 )
 def test_save_load_round_trip(tmp_path, series, options):
     y, X, _ = series
@@ -544,7 +544,8 @@ def test_a_forecaster_saved_before_the_softplus_guides_still_loads(tmp_path):
     import json
 
     y = np.random.default_rng(0).poisson(8.0, size=60)
-    est = CountForecaster((), num_steps=30, num_samples=40, random_state=2).fit(y)
+    est = CountForecaster((), inference="svi", num_steps=30, num_samples=40,
+                          random_state=2).fit(y)
     est.save(tmp_path / "f")
     meta = json.loads((tmp_path / "f" / "estimator.json").read_text())
     assert meta["attributes"].pop("guide") == "softplus_normal"

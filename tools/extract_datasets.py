@@ -190,12 +190,33 @@ def nyc_departures_daily() -> pd.DataFrame:
     return frame
 
 
+def grouseticks() -> pd.DataFrame:
+    """lme4::grouseticks (403 rows): TICKS, BROOD, HEIGHT, YEAR, LOCATION.
+
+    Dropped: ``INDEX`` (the row number) and ``cHEIGHT`` (``HEIGHT`` minus its mean, which
+    any user can recompute).
+    """
+    return rdata("lme4", "grouseticks")[["TICKS", "BROOD", "HEIGHT", "YEAR", "LOCATION"]]
+
+
+def epilepsy() -> pd.DataFrame:
+    """MASS::epil (236 rows): y, trt, base, age, V4, subject, period.
+
+    Dropped: ``lbase`` and ``lage``, transforms of ``base`` and ``age`` (centred logs of a
+    quarter of the baseline count and of age) that any user can recompute.
+    """
+    columns = ["y", "trt", "base", "age", "V4", "subject", "period"]
+    return rdata("MASS", "epil")[columns]
+
+
 BUILDERS = {
     "biochemists.csv": biochemists,
     "nmes1988.csv": nmes1988,
     "seatbelts.csv": seatbelts,
     "nyc_departures_daily.csv": nyc_departures_daily,
     "nyc_departures_hourly.csv": nyc_departures_hourly,
+    "grouseticks.csv": grouseticks,
+    "epilepsy.csv": epilepsy,
 }
 
 

@@ -8,7 +8,7 @@ import argparse
 
 import pandas as pd
 
-from .io import CLIError, atomic_file
+from .io import STDOUT, CLIError, check_output, write_table
 from .options import add_common_options
 
 __all__ = ["add_datasets_parser", "cmd_datasets"]
@@ -30,7 +30,7 @@ def add_datasets_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("action", nargs="?", choices=["list", "export"], default="list")
     p.add_argument("name", nargs="?", help="data set to export")
-    p.add_argument("file", nargs="?", help="CSV file to write")
+    p.add_argument("file", nargs="?", help="CSV file to write ('-': standard output)")
     add_common_options(p, seed=False, device=False)
     p.set_defaults(func=cmd_datasets)
     return p
@@ -70,12 +70,12 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                        f"(NAME is one of: {', '.join(names)})")
     if args.name not in names:
         raise CLIError(f"unknown data set {args.name!r}; choose one of: {', '.join(names)}")
+    check_output(args.file, what="FILE")
     frame = _loaders()[args.name](as_frame=True).frame
     # A time series keeps its dates as a column, so the CSV can be read back with them.
     if isinstance(frame.index, pd.DatetimeIndex):
         frame = frame.reset_index()
-    with atomic_file(args.file) as tmp:
-        frame.to_csv(tmp, index=False)
-    if not args.quiet:
+    write_table(frame, args.file, index=False)
+    if not args.quiet and args.file != STDOUT:
         print(f"wrote {len(frame)} rows of {args.name} to {args.file}")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .io import atomic_file, check_device, check_output
 from .options import add_common_options
 
 __all__ = ["add_demo_parser", "cmd_demo", "run_demo"]
@@ -34,7 +35,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
         help="compare count models on NMES1988 (no data needed)",
         description="Fit scikit-learn's log-link PoissonRegressor and posheads' softplus "
                     "models on a held-out split of NMES1988 (4,406 US elderly, physician "
-                    "visits); print test deviance, D2, 90%% interval coverage and fit time, "
+                    "visits); print test deviance, D2, 90% interval coverage and fit time, "
                     "and write a figure.",
         epilog="example:\n  posheads demo --out demo/",
     )
@@ -131,6 +132,8 @@ def run_demo(out: str, fast: bool, seed: int, device: str, quiet: bool) -> int:
 
     from ..datasets import load_nmes1988, nmes1988_design
 
+    check_device(device)
+    check_output(out, folder=True)  # before minutes of fitting, not after
     bunch = load_nmes1988(as_frame=True)
     X = nmes1988_design(bunch.frame).to_numpy(np.float64)
     y = bunch.target.to_numpy(np.float64)
@@ -167,7 +170,6 @@ def _figure(path: Path, y, preds):
     matplotlib.use("Agg")  # no display needed: the figure goes to a file
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     name = _BAYES
     mu, lo, hi, _ = preds[name]
@@ -205,5 +207,6 @@ def _figure(path: Path, y, preds):
             title="Hanging rootogram (bars below 0: model misses)")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

@@ -16,8 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import CLIError, FeatureSpec, atomic_dir, read_table, require_columns
+from .io import (
+    CLIError,
+    atomic_dir,
+    check_output,
+    loaded_model,
+    one_line,
+    read_table,
+    require_columns,
+)
 from .options import add_common_options
+from .spec import FeatureSpec
 
 __all__ = ["add_diagnose_parser", "cmd_diagnose"]
 
@@ -66,24 +75,13 @@ def _observed(frame, column: str) -> np.ndarray:
     return col.to_numpy(np.float64)
 
 
-def _spec(folder: str) -> FeatureSpec:
-    path = Path(folder)
-    if not (path / "features.json").is_file():
-        raise CLIError(f"{folder} is not a model folder (no features.json): write one with "
-                       "`posheads fit ... --out DIR`")
-    try:
-        return FeatureSpec.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CLIError(f"cannot read the model in {folder}: {exc}") from exc
-
-
 def _estimator(folder: str):
     from ..estimators import load
 
     try:
         return load(Path(folder))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise CLIError(f"cannot read the model in {folder}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read the model in {folder}: {one_line(exc)}") from exc
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -98,11 +96,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     """
     if args.bins < 1:
         raise CLIError(f"--bins must be a positive integer, got {args.bins}")
-    # the table is checked before the model (and torch) is loaded
-    spec = _spec(args.model_dir)
+    # the output and the table are checked before the model (and torch) is loaded
+    spec = FeatureSpec.load(Path(args.model_dir))
     if args.target is None and spec.formula is None:
         raise CLIError("give --target, the column of observed counts (only a model fitted "
                        "with --formula knows its response)")
+    check_output(args.out, folder=True, replace_marker="summary.txt")
     frame = read_table(args.data)
     y = None if args.target is None else _observed(frame, args.target)
     X = spec.design(frame)
@@ -110,14 +109,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     est = _estimator(args.model_dir)
     if y is None:
         try:
-            y = np.asarray(est.design_.response_of(frame), dtype=np.float64)
-        except (ValueError, KeyError) as exc:
-            raise CLIError(f"cannot read the response of {spec.formula!r}: {exc}") from exc
+            with loaded_model(args.model_dir):
+                y = np.asarray(est.design_.response_of(frame), dtype=np.float64)
+        except ValueError as exc:
+            raise CLIError(f"cannot read the response of {spec.formula!r}: "
+                           f"{one_line(exc)}") from exc
         args.target = spec.formula.split("~")[0].strip()
     try:
-        report = _diagnose(est, X, y, exposure, args)
+        with loaded_model(args.model_dir):
+            report = _diagnose(est, X, y, exposure, args)
     except ValueError as exc:
-        raise CLIError(str(exc)) from exc
+        raise CLIError(one_line(exc)) from exc
     with atomic_dir(args.out) as tmp:
         for name, fig in report["figures"].items():
             fig.savefig(tmp / name, dpi=_DPI, bbox_inches="tight")

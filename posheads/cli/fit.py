@@ -1,7 +1,7 @@
 """The ``posheads fit`` subcommand: fit a count regression to a table and save it.
 
 It prints the coefficient table, and with ``--out`` saves the estimator (with its fitted
-table encoding or formula design) and its :class:`~posheads.cli.io.FeatureSpec` (the safe
+table encoding or formula design) and its :class:`~posheads.cli.spec.FeatureSpec` (the safe
 format: JSON + tensors) to one folder, which ``posheads predict`` reads. ``--formula``
 takes a Wilkinson formula instead of ``--target`` and ``--features``.
 """
@@ -9,13 +9,24 @@ takes a Wilkinson formula instead of ``--target`` and ``--features``.
 from __future__ import annotations
 
 import argparse
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from .choices import regression_families
-from .io import CLIError, FeatureSpec, atomic_dir, read_table, require_columns
+from .io import (
+    CLIError,
+    atomic_dir,
+    check_device,
+    check_output,
+    check_target_values,
+    one_line,
+    read_table,
+    require_columns,
+)
 from .options import add_common_options
+from .spec import FeatureSpec
 
 __all__ = ["add_fit_parser", "cmd_fit"]
 
@@ -58,6 +69,9 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.0,
                    help="L2 penalty on scikit-learn's scale (default 0: maximum likelihood)")
     p.add_argument("--out", default=None, help="folder to save the fitted model in")
+    p.add_argument("--allow-unconverged", action="store_true",
+                   help="keep (print and save) a fit whose optimiser did not converge; "
+                        "without it such a fit is an error")
     add_common_options(p)
     p.set_defaults(func=cmd_fit)
     return p
@@ -74,8 +88,7 @@ def _target(frame: pd.DataFrame, column: str) -> np.ndarray:
         raise CLIError(f"target column {column!r} has {int(col.isna().sum())} missing "
                        "value(s): drop those rows first")
     y = col.to_numpy(np.float64)
-    if np.any(y < 0):
-        raise CLIError(f"target column {column!r} has negative values: counts must be >= 0")
+    check_target_values(y, column)
     return y
 
 
@@ -89,12 +102,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """
     from posheads.estimators import regressor_for
 
-    frame = read_table(args.data)
     if args.formula is not None and (args.target or args.features):
         raise CLIError("--formula names the target and the features: drop --target and "
                        "--features")
     if args.formula is None and args.target is None:
         raise CLIError("give --target (the column of counts) or --formula")
+    _check_features(args)
+    check_device(args.device)
+    if args.out:
+        check_output(args.out, folder=True, replace_marker="features.json")
+    frame = read_table(args.data)
     if args.exposure:
         require_columns(frame, [args.exposure])
     est = regressor_for(args.model)(
@@ -107,10 +124,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                                      if c not in (args.target, args.exposure)]
         spec = FeatureSpec.from_frame(frame, features, args.exposure)
         X = spec.design(frame)
-        est.fit(X, y, exposure=exposure)
+        _fit_checked(est, args, X, y, exposure=exposure)
     else:
         X = frame
-        est.fit(X, exposure=exposure)
+        _fit_checked(est, args, X, exposure=exposure)
         y = est.design_.response_of(frame)
         spec = FeatureSpec.from_frame(frame, list(est.feature_names_in_), args.exposure,
                                       formula=args.formula)
@@ -118,10 +135,58 @@ def cmd_fit(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(est.summary().round(4).to_string())
     print(f"\nrows {len(y)}, model {args.model}, inference {args.inference}, "
-          f"D2 {est.score(X, y):.4f}, iterations {est.n_iter_}")
+          f"D2 {est.score(X, y):.4f}, {_budget(est, args.inference)}")
     if args.out:
         with atomic_dir(args.out) as tmp:
             est.save(tmp)
             spec.save(tmp)
         print(f"saved the model to {args.out}")
     return 0
+
+
+def _check_features(args: argparse.Namespace) -> None:
+    """A :class:`CLIError` for ``--features`` naming the target, the exposure or a column
+    twice."""
+    features = args.features or []
+    for role, column in (("target", args.target), ("exposure", args.exposure)):
+        if column is not None and column in features:
+            raise CLIError(f"--features includes the {role} column {column!r}: a model "
+                           f"cannot use its {role} as a feature")
+    twice = sorted({c for c in features if features.count(c) > 1})
+    if twice:
+        raise CLIError(f"--features names {', '.join(map(repr, twice))} more than once")
+
+
+def _fit_checked(est, args: argparse.Namespace, X, y=None, **fit_params) -> None:
+    """``est.fit``; a fit that did not converge is a :class:`CLIError` unless
+    ``--allow-unconverged``, then one warning. Other warnings pass on unchanged."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        if y is None:
+            est.fit(X, **fit_params)
+        else:
+            est.fit(X, y, **fit_params)
+    unconverged = []
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            unconverged.append(one_line(w.message))
+        else:  # to the caller's handling (the command prints each one once)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if unconverged and not args.allow_unconverged:
+        raise CLIError(f"the fit did not converge: {unconverged[0]} (pass "
+                       "--allow-unconverged to keep it anyway)")
+    for text in dict.fromkeys(unconverged):
+        warnings.warn(f"the fit did not converge: {text}", ConvergenceWarning, stacklevel=2)
+
+
+def _budget(est, inference: str) -> str:
+    """The work the fit did, in the engine's terms: draws for NUTS, steps for SVI,
+    iterations of the mode search otherwise."""
+    if inference == "nuts":
+        return (f"{est.num_chains} chain(s) of {est.num_samples} draws after "
+                f"{est.num_warmup} warmup")
+    if inference == "svi":
+        return f"{est.n_iter_ or est.num_steps} SVI steps"
+    return f"iterations {est.n_iter_}"

@@ -12,14 +12,22 @@ next ``N`` steps (the dates must continue the series at its frequency).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .choices import forecast_families
-from .io import CLIError, atomic_file, read_table, require_columns
+from .io import (
+    STDOUT,
+    CLIError,
+    atomic_file,
+    check_output,
+    check_target_values,
+    read_table,
+    require_columns,
+    write_table,
+)
 from .options import add_common_options
 
 __all__ = ["add_forecast_parser", "cmd_forecast"]
@@ -120,7 +128,9 @@ def _series(frame: pd.DataFrame, args) -> pd.Series:
             f"target column {args.target!r} has {int(col.isna().sum())} missing "
             "value(s): fill them (e.g. 0 for no events) or drop those rows"
         )
-    y = pd.Series(col.to_numpy(np.float64), index=dates, name=args.target)
+    values = col.to_numpy(np.float64)
+    check_target_values(values, args.target)
+    y = pd.Series(values, index=dates, name=args.target)
     if not y.index.is_monotonic_increasing or y.index.has_duplicates:
         raise CLIError(f"dates in {args.date!r} must be in increasing order without repeats")
     return y
@@ -184,6 +194,10 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         raise CLIError(f"--coverage must be between 0 and 1, got {args.coverage}")
     if args.steps < 1:
         raise CLIError(f"--steps must be at least 1, got {args.steps}")
+    plot = _plot_path(args)
+    check_output(args.out)
+    if plot:
+        check_output(plot, what="--plot")
     frame = read_table(args.data)
     y = _series(frame, args)
     X, X_future = _covariate_frames(frame, args, y)
@@ -209,20 +223,23 @@ def cmd_forecast(args: argparse.Namespace) -> int:
             "upper": bounds["upper"].to_numpy(),
         }
     )
-    _write(out, est, args, X_future)
+    _write(out, est, args, X_future, plot)
     return 0
 
 
-def _write(out: pd.DataFrame, est, args, X_future) -> None:
-    """Write the forecast table and the figure, each atomically."""
-    plot = args.plot
-    if plot is None and args.out != "-":
-        plot = str(Path(args.out).with_suffix(".png"))
-    if args.out == "-":
-        out.to_csv(sys.stdout, index=False)
-    else:
-        with atomic_file(args.out) as tmp:
-            out.to_csv(tmp, index=False)
+def _plot_path(args) -> str | None:
+    """The figure's file: ``--plot``, else ``--out`` with ``.png`` (none for ``-``)."""
+    if args.plot is not None:
+        return args.plot
+    if args.out == STDOUT:
+        return None
+    return str(Path(args.out).with_suffix(".png"))
+
+
+def _write(out: pd.DataFrame, est, args, X_future, plot) -> None:
+    """Write the forecast table (or print it, for ``--out -``) and the figure, each
+    atomically."""
+    write_table(out, args.out, index=False)
     if plot:
         import matplotlib
 
@@ -233,6 +250,6 @@ def _write(out: pd.DataFrame, est, args, X_future) -> None:
         with atomic_file(plot) as tmp:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
         plt.close(fig)
-    if not args.quiet and args.out != "-":
+    if not args.quiet and args.out != STDOUT:
         where = f" and the figure to {plot}" if plot else ""
         print(f"wrote {len(out)} forecast steps to {args.out}{where}")

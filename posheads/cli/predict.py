@@ -5,13 +5,21 @@ model folder written by ``posheads fit --out``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from .io import CLIError, FeatureSpec, atomic_file, read_table
+from .io import (
+    STDOUT,
+    CLIError,
+    check_output,
+    loaded_model,
+    one_line,
+    read_table,
+    write_table,
+)
 from .options import add_common_options
+from .spec import FeatureSpec
 
 __all__ = ["add_predict_parser", "cmd_predict"]
 
@@ -32,7 +40,8 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("model_dir", help="folder written by `posheads fit --out`")
     p.add_argument("data", help="CSV or Parquet file with the model's feature columns")
-    p.add_argument("--out", default=None, help="CSV to write (default: standard output)")
+    p.add_argument("--out", default=STDOUT,
+                   help="CSV to write (default '-': standard output)")
     p.add_argument("--coverage", type=float, default=0.9, help="interval coverage")
     add_common_options(p, device=False)
     p.set_defaults(func=cmd_predict)
@@ -43,7 +52,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``posheads predict``; return the exit status.
 
     Writes one row per input row (``mean``, ``lower``, ``upper``) to ``--out``, or to
-    standard output without it.
+    standard output without it (or with ``-``).
 
     Raises
     ------
@@ -54,27 +63,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..estimators import load
 
     folder = Path(args.model_dir)
-    if not (folder / "features.json").is_file():
-        raise CLIError(f"{args.model_dir} is not a model folder (no features.json): "
-                       "write one with `posheads fit ... --out DIR`")
     if not 0 < args.coverage < 1:
         raise CLIError(f"--coverage must be between 0 and 1, got {args.coverage}")
+    check_output(args.out)
+    spec = FeatureSpec.load(folder)
     try:
-        spec = FeatureSpec.load(folder)
         est = load(folder)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise CLIError(f"cannot read the model in {args.model_dir}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read the model in {args.model_dir}: {one_line(exc)}") from exc
     frame = read_table(args.data)
     X = spec.design(frame)
     exposure = spec.exposure_of(frame)
-    mean = est.predict(X, exposure=exposure)
-    bounds = est.predict_interval(X, coverage=args.coverage, exposure=exposure)
+    with loaded_model(args.model_dir):
+        mean = est.predict(X, exposure=exposure)
+        bounds = est.predict_interval(X, coverage=args.coverage, exposure=exposure)
     out = pd.DataFrame({"mean": mean, "lower": bounds[:, 0], "upper": bounds[:, 1]})
-    if args.out is None:
-        out.to_csv(sys.stdout, index=False)
-        return 0
-    with atomic_file(args.out) as tmp:
-        out.to_csv(tmp, index=False)
-    if not args.quiet:
+    write_table(out, args.out, index=False)
+    if not args.quiet and args.out != STDOUT:
         print(f"wrote {len(out)} predictions to {args.out}")
     return 0

@@ -18,11 +18,17 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_array,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from posheads import families
+from posheads.inference.checks import FitDiagnostics, diagnose
 
-from ._inference import inference_config, is_bayesian
+from ._inference import engine_budget, inference_config, is_bayesian
 from ._inference_table import InferenceTableMixin
 from ._persist import PersistMixin
 from ._predictive import PredictiveMixin
@@ -32,12 +38,14 @@ from ._summary import coefficient_table
 from ._validation import (
     check_exposure,
     check_sample_weight,
+    check_target_scale,
+    numeric_target,
     resolve_device,
     resolve_dtype,
     to_torch,
     torch_seed,
 )
-from .design import DataDesign, is_frame, needs_encoding, numeric_values
+from .design import DataDesign, check_unique_columns, is_frame, needs_encoding, numeric_values
 
 __all__ = ["SoftplusGLMRegressor", "regressor_for"]
 
@@ -197,6 +205,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
         """
         if self.formula is None and self.zero_formula is not None:
             raise ValueError("zero_formula needs formula as well")
+        y = numeric_target(y)
         if self.formula is not None or needs_encoding(X) or needs_encoding(X_zero):
             if self.formula is None and not is_frame(X):
                 raise TypeError("X_zero is a data frame with categorical columns; X must be "
@@ -243,7 +252,14 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
         family.check_target(y, proper=bayes,
                             why=f"inference={self.inference!r} needs a proper count "
                             "likelihood" if bayes and not family.integer else "")
+        check_target_scale(y, whole=family.support == "counts")
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
+        if len(y) and not np.any(np.asarray(y)[w > 0]):
+            # every (weighted) count 0: the rate's estimate is 0, on the boundary where a
+            # softplus predictor has no finite value (the fit would drift toward -inf)
+            raise ValueError("y is 0 in every row: a count model needs some non-zero "
+                             "counts (the rate's estimate would be 0, which no finite "
+                             "coefficient reaches); check the target column")
         t = check_exposure(exposure, X.shape[0], np.float64)
         o = _check_offset(offset, X.shape[0])
         return X, np.asarray(y, dtype=np.float64), w, t, o, Z
@@ -364,6 +380,9 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
         self.posterior_ = self._fit_engine(data, w, beta)
         self.beta_ = beta
         self._set_fitted_attributes()
+        config = inference_config(self)
+        self.diagnostics_ = diagnose(self.posterior_, budget=engine_budget(config),
+                                     plateau=getattr(config, "patience", 1) is not None)
         return self
 
     def _glm_data(self, X, y, w, t, share=False, offset=None, X_zero=None):
@@ -513,14 +532,21 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
         float
         """
         mu = self.predict(X)
-        y = np.asarray(y, dtype=np.float64)
+        # as in fit: a column vector is raveled (with scikit-learn's warning)
+        y = column_or_1d(np.asarray(numeric_target(y), dtype=np.float64), warn=True)
+        if y.shape[0] != mu.shape[0]:
+            raise ValueError(f"X has {mu.shape[0]} rows but y has {y.shape[0]}")
         family = self._family
         family.check_target(y)
         w = check_sample_weight(sample_weight, mu[:, None], dtype=np.float64)
         y_bar = np.average(y, weights=w)
         dev = np.sum(w * family.unit_deviance(y, mu))
         dev_null = np.sum(w * family.unit_deviance(y, np.full_like(y, y_bar)))
-        return 1.0 - dev / dev_null
+        if not dev_null > 0 or np.ptp(y[w > 0]) == 0:
+            # a constant y: nothing to explain. As scikit-learn's r2_score(force_finite=
+            # True): 1 for a perfect fit, else 0 -- never -inf or NaN
+            return 1.0 if dev <= 0 else 0.0
+        return float(1.0 - dev / dev_null)
 
     # --------------------------------------------------------------- reports
     def summary(self, coverage=0.9, cov_type="model", groups=None):
@@ -560,6 +586,8 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
         if state.get("design_") is not None:  # JSON, saved in estimator.json
             state["design_"] = state["design_"].to_dict()
         state["coef_scale"] = model.coef_scale
+        if isinstance(state.get("diagnostics_"), FitDiagnostics):  # JSON: a plain dict
+            state["diagnostics_"] = state["diagnostics_"].to_dict()
         state["posterior"] = {
             "samples": dict(post.samples),
             "method": post.method,
@@ -581,6 +609,8 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
             state["feature_names_in_"] = np.asarray(state["feature_names_in_"], dtype=object)
         if state.get("design_") is not None:
             state["design_"] = DataDesign.from_dict(state["design_"])
+        if isinstance(state.get("diagnostics_"), dict):
+            state["diagnostics_"] = FitDiagnostics(**state["diagnostics_"])
         for k, v in state.items():
             setattr(self, k, v)
         self._device = resolve_device(self.device)
@@ -643,6 +673,7 @@ def _name_non_numbers(X, name):
     """Raise a ``ValueError`` naming the column and the first row of a string in a numeric
     array or frame (scikit-learn's message names neither)."""
     if is_frame(X):
+        check_unique_columns(X)
         for c in X.columns:
             if X[c].dtype == object:
                 numeric_values(X[c], str(c), X)

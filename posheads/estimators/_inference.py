@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-__all__ = ["inference_config", "is_bayesian"]
+__all__ = ["engine_budget", "inference_config", "is_bayesian"]
 
 # configuration field -> estimator keyword, per engine
 _FIELDS = {
@@ -75,3 +75,18 @@ def is_bayesian(est) -> bool:
     from posheads.inference import MAP
 
     return not isinstance(inference_config(est), MAP)
+
+
+def engine_budget(config) -> dict:
+    """The budget of a configuration that :func:`posheads.inference.checks.diagnose`
+    judges: NUTS's ``num_warmup`` and ``num_samples``, SVI's ``num_steps`` (MAP and
+    Laplace: none)."""
+    from posheads import inference
+
+    if isinstance(config, inference.MAP):  # first: a MAP fit loads no sampler's module
+        return {}
+    if isinstance(config, inference.NUTS):
+        return {"num_warmup": config.num_warmup, "num_samples": config.num_samples}
+    if isinstance(config, inference.SVI):
+        return {"num_steps": config.num_steps}
+    return {}

@@ -118,16 +118,24 @@ def coefficient_table(est, coverage: float = 0.9, cov_type: str = "model",
         ``concentration``, and per part ``gate_intercept``, ``gate:<feature>``) with
         columns ``estimate``, ``std_err``, (MAP) ``z``, ``p_value``, then ``lower``,
         ``upper`` and, for the features, ``ame``, ``ame_std_err``, ``ame_lower``,
-        ``ame_upper``.
+        ``ame_upper``; after NUTS also ``r_hat`` (NaN with one chain), ``ess_bulk``
+        and ``ess_tail``. ``table.attrs["diagnostics"]`` holds the lines of the fit's
+        :class:`~posheads.inference.checks.FitDiagnostics` (convergence, divergences,
+        R-hat, ESS, the ELBO's plateau, and each warning).
     """
     if not 0 < coverage < 1:
         raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     if est.posterior_.method == "map":
-        return _map_table(est, coverage, cov_type, groups)
-    if cov_type != "model" or groups is not None:
+        table = _map_table(est, coverage, cov_type, groups)
+    elif cov_type != "model" or groups is not None:
         raise ValueError("cov_type and groups apply to MAP fits; a "
                          f"{est.posterior_.method!r} fit's uncertainty is its posterior")
-    return _posterior_table(est, coverage)
+    else:
+        table = _posterior_table(est, coverage)
+    diagnostics = getattr(est, "diagnostics_", None)
+    if diagnostics is not None:  # the fit's own report, for printed summaries
+        table.attrs["diagnostics"] = diagnostics.lines()
+    return table
 
 
 def _map_table(est, coverage, cov_type, groups) -> pd.DataFrame:
@@ -192,12 +200,31 @@ def _posterior_table(est, coverage) -> pd.DataFrame:
                          "std_err": v[:, j].std(ddof=1) if len(v) > 1 else math.nan,
                          "lower": lo, "upper": hi})
     table = pd.DataFrame(rows).set_index("parameter")
+    if post.method == "nuts":
+        _put_sampler_columns(table, post, blocks)
     ame, names = average_marginal_effects(post.model, post.data, _thin(draws, 1000), blocks)
     ame = ame.detach().cpu().numpy()
     _put_ame(table, names, ame.mean(axis=0),
              ame.std(axis=0, ddof=1) if len(ame) > 1 else np.full(ame.shape[1], np.nan),
              np.quantile(ame, q[0], axis=0), np.quantile(ame, q[1], axis=0))
     return table
+
+
+def _put_sampler_columns(table, post, blocks) -> None:
+    """NUTS: each parameter's R-hat (NaN with one chain) and bulk / tail ESS, by arviz."""
+    from posheads.inference.checks import draw_statistics
+
+    columns = {"r_hat": [], "ess_bulk": [], "ess_tail": []}
+    for b in blocks:
+        v = post.samples[b.site].detach()
+        v = v.reshape(v.shape[0], v.shape[1], -1)
+        stats = draw_statistics(v)
+        for name, values in columns.items():
+            full = np.full(v.shape[-1], np.nan)
+            full[stats["index"]] = stats[name]
+            values.extend(full[:len(b.labels)])
+    for name, values in columns.items():
+        table[name] = np.asarray(values, dtype=np.float64)
 
 
 def _thin(draws: dict, at_most: int) -> dict:

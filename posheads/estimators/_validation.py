@@ -6,6 +6,7 @@ Nothing here modifies what the caller passed: arrays are copied on conversion.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -14,9 +15,13 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_sample_weight, check_array
 
 __all__ = [
+    "MAX_AMOUNT",
+    "MAX_EXACT_COUNT",
     "check_counts",
     "check_exposure",
     "check_sample_weight",
+    "check_target_scale",
+    "numeric_target",
     "resolve_device",
     "resolve_dtype",
     "to_torch",
@@ -48,6 +53,72 @@ def resolve_dtype(dtype) -> torch.dtype:
     return table[key]
 
 
+# Above 2**53 consecutive whole numbers are no longer distinct in float64: a count there
+# is not a count any more (and a log-factorial or a log-gamma of it loses every digit).
+MAX_EXACT_COUNT = 2.0 ** 53
+# Amounts (Gamma, Tweedie) above this are refused: a Tweedie series' number of terms
+# grows as y ** (2 - p) and overflows an integer from about 1e80, and float32 designs
+# overflow at 3.4e38. 1e30 leaves every unit a user could mean; larger means "rescale".
+MAX_AMOUNT = 1e30
+
+
+def numeric_target(y, name: str = "y"):
+    """``y`` as a float64 array, or a ``ValueError`` naming the first value that is not a
+    number (a string target such as ``"3"`` or ``"abc"``). ``None`` stays ``None``.
+
+    Numbers held as text (``"3"``, read from a file) are refused too: a target is data
+    the caller should have parsed, and guessing would hide a wrong column.
+
+    Returns
+    -------
+    ndarray or the input
+        A new float64 array for string/object input; otherwise ``y`` as given (the
+        caller's own checks convert it).
+    """
+    if y is None or sp.issparse(y):
+        return y
+    kind = getattr(getattr(y, "dtype", None), "kind", None)
+    if kind is None:  # a list: look at what numpy makes of it
+        kind = np.asarray(y).dtype.kind
+    if kind in "US":
+        first = np.asarray(y).ravel()[:1].tolist() or [""]
+        raise ValueError(f"{name} holds text ({first[0]!r}, ...): the target must be numbers; "
+                         "convert the column first (e.g. pandas.to_numeric)")
+    if kind == "O":
+        flat = np.asarray(y, dtype=object).ravel()
+        for i, v in enumerate(flat):
+            if isinstance(v, (str, bytes)) or not isinstance(v, (numbers.Real, type(None))):
+                raise ValueError(f"{name} holds {v!r} at position {i}: the target must be "
+                                 "numbers")
+    return y
+
+
+def check_target_scale(y: np.ndarray, *, whole: bool, name: str = "y") -> None:
+    """Refuse targets too large to compute with.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,)
+        Finite, float64.
+    whole : bool
+        The family models whole-number counts: values must stay below ``2**53``, where
+        float64 still tells consecutive integers apart.
+
+    Raises
+    ------
+    ValueError
+        Naming the largest value and the limit.
+    """
+    if y.size == 0:
+        return
+    top = float(np.max(np.abs(y)))
+    limit = MAX_EXACT_COUNT if whole else MAX_AMOUNT
+    if top > limit:
+        what = "a count" if whole else "an amount"
+        raise ValueError(f"{name} holds {top:.4g}, too large for {what} (at most {limit:.4g}): "
+                         "rescale the target (e.g. thousands) or check the column")
+
+
 def check_counts(y: np.ndarray, *, integer: bool, name: str = "y", why: str = "") -> np.ndarray:
     """Check a target of counts: finite, non-negative and, where needed, whole numbers.
 
@@ -72,6 +143,7 @@ def check_counts(y: np.ndarray, *, integer: bool, name: str = "y", why: str = ""
             f"Some value(s) of {name} are out of the valid range of the loss: "
             "counts must be >= 0, and there are negative values."
         )
+    check_target_scale(y, whole=True, name=name)
     if integer and np.any(y != np.floor(y)):
         raise ValueError(
             f"Some value(s) of {name} are not whole numbers: "
@@ -124,12 +196,16 @@ def to_torch(a, *, device: torch.device, dtype: torch.dtype, share: bool = False
         return None
     if sp.issparse(a):
         csr = sp.csr_matrix(a)
-        return torch.sparse_csr_tensor(
-            torch.as_tensor(csr.indptr, dtype=torch.int64),
-            torch.as_tensor(csr.indices, dtype=torch.int64),
-            torch.as_tensor(csr.data, dtype=dtype),
-            size=csr.shape,
-        ).to(device)
+        with warnings.catch_warnings():
+            # torch's notes that sparse CSR is "in beta" and that its invariant checks are
+            # off: scipy's CSR is valid by construction, and the user can do nothing
+            warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
+            return torch.sparse_csr_tensor(
+                torch.as_tensor(csr.indptr, dtype=torch.int64),
+                torch.as_tensor(csr.indices, dtype=torch.int64),
+                torch.as_tensor(csr.data, dtype=dtype),
+                size=csr.shape,
+            ).to(device)
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     if (share and torch.device(device).type == "cpu" and isinstance(a, np.ndarray)
             and a.dtype == np_dtype and a.flags.writeable and min(a.strides, default=0) >= 0):

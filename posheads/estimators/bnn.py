@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from posheads import families
+from posheads.inference.checks import diagnose_draws
 from posheads.inference.common import GUIDES, intra_op_threads, seeded
 
 from ._persist import PersistMixin
@@ -29,6 +30,7 @@ from ._validation import (
     check_counts,
     check_exposure,
     check_sample_weight,
+    numeric_target,
     resolve_device,
     resolve_dtype,
     to_torch,
@@ -103,6 +105,13 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         features and the predictive uncertainty of the head, where a fully mean-field
         network pays a KL price for every hidden weight it moves away from its prior
         and leans on the GLM skip term instead.
+    engine : {"auto", "torch", "pyro"}, default="auto"
+        How SVI computes its loss. ``"torch"``: the ELBO in one batched pass of the
+        network (:class:`posheads.inference.bnn_elbo.MeanFieldBNN`: local
+        reparameterisation of the Gaussian layers, closed-form KL terms), for the
+        ``"normal"`` and ``"last_layer"`` guides; ``"pyro"``: Pyro's ``Trace_ELBO`` on
+        the model and an autoguide (every guide). ``"auto"`` is ``"torch"`` where it
+        applies. Both optimise the same objective with the same variational family.
     num_steps : int, default=1500
         Largest number of SVI steps.
     batch_size : int or None, default=None
@@ -177,6 +186,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         "coef_scale": [Interval(numbers.Real, 0.0, None, closed="neither")],
         "inference": [StrOptions({"svi", "nuts"})],
         "guide": [StrOptions(set(GUIDES))],
+        "engine": [StrOptions({"auto", "torch", "pyro"})],
         "num_steps": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(numbers.Real, 0.0, None, closed="neither")],
@@ -193,8 +203,9 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
     def __init__(self, hidden_layer_sizes=(32,), activation="softplus", *,
                  likelihood="negative_binomial", activation_beta=1.0, skip_connection=True,
                  prior_scale=2.0, hierarchical=False, coef_scale=1.0, inference="svi",
-                 guide="last_layer", num_steps=1500, batch_size=None, learning_rate=0.01,
-                 init_scale=0.01, patience=300, num_samples=500, num_warmup=300,
+                 guide="last_layer", engine="auto", num_steps=1500, batch_size=None,
+                 learning_rate=0.01, init_scale=0.01, patience=300, num_samples=500,
+                 num_warmup=300,
                  device="auto", dtype="float32", random_state=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -206,6 +217,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         self.coef_scale = coef_scale
         self.inference = inference
         self.guide = guide
+        self.engine = engine
         self.num_steps = num_steps
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -229,6 +241,7 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         return families.get_family(self.likelihood)
 
     def _validate_fit_data(self, X, y, sample_weight, exposure):
+        y = numeric_target(y)
         if needs_encoding(X):  # categorical, text or boolean columns: treatment coding
             design, X, _, y = DataDesign.fit(X, y=y)
             if y is None:
@@ -267,7 +280,9 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
 
     def _standardised_copy(self, X) -> torch.Tensor:
         """``(X - x_mean_) / x_scale_`` as one new tensor of the fit's dtype and device."""
-        Z = torch.as_tensor(X).to(device=self._device, dtype=self._dtype, copy=True)
+        # np.require copies a read-only array (a copy-on-write frame's) for torch
+        Z = torch.as_tensor(np.require(X, requirements="W")).to(
+            device=self._device, dtype=self._dtype, copy=True)
         Z.sub_(torch.as_tensor(self.x_mean_, device=self._device, dtype=self._dtype))
         return Z.div_(torch.as_tensor(self.x_scale_, device=self._device, dtype=self._dtype))
 
@@ -322,6 +337,13 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         with intra_op_threads(rows * width, self._device, limit=_SERIAL_STEP):
             self._fit_posterior(data, torch_seed(self.random_state))
         self._train = (X, y, t)
+        budget = {"num_steps": self.num_steps} if self.inference == "svi" else \
+            {"num_warmup": self.num_warmup, "num_samples": self.num_samples}
+        self.diagnostics_ = diagnose_draws(
+            self.inference, {k: v[None] for k, v in self.samples_.items()},
+            sample_stats={k: v[None] for k, v in self.sample_stats_.items()},
+            extra={"converged": self.converged_, "n_iter": self.n_iter_}, budget=budget,
+            plateau=self.patience is not None)
         return self
 
     def _fit_posterior(self, data: dict, seed: int | None) -> None:
@@ -335,6 +357,8 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
 
         n = data["X"].shape[0]
         svi_seed, batch_seed = child_seeds(seed, 2)
+        if self._one_pass():
+            return self._fit_one_pass(data, seed, svi_seed, batch_seed)
         with local_params():
             guide = make_guide(self.model_, self.guide, init_locations(self.model_),
                                init_scale=float(self.init_scale))
@@ -359,6 +383,56 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
                                 start=start)
                 draws = {k: v[0] for k, v in post.samples.items()}
                 self.sample_stats_ = {"diverging": post.sample_stats["diverging"][0]}
+        self.samples_ = {k: v.detach() for k, v in draws.items()}
+
+    def _one_pass(self) -> bool:
+        """Whether SVI runs on the one-pass ELBO (``engine``, for the mean-field guides)."""
+        mean_field = self.guide in ("normal", "last_layer")
+        if self.engine == "torch" and not mean_field:
+            raise ValueError(f"engine='torch' needs guide 'normal' or 'last_layer', got "
+                             f"guide={self.guide!r}; use engine='pyro' for it")
+        return mean_field and self.engine != "pyro"
+
+    def _fit_one_pass(self, data: dict, seed, svi_seed, batch_seed) -> None:
+        """SVI on the one-pass ELBO of the mean-field posterior (the same schedule as the
+        Pyro path), then draws from it or NUTS started at its median."""
+        from posheads.inference import NUTS
+        from posheads.inference.bnn_elbo import MeanFieldBNN, MeanFieldSVI
+        from posheads.inference.common import Plateau, epoch_batches
+        from posheads.inference.svi import run_steps
+        from posheads.models.bnn import init_locations, local_params
+
+        n = data["X"].shape[0]
+        if bool((data["weights"] == 1).all()):  # unweighted: spare a gather and a product
+            data = {**data, "weights": None}
+        point = [f"hidden.{i}.{p}" for i in range(len(self.model_.hidden_sizes))
+                 for p in ("weight", "bias")] if self.guide == "last_layer" else []
+        with local_params(), seeded(svi_seed, self._device):
+            posterior = MeanFieldBNN(self.model_, point, init_loc_fn=init_locations(self.model_),
+                                     init_scale=float(self.init_scale))
+        state = MeanFieldSVI(posterior, learning_rate=self.learning_rate,
+                             gamma=_LR_DECAY ** (1.0 / self.num_steps), clip_norm=10.0,
+                             seed=svi_seed)
+        batches = ({**data, "subsample": idx} for idx in
+                   epoch_batches(n, self.batch_size, batch_seed, data["X"].device))
+        converged = run_steps(state, batches, self.num_steps, Plateau(self.patience, 0.0),
+                              self.verbose, loss_scale=1.0 / n)
+        self.loss_curve_ = np.asarray(state.losses, dtype=np.float64) / n
+        self.n_iter_, self.converged_ = state.num_steps, bool(converged)
+        self.sample_stats_ = {}
+        if self.inference == "svi":
+            generator = torch.Generator(device=self._device)
+            generator.manual_seed(int(torch.randint(2**62, ())) if svi_seed is None
+                                  else svi_seed + 1)
+            draws = posterior.sample(self.num_samples, generator)
+        else:
+            with local_params():
+                nuts = NUTS(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                            init="uniform", dense_mass=False, max_tree_depth=8)
+                post = nuts.fit(self.model_, data, seed=seed, verbose=self.verbose,
+                                start=posterior.median())
+            draws = {k: v[0] for k, v in post.samples.items()}
+            self.sample_stats_ = {"diverging": post.sample_stats["diverging"][0]}
         self.samples_ = {k: v.detach() for k, v in draws.items()}
 
     # ------------------------------------------------------------- predicting

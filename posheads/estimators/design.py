@@ -28,10 +28,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ColumnSchema", "DataDesign", "FrameEncoder", "is_frame", "needs_encoding",
-           "numeric_values", "row_label"]
+__all__ = ["ColumnSchema", "DataDesign", "FrameEncoder", "check_unique_columns", "is_frame",
+           "needs_encoding", "numeric_values", "row_label"]
 
 _NUMERIC, _CATEGORICAL, _BOOLEAN = "numeric", "categorical", "boolean"
+
+
+def check_unique_columns(frame) -> None:
+    """Raise a ``ValueError`` naming a column label that a frame holds twice (``frame[c]``
+    would then be a frame, not a column)."""
+    columns = frame.columns
+    if not columns.is_unique:
+        twice = list(dict.fromkeys(c for c in columns[columns.duplicated()]))
+        raise ValueError(f"the data frame has the column(s) {', '.join(map(repr, twice[:5]))} "
+                         "more than once: give every column its own name")
 
 
 def is_frame(X) -> bool:
@@ -47,6 +57,7 @@ def needs_encoding(X) -> bool:
         return False
     import pandas as pd
 
+    check_unique_columns(X)
     return any(not pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t)
                for t in X.dtypes)
 
@@ -97,6 +108,7 @@ def numeric_values(col, name: str, frame) -> np.ndarray:
 
 def _named(frame):
     """``frame`` with its column labels as strings (a new frame only when they are not)."""
+    check_unique_columns(frame)
     if all(isinstance(c, str) for c in frame.columns):
         return frame
     return frame.rename(columns=str)
@@ -142,6 +154,8 @@ class ColumnSchema:
         frame = _named(frame)
         names = [str(c) for c in frame.columns] if names is None else list(names)
         _require(frame, names, "data")
+        if len(frame) == 0:
+            raise ValueError("the data frame has no rows: a fit needs at least one")
         kinds, levels = {}, {}
         for name in names:
             col = frame[name]

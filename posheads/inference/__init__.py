@@ -31,8 +31,11 @@ __all__ = [
     "NUTS",
     "SVI",
     "ArraySource",
+    "FitDiagnostics",
     "Laplace",
     "ParquetSource",
+    "SamplerWarning",
+    "diagnose",
     "fit_laplace",
     "fit_map",
     "fit_map_distributed",
@@ -56,6 +59,9 @@ _ENGINES = {
     "ParquetSource": ".stream",
     "fit_map_distributed": ".distributed",
     "fit_svi_distributed": ".distributed",
+    "FitDiagnostics": ".checks",
+    "SamplerWarning": ".checks",
+    "diagnose": ".checks",
 }
 
 

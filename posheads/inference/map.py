@@ -34,6 +34,7 @@ from sklearn.exceptions import ConvergenceWarning
 from posheads.models.protocol import as_model
 from posheads.posterior import Posterior
 
+from .checks import user_stacklevel
 from .common import check_int, check_real, intra_op_threads
 from .newton import NewtonSolver
 
@@ -354,5 +355,5 @@ def lbfgs(objective, theta0, max_iter, tol, verbose):
     if not converged:
         warnings.warn(f"L-BFGS did not converge in {n_iter} iteration(s): max |gradient| = "
                       f"{g_max:.3g} > tol = {tol:.3g}. Increase max_iter.",
-                      ConvergenceWarning, stacklevel=3)
+                      ConvergenceWarning, stacklevel=user_stacklevel())
     return theta.detach(), n_iter, g_max, converged

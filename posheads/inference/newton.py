@@ -26,6 +26,8 @@ import warnings
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from .checks import user_stacklevel
+
 __all__ = ["NewtonSolver"]
 
 
@@ -186,7 +188,7 @@ class NewtonSolver:
                 f"Newton solver did not converge in {self.n_iter} iteration(s){detail}: "
                 f"max |gradient| = {self.g_max:.3g} > tol = {self.tol_eff:.3g}. Increase "
                 "max_iter, or check the data and the priors.",
-                ConvergenceWarning, stacklevel=3)
+                ConvergenceWarning, stacklevel=user_stacklevel())
         return self.theta
 
     # ------------------------------------------------------------ driver

@@ -1,9 +1,8 @@
 """NUTS started at the mode with the Laplace covariance as its metric: :class:`NUTS` and
 :func:`fit_nuts`.
 
-The sampler is Pyro's :class:`~pyro.infer.NUTS` driven by :class:`~pyro.infer.MCMC`. What
-posheads adds is the geometry it is run in (``docs/inference.md``, "NUTS in the Laplace
-metric"):
+What posheads adds to NUTS is the geometry it is run in (``docs/inference.md``, "NUTS in
+the Laplace metric"):
 
 1. the mode ``theta_hat`` of the density of ``theta`` and the Laplace covariance
    ``H^{-1}`` (:func:`~posheads.inference.map.find_mode` and
@@ -12,8 +11,13 @@ metric"):
    diagonal), so NUTS samples ``z`` from a posterior close to a standard normal: step
    sizes near 1, short trees, no mass-matrix warm-up windows;
 3. a potential built on the target's ``potential_and_grad`` (closed-form for a
-   SoftplusGLM) and handed to Pyro as one autograd node, instead of Pyro's trace-based
-   potential.
+   SoftplusGLM) instead of a trace-based one.
+
+Without mass-matrix adaptation (the default with ``init="map"``) the chain is run by
+posheads' own sampler (:func:`~posheads.inference.nuts_sampler.sample_chain`: one call of
+the potential and a few vector operations per leapfrog step); with it, by Pyro's
+:class:`~pyro.infer.NUTS` and :class:`~pyro.infer.MCMC`, the potential handed to Pyro as
+one autograd node (:class:`~posheads.inference.whitening.whitened_potential`).
 
 Chains run one after the other, each from its own seed and its own starting point.
 """
@@ -30,9 +34,10 @@ from posheads.posterior import Posterior
 
 from .common import check_int, check_real, child_seeds, intra_op_threads, seeded
 from .map import find_mode
+from .nuts_sampler import sample_chain
 from .whitening import Whitening, covariance_from_hessian, whitened_potential
 
-__all__ = ["NUTS", "fit_nuts", "laplace_metric"]
+__all__ = ["NUTS", "fit_nuts", "laplace_metric", "whitened_evaluate"]
 
 _INITS = ("map", "uniform", "median")
 
@@ -195,6 +200,28 @@ class NUTS:
                          num_chains=self.num_chains, sample_stats=sample_stats, extra=extra)
 
     def _run_chain(self, target, whitening, z0, pbar):
+        if not self.adapt_mass_matrix:
+            return self._run_lean_chain(target, whitening, z0, pbar)
+        return self._run_pyro_chain(target, whitening, z0, pbar)
+
+    def _run_lean_chain(self, target, whitening, z0, pbar):
+        """A chain of posheads' own sampler (:mod:`.nuts_sampler`): no mass adaptation."""
+
+        evaluate = whitened_evaluate(target, whitening)
+
+        def progress(i, warmup, step_size):
+            pbar.update(1)
+            if i % 25 == 0:
+                stage = "warmup" if warmup else "sample"
+                pbar.set_postfix_str(f"{stage}, step size {step_size:.3g}", refresh=False)
+
+        z, stats, calls = sample_chain(
+            evaluate, z0, num_warmup=self.num_warmup, num_samples=self.num_samples,
+            target_accept_prob=self.target_accept_prob, max_tree_depth=self.max_tree_depth,
+            on_iteration=progress)
+        return z.to(z0), stats, calls
+
+    def _run_pyro_chain(self, target, whitening, z0, pbar):
         from pyro.infer import MCMC
         from pyro.infer import NUTS as PyroNUTS
 
@@ -229,6 +256,41 @@ class NUTS:
             "lp": recorder.lp,
         }
         return z, stats, potential.calls
+
+
+def whitened_evaluate(target, whitening: Whitening):
+    """``z -> (U, dU/dz)`` of ``target`` seen through ``whitening``, ``U`` as a float.
+
+    The same map as :meth:`Whitening.to_theta` and :meth:`Whitening.grad_to_z`, each
+    in one fused operation (``addmv``, ``addcmul``): a leapfrog step of a small model
+    costs little more than the target's own gradient.
+
+    Parameters
+    ----------
+    target : Target
+    whitening : Whitening
+
+    Returns
+    -------
+    callable
+        ``z`` of shape ``(d,)`` to ``(float, Tensor of shape (d,))``.
+    """
+    loc, scale, potential = whitening.loc, whitening.scale, target.potential_and_grad
+    if scale is None:
+        def evaluate(z):
+            u, g = potential(loc + z)
+            return float(u), g
+    elif scale.dim() == 1:
+        def evaluate(z):
+            u, g = potential(torch.addcmul(loc, z, scale))
+            return float(u), g * scale
+    else:
+        scale_t = scale.T.contiguous()
+
+        def evaluate(z):
+            u, g = potential(torch.addmv(loc, scale, z))
+            return float(u), torch.mv(scale_t, g)
+    return evaluate
 
 
 def _on(values: dict, like: torch.Tensor) -> dict:

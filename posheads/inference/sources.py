@@ -153,18 +153,43 @@ class BatchSource:
         raise NotImplementedError
 
 
-def _check_block(part: dict, where: str) -> dict:
-    """Validate a block of rows (float64 numpy arrays); ``where`` names the rows."""
+def _check_block(part: dict, where: str, columns: dict | None = None, first: int = 0) -> dict:
+    """Validate a block of rows (float64 numpy arrays).
+
+    ``where`` names the block (``"row group 0"``), ``first`` is the number of its first
+    row, and ``columns`` maps ``"X"``, ``"y"``, ... to the column names they were read
+    from, so that a bad value is reported by column and row.
+    """
+    checks = [
+        (lambda v: ~np.isfinite(v), "contains NaN, missing or infinite values"),
+        (lambda v: v < 0, "must be non-negative: negative values", ("y", "weights")),
+        (lambda v: v <= 0, "must be positive: values <= 0", ("exposure",)),
+    ]
     for name, v in part.items():
-        if not np.isfinite(v).all():
-            raise ValueError(f"{name} contains NaN, missing or infinite values in {where}")
-    if "y" in part and (part["y"] < 0).any():
-        raise ValueError(f"y must be non-negative: negative values in {where}")
-    if "exposure" in part and (part["exposure"] <= 0).any():
-        raise ValueError(f"exposure must be positive: values <= 0 in {where}")
-    if "weights" in part and (part["weights"] < 0).any():
-        raise ValueError(f"weights must be non-negative: negative values in {where}")
+        for bad_of, text, *only in checks:
+            if only and name not in only[0]:
+                continue
+            with np.errstate(invalid="ignore"):
+                bad = bad_of(v)
+            if bad.any():
+                raise ValueError(f"{name} {text} in {_bad_cell(bad, name, columns, first)} "
+                                 f"({where})")
     return part
+
+
+def _bad_cell(bad: np.ndarray, name: str, columns: dict | None, first: int) -> str:
+    """``"column 'age', row 17"`` for the first ``True`` of ``bad`` (rows, or rows by
+    columns for ``X``); a column without a name is given by its position."""
+    if bad.ndim == 2:
+        row, col = np.argwhere(bad)[0]
+        names = (columns or {}).get(name)
+        label = repr(names[col]) if names else str(int(col))
+    else:
+        row = int(np.argmax(bad))
+        names = (columns or {}).get(name)
+        label = repr(names[0]) if names else None
+    where = f"row {first + int(row)}"
+    return f"column {label}, {where}" if label is not None else where
 
 
 class ArraySource(BatchSource):
@@ -226,7 +251,7 @@ class ArraySource(BatchSource):
         names = [k for k in self.arrays if columns is None or k in columns]
         # a copy of the slice out of the memory map: one block in memory, writable
         part = {k: np.array(self.arrays[k][start:stop], dtype=np.float64) for k in names}
-        yield _check_block(part, f"rows {start}..{stop - 1}")
+        yield _check_block(part, f"rows {start}..{stop - 1}", first=start)
 
 
 def _open(value, name):
@@ -297,6 +322,9 @@ class ParquetSource(BatchSource):
         self.num_features = len(features)
         self._blocks = [g for g in range(meta.num_row_groups) if meta.row_group(g).num_rows]
         self._block_rows = [meta.row_group(g).num_rows for g in self._blocks]
+        # the file's row number of each row group's first row, for messages
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        self._group_start = dict(enumerate(np.cumsum([0, *sizes[:-1]]).tolist()))
 
     def _read(self, key, columns=None):
         import pyarrow.parquet as pq
@@ -314,7 +342,8 @@ class ParquetSource(BatchSource):
             }
             part = {k: (v if k == "X" else v[:, 0]) for k, v in part.items()}
             rows = batch.num_rows
-            yield _check_block(part, f"row group {key}, rows {start}..{start + rows - 1}")
+            yield _check_block(part, f"row group {key}", wanted,
+                               first=self._group_start[key] + start)
             start += rows
 
 

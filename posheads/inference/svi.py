@@ -287,10 +287,30 @@ def run_steps(state: SVIState, kwargs, num_steps: int, plateau: Plateau, verbose
     batches = itertools.repeat(kwargs) if isinstance(kwargs, dict) else iter(kwargs)
     with tqdm(total=num_steps, desc="SVI", disable=not verbose, leave=False) as pbar:
         for i, batch in zip(range(num_steps), batches, strict=False):
-            loss = state.step(batch, total_size=total_size) * loss_scale
+            try:
+                loss = state.step(batch, total_size=total_size) * loss_scale
+            except ValueError as err:
+                if not _blew_up(err, i):
+                    raise
+                lr = state.learning_rate
+                # the loss's own message names the site; Pyro's (a trace dump) is left out
+                site = str(err).split(": ", 1)[-1] if str(err).startswith("SVI loss") \
+                    else "a parameter left its support"
+                raise ValueError(
+                    f"SVI diverged at step {i + 1} ({site}) with learning_rate={lr:g}; "
+                    f"lower learning_rate (e.g. {lr / 10:g})") from None
             pbar.update(1)
             if i % 50 == 0:
                 pbar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
             if plateau(loss):
                 return True
     return False
+
+
+def _blew_up(err: ValueError, step: int) -> bool:
+    """Whether ``err`` from step ``step`` says a value went NaN, infinite or out of its
+    support after the parameters moved: a step size too large. At the first step
+    nothing has moved yet, so the data or the model are at fault: their own message
+    (naming the step and the site) stands."""
+    text = str(err)
+    return step > 0 and (text.startswith("SVI loss is") or text.startswith("SVI failed"))

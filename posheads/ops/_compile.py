@@ -27,6 +27,11 @@ forward and backward passes, and keep the eager guarded path for double backward
 Where an input requires grad, the forward runs a ``*_and_grad`` kernel that also returns
 the derivative, which the backward multiplies by the incoming gradient in place.
 
+On the CPU, the kernels use the SIMD width of ATen's own kernels
+(``torch.backends.cpu.get_cpu_capability()``: 512 bits for AVX-512, 256 for AVX2), set
+as inductor's ``cpp.simdlen``, where inductor can build code of that width; otherwise
+inductor's default.
+
 Kernels are compiled with ``cpp.dynamic_threads``: the generated C++ loop is then always
 parallel, with OpenMP's thread count (``torch.set_num_threads``) read at run time.
 Without it inductor chooses serial or parallel code from the size of the first call, and
@@ -35,14 +40,16 @@ compiled on a small tensor would run large ones on one thread.
 
 Package-internal API, used by :mod:`posheads.ops.softplus_family` and
 :mod:`posheads.ops.count_logprob`: :func:`run` and :func:`count_table`;
-:data:`KERNEL_OPTIONS` (inductor's options of every kernel, which the benchmarks reuse)
-and :func:`failed_devices`. Public through :mod:`posheads.ops`: :class:`CompileWarning`,
-:func:`set_compile` and :func:`use_compile`.
+:func:`kernel_options` (inductor's options of every kernel, which the benchmarks reuse;
+:data:`KERNEL_OPTIONS` the part that does not depend on the CPU),
+:func:`cpu_vector_widths` and :func:`failed_devices`. Public through :mod:`posheads.ops`:
+:class:`CompileWarning`, :func:`set_compile` and :func:`use_compile`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 import weakref
@@ -57,7 +64,9 @@ __all__ = [
     "CompileWarning",
     "compile_settings",
     "count_table",
+    "cpu_vector_widths",
     "failed_devices",
+    "kernel_options",
     "run",
     "set_compile",
     "use_compile",
@@ -74,6 +83,9 @@ _OFF = {"0", "false", "off", "no"}
 # lgamma1p_counts in _kernels), so inductor's bounds check on every element is dropped.
 KERNEL_OPTIONS = {"cpp.dynamic_threads": True}
 _TABLE_OPTIONS = {**KERNEL_OPTIONS, "assert_indirect_indexing": False}
+# Bits per SIMD vector of ATen's CPU kernels, by torch.backends.cpu.get_cpu_capability()
+# (which follows ATEN_CPU_CAPABILITY); other capabilities leave inductor's own choice.
+_ATEN_BITS = {"AVX512": 512, "AVX2": 256}
 
 
 class CompileWarning(UserWarning):
@@ -93,6 +105,54 @@ def _settings_from_env() -> dict:
 _state = {**_settings_from_env(), "broken": set()}  # broken: device types that failed
 _backend_ok: dict[str, bool] = {}
 _cache: dict[str, object] = {}  # compiled kernels by name
+_simdlen: list = []  # [the CPU kernels' vector width], found on the first CPU compile
+
+
+def cpu_vector_widths() -> dict:
+    """Bits per SIMD vector on this CPU: ``"aten"`` (its capability, e.g. ``"AVX512"``,
+    and width), ``"inductor_default"`` (inductor's own choice) and ``"kernels"`` (what
+    posheads' compiled kernels use, :func:`kernel_options`). Imports inductor."""
+    from torch._inductor import config, cpu_vec_isa
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    with config.patch({"cpp.simdlen": None}):
+        default = cpu_vec_isa.pick_vec_isa()
+    simdlen = kernel_options().get("cpp.simdlen")
+    with config.patch({"cpp.simdlen": simdlen}):
+        used = cpu_vec_isa.pick_vec_isa()
+    return {
+        "aten": (capability, _ATEN_BITS.get(capability)),
+        "inductor_default": (str(default) or "none", default.bit_width() if default else 0),
+        "kernels": (str(used) or "none", used.bit_width() if used else 0),
+    }
+
+
+def _cpu_simdlen() -> int | None:
+    """ATen's vector width where inductor can build code for it, else None (inductor's
+    default). Inductor picks its width from its own checks of the CPU and the compiler
+    (and ``ATEN_CPU_CAPABILITY``), which need not agree with ATen's dispatch; asked for
+    a width it cannot build, it would fall back to scalar code, hence the check."""
+    if not _simdlen:
+        bits = _ATEN_BITS.get(torch.backends.cpu.get_cpu_capability())
+        try:
+            from torch._inductor import cpu_vec_isa
+
+            valid = {isa.bit_width() for isa in cpu_vec_isa.valid_vec_isa_list()}
+        except Exception:  # an inductor without this module: keep its default
+            valid = set()
+        _simdlen.append(bits if bits in valid else None)
+    return _simdlen[0]
+
+
+def kernel_options(*, tables: bool = False) -> dict:
+    """inductor's options of the kernels: :data:`KERNEL_OPTIONS` (and, for kernels that look
+    a value up in a table, no bounds check on the index), with ``cpp.simdlen`` set to ATen's
+    vector width (:func:`_cpu_simdlen`; the C++ backend's setting, which Triton ignores)."""
+    options = dict(_TABLE_OPTIONS if tables else KERNEL_OPTIONS)
+    simdlen = _cpu_simdlen()
+    if simdlen is not None:
+        options["cpp.simdlen"] = simdlen
+    return options
 
 
 def compile_settings() -> dict:
@@ -184,6 +244,21 @@ def _backend_available(device_type: str) -> bool:
     return _backend_ok[device_type]
 
 
+def _broadcast_numel(shapes: list[torch.Size]) -> int | None:
+    """The number of elements the shapes broadcast to, None where they do not broadcast
+    (the eager path then raises torch's error). Computed here because
+    ``torch.broadcast_shapes`` imports sympy on its first call, about a second."""
+    ndim = max(len(s) for s in shapes)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, n in enumerate(shape, ndim - len(shape)):
+            if n != 1:
+                if out[i] not in (1, n):
+                    return None
+                out[i] = n
+    return math.prod(out)
+
+
 def _worth_it(tensors: list[torch.Tensor]) -> str | None:
     """The device type to compile for, or None where the eager path should be used."""
     if not _state["enabled"] or torch.compiler.is_compiling() or torch.jit.is_tracing():
@@ -192,8 +267,8 @@ def _worth_it(tensors: list[torch.Tensor]) -> str | None:
     device_type = first.device.type
     if device_type not in _DEFAULT_MIN_NUMEL or device_type in _state["broken"]:
         return None
-    numel = torch.broadcast_shapes(*(t.shape for t in tensors)).numel()
-    if numel < _state["min_numel"][device_type]:
+    numel = _broadcast_numel([t.shape for t in tensors])
+    if numel is None or numel < _state["min_numel"][device_type]:
         return None
     for t in tensors:
         # Subclasses (fake, functorch-batched, user types) and other devices stay eager.
@@ -219,7 +294,7 @@ def run(name: str, *args, tables: tuple = ()):
         return None
     kernel = _cache.get(name)
     if kernel is None:
-        options = _TABLE_OPTIONS if tables else KERNEL_OPTIONS
+        options = kernel_options(tables=bool(tables))
         kernel = _cache[name] = torch.compile(
             KERNELS[name], dynamic=True, fullgraph=True, options=options
         )

@@ -120,7 +120,11 @@ def reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def fits(a: torch.Tensor, b) -> bool:
     """Whether ``a op= b`` is possible: ``b`` broadcasts into ``a``'s shape."""
     shape = b.shape if isinstance(b, torch.Tensor) else ()
-    return torch.broadcast_shapes(a.shape, shape) == a.shape
+    # by hand, not torch.broadcast_shapes: that imports sympy (about a second) on first use
+    lead = a.dim() - len(shape)
+    if lead < 0:
+        return False
+    return all(n == 1 or n == m for n, m in zip(shape, a.shape[lead:], strict=True))
 
 
 def imul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

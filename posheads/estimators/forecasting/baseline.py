@@ -104,7 +104,8 @@ class ForecasterMixin:
         paths = self.sample_paths(horizon, self.num_samples, X_future=X_future)
         return self._output(interval_from_paths(paths, coverage), ["lower", "upper"])
 
-    def plot(self, horizon, X_future=None, *, coverage=0.9, n_history=None, ax=None):
+    def plot(self, horizon, X_future=None, *, coverage=0.9, n_history=None, ax=None,
+             title=None):
         """Plot the end of the history, the mean forecast and its predictive interval.
 
         Parameters
@@ -116,6 +117,9 @@ class ForecasterMixin:
             History steps to show (default: ``4 * horizon``, at most the whole series).
         ax : matplotlib Axes, default=None
             Axes to draw on (default: a new figure).
+        title : str, default=None
+            Title of the axes (default: the series' name, the horizon and the coverage);
+            time stamps get concise date labels (:func:`.plots.format_time_axis`).
 
         Returns
         -------
@@ -145,6 +149,12 @@ class ForecasterMixin:
         ax.plot(t_future, mean, color="C0", lw=1.5, label="forecast mean")
         ax.set_ylabel(info.name if info.name is not None else "count")
         ax.legend(loc="best", frameon=False)
+        from .plots import format_time_axis
+
+        name = "series" if info.name is None else info.name
+        ax.set_title(title if title is not None else
+                     f"{name}: {horizon}-step forecast, {coverage:.0%} interval")
+        format_time_axis(ax)
         return fig
 
     def backtest(self, y, X=None, *, horizon, n_windows=5, stride=None, coverage=0.9):

@@ -29,28 +29,31 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from posheads.families import Family
+from posheads.inference.checks import budget_warning, warn
 
 from .._persist import PersistMixin
 from .._validation import resolve_device, resolve_dtype
 from .baseline import ForecasterMixin, derived_seed
 from .engine import NUTSForecaster, fit_guide, init_to_mean, isolated, sample_posterior
+from .laplace_mixin import LaplaceForecastMixin, single_panel
 from .likelihood import check_likelihood, choose_family, is_log_gaussian, likelihood_name
+from .panel import is_long_frame
 from .report import ForecastReportMixin, to_numpy
 from .series import check_covariates, check_series, default_season_lengths, fourier_features
 from .state import ForecastStateMixin
 
-__all__ = ["CountForecaster"]
+__all__ = ["CountForecaster", "unit_bias"]
 
 
-def _unit_bias(beta) -> float:
+def unit_bias(beta) -> float:
     """``softplus_inverse_beta(1)``: the bias at which the mean equals ``scale``."""
     from posheads.ops import softplus_inverse
 
     return float(softplus_inverse(torch.tensor(1.0, dtype=torch.float64), beta=float(beta)))
 
 
-class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, ForecasterMixin,
-                      BaseEstimator):
+class CountForecaster(LaplaceForecastMixin, ForecastStateMixin, ForecastReportMixin,
+                      PersistMixin, ForecasterMixin, BaseEstimator):
     """Bayesian count forecaster: random-walk level, seasons and covariates, softplus link.
 
     Parameters
@@ -75,9 +78,16 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         series is clearly under-dispersed (see :func:`.dispersion_index`: below
         ``0.5``) and the negative binomial otherwise. ``"log_gaussian"`` is the
         log-transform comparator. ``save`` needs a family given by name.
-    inference : {"svi", "nuts"}, default="svi"
-    num_steps : int, default=1000
-        SVI steps.
+    inference : {"laplace", "svi", "nuts"}, default="laplace"
+        ``"laplace"``: the mode of the level path and per-series parameters with the
+        level's step integrated over a grid by the Laplace approximation of its marginal
+        likelihood (:mod:`.laplace`); the level follows the data, and one year of daily
+        counts fits in seconds. With ``trend=True`` or ``likelihood="log_gaussian"`` it
+        falls back to SVI (``inference_`` says which ran). ``"svi"``: the mean-field
+        guide of the Pyro model (the earlier default; it shrinks the level's step).
+        ``"nuts"``: posterior draws by NUTS. Long frames need ``"laplace"``.
+    num_steps : int, default=None
+        L-BFGS iterations of the Laplace fit (None: 200) or SVI steps (None: 1000).
     learning_rate : float, default=0.05
         Initial learning rate of SVI (decayed tenfold over the run).
     num_samples : int, default=500
@@ -94,7 +104,13 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
     random_state : int, RandomState or None, default=None
         Seeds fitting and forecasting: the same seed gives the same paths.
     verbose : int, default=0
-        Log SVI losses (ten times a run) or show the NUTS progress bar.
+        Show a progress bar over the L-BFGS iterations, SVI steps or NUTS draws.
+    id_col, time_col, target_col : str, default="unique_id", "ds", "y"
+        The columns of a long frame passed to ``fit`` (statsforecast's format): series
+        id, time stamps (or integer steps), counts; every other column is a covariate.
+    hierarchy : dict, default=None
+        ``{total: [series ids]}``: forecast each total as the sum of its parts' draws
+        (coherent forecasts), after a long-frame fit.
 
     Attributes
     ----------
@@ -106,7 +122,15 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         Exposure of the count law (the mean count, at least 1).
     n_features_in_ : int
         Covariates seen in ``fit``; ``feature_names_in_`` when they came as a DataFrame.
+    inference_ : str
+        The engine that ran.
     forecaster_ : pyro.contrib.forecast.Forecaster or NUTSForecaster
+        With ``inference_`` ``"svi"`` or ``"nuts"``.
+    laplace_ : LaplaceFit
+        With ``inference_ == "laplace"``: the modes, last-level variances and the
+        posterior over the level's step, per grid value and series.
+    is_panel_ : bool
+        Whether ``fit`` took a long frame.
     losses_ : list of float
         SVI loss per step (per observation); empty for NUTS.
 
@@ -124,8 +148,8 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         "fourier_terms": [Interval(numbers.Integral, 0, None, closed="left"), "array-like", None],
         "trend": ["boolean"],
         "likelihood": [str, Family],  # which ones: check_likelihood, in fit
-        "inference": [StrOptions({"svi", "nuts"})],
-        "num_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "inference": [StrOptions({"laplace", "svi", "nuts"})],
+        "num_steps": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(numbers.Real, 0.0, None, closed="neither")],
         "num_samples": [Interval(numbers.Integral, 1, None, closed="left")],
         "num_warmup": [Interval(numbers.Integral, 0, None, closed="left")],
@@ -134,6 +158,10 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         "dtype": [str, torch.dtype, type],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "id_col": [str],
+        "time_col": [str],
+        "target_col": [str],
+        "hierarchy": [dict, None],
     }
 
     def __init__(
@@ -143,8 +171,8 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         fourier_terms=None,
         trend=False,
         likelihood="auto",
-        inference="svi",
-        num_steps=1000,
+        inference="laplace",
+        num_steps=None,
         learning_rate=0.05,
         num_samples=500,
         num_warmup=300,
@@ -153,6 +181,10 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         dtype="float64",
         random_state=None,
         verbose=0,
+        id_col="unique_id",
+        time_col="ds",
+        target_col="y",
+        hierarchy=None,
     ):
         self.season_lengths = season_lengths
         self.fourier_terms = fourier_terms
@@ -168,6 +200,10 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.id_col = id_col
+        self.time_col = time_col
+        self.target_col = target_col
+        self.hierarchy = hierarchy
 
     # ------------------------------------------------------------------ fit
     def fit(self, y, X=None):
@@ -186,8 +222,21 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         self : CountForecaster
         """
         self._validate_params()
-        check_likelihood(self.likelihood)
+        check_likelihood(self.likelihood, parts=self.inference == "laplace")
+        if message := budget_warning(**{"svi": {"num_steps": self.num_steps}, "nuts": {
+                "num_warmup": self.num_warmup, "num_samples": self.num_samples}}.get(
+                    self.inference, {})):
+            warn(message)  # a SamplerWarning pointing at the caller's fit()
         self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        self.is_panel_ = is_long_frame(y, self.time_col, self.target_col)
+        if self.is_panel_:
+            if X is not None:
+                raise ValueError("with a long frame, covariates are columns of the frame; "
+                                 "X must be None")
+            family = self._fit_frame(y, self._choose_family)
+            self.likelihood_ = likelihood_name(family)
+            self.scale_ = float(max(np.mean(self.scales_), 1.0))
+            return self
         values, info = check_series(y)
         n = len(values)
         self._set_seasons(info, n)
@@ -198,10 +247,31 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         self.scale_ = float(max(values.mean(), 1.0))
         data = self._tensor(np.log1p(values) if self._log else values)[:, None]
         covariates = self._design(self._covariates_train, 0)
+        self.inference_ = self._resolve_inference(family)
+        if self.inference_ == "laplace":
+            if self.season_lengths_ and len(values) < max(self.season_lengths_):
+                raise ValueError(f"y has {n} steps, fewer than the season of "
+                                 f"{max(self.season_lengths_):g}: lower season_lengths")
+            self._hierarchy = {}
+            self._fit_laplace(single_panel(values, info, self._covariates_train), family)
+            return self
         self.model_ = self._make_model(values, family)
+        num_steps = 1000 if self.num_steps is None else self.num_steps
         with isolated(derived_seed(self.random_state), verbose=self.verbose):
-            self.forecaster_, self._param_state, self.losses_ = self._engine(data, covariates)
+            self.forecaster_, self._param_state, self.losses_ = self._engine(
+                data, covariates, num_steps)
         return self
+
+    def _resolve_inference(self, family):
+        """The engine used: Laplace unless SVI/NUTS is asked for, or the model needs SVI
+        (a trend, or the log-Gaussian comparator)."""
+        engine = self.inference
+        if engine == "laplace" and (family is None or self.trend):
+            engine = "svi"
+        if engine != "laplace" and family is not None and family.parts:
+            raise ValueError(f"likelihood {family.name!r} has a zero part, which only "
+                             "inference='laplace' without a trend models")
+        return engine
 
     @property
     def _log(self):
@@ -211,7 +281,7 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
     def _choose_family(self, values):
         """The family fitted to ``values`` (None: the comparator); seasons must be set."""
         lag = round(self.season_lengths_[0]) if self.season_lengths_ else 1
-        return choose_family(self.likelihood, values, lag)
+        return choose_family(self.likelihood, values, lag, parts=self.inference == "laplace")
 
     def _tensor(self, a):
         return torch.as_tensor(np.asarray(a), dtype=self._dtype, device=self._device)
@@ -280,12 +350,12 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
             likelihood=family,
             n_seasonal=n_seasonal,
             scale=self.scale_,
-            bias_loc=_unit_bias(self.beta),
+            bias_loc=unit_bias(self.beta),
             trend=self.trend,
             beta=float(self.beta),
         )
 
-    def _engine(self, data, covariates):
+    def _engine(self, data, covariates, num_steps):
         """Fit by the inference stack: ``(forecaster, parameter-store state, losses)``."""
         if self.inference == "nuts":
             samples = sample_posterior(self.model_, data, covariates,
@@ -293,7 +363,7 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
                                        num_samples=self.num_samples, verbose=self.verbose)
             forecaster = NUTSForecaster(self.model_, data, covariates, samples=samples)
             return forecaster, {"params": {}, "constraints": {}}, []
-        return self._svi(data, covariates, self.num_steps)
+        return self._svi(data, covariates, num_steps)
 
     def _svi(self, data, covariates, num_steps, guide=None):
         """SVI for ``num_steps`` (0: the guide at its start, for loading), wrapped in a
@@ -348,6 +418,10 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
     def _paths_and_mean(self, horizon, X_future, n):
         check_is_fitted(self)
         future = self._future_covariates(horizon, X_future)
+        if self.inference_ == "laplace":
+            paths, mean = self._laplace_draws(horizon, [future], n,
+                                              derived_seed(self.random_state, 1))
+            return paths[:, 0], mean[0]
         full = np.concatenate([self._covariates_train, future], axis=0)
         seed = derived_seed(self.random_state, 1)
         paths, trace = self._draw(self._design(full, 0), n, seed)
@@ -362,13 +436,75 @@ class CountForecaster(ForecastStateMixin, ForecastReportMixin, PersistMixin, For
         mean = self.model_.observation(eta, shape).mean.mean(0)
         return paths, to_numpy(mean)
 
-    def predict(self, horizon, X_future=None):
+    def predict(self, horizon, X_future=None, level=None):
         """Posterior-predictive mean of the next ``horizon`` counts.
 
         The mean over posterior draws of ``scale * softplus(eta)`` (no count noise in it).
 
+        Parameters
+        ----------
+        horizon : int
+        X_future : array-like of shape (horizon, n_features), or long DataFrame
+            Covariates of the forecast steps; after a long-frame fit, a long frame with
+            the id and time columns and the covariate columns.
+        level : sequence of float, default=None
+            Coverages in percent of the intervals (e.g. ``[80, 90]``): asks for the long
+            frame. It is always returned after a long-frame fit.
+
         Returns
         -------
         ndarray of shape (horizon,), or Series indexed by the future time stamps
+            One series fitted without ``level``.
+        DataFrame
+            ``id_col, time_col, mean, median, lo-L, hi-L`` for each level ``L`` (whole
+            counts), one row per series and step (series, then hierarchy totals).
         """
-        return self._output(self._paths_and_mean(horizon, X_future, self.num_samples)[1])
+        if getattr(self, "is_panel_", False):
+            return self._predict_frame(horizon, X_future, level)
+        paths, mean = self._paths_and_mean(horizon, X_future, self.num_samples)
+        if level is None:
+            return self._output(mean)
+        from .panel import forecast_frame
+
+        name = 0 if self.series_info_.name is None else self.series_info_.name
+        stamps = self.series_info_.future_index(horizon)
+        if stamps is None:
+            stamps = np.arange(len(self.history_), len(self.history_) + horizon)
+        return forecast_frame([name], [stamps], mean[None], paths[:, None], level,
+                              self.id_col, self.time_col)
+
+    def sample_paths(self, horizon, n, X_future=None):
+        """Joint draws of the next ``horizon`` counts from the predictive distribution.
+
+        Parameters
+        ----------
+        horizon : int
+        n : int
+            Number of paths.
+        X_future : array-like of shape (horizon, n_features), or long DataFrame
+            The covariates of the forecast steps (required when fitted with covariates).
+
+        Returns
+        -------
+        ndarray of shape (n, horizon), int64
+            For one series.
+        ndarray of shape (n, n_series, horizon), int64
+            After a long-frame fit: rows in the order of ``series_ids_`` (the series, then
+            the hierarchy totals, whose draws are the sums of their parts' draws); draw
+            ``i`` of every series comes from the same posterior draw (joint draws).
+        """
+        if getattr(self, "is_panel_", False):
+            return self._panel_draws(horizon, X_future, int(n))[2].astype(np.int64)
+        return super().sample_paths(horizon, n, X_future=X_future)
+
+    def backtest(self, y, X=None, *, horizon, n_windows=5, stride=None, coverage=0.9):
+        """Rolling-origin evaluation (see :meth:`ForecasterMixin.backtest`).
+
+        On a long frame, every window refits all series together (each series' origins
+        counted from its own end) and the table has one row per series and window, with
+        the id column and ``window`` first.
+        """
+        if is_long_frame(y, self.time_col, self.target_col):
+            return self._backtest_frame(y, horizon, n_windows, stride, coverage)
+        return super().backtest(y, X, horizon=horizon, n_windows=n_windows, stride=stride,
+                                coverage=coverage)

@@ -24,10 +24,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from posheads.families import DISCRETIZED_LOGISTIC, NEGATIVE_BINOMIAL, Family, get_family
+from posheads.families import (
+    DISCRETIZED_LOGISTIC,
+    HURDLE_NEGATIVE_BINOMIAL,
+    NEGATIVE_BINOMIAL,
+    Family,
+    get_family,
+)
 
 __all__ = [
     "AUTO",
+    "INTERMITTENT",
     "LOG_GAUSSIAN",
     "UNDER_DISPERSED",
     "check_likelihood",
@@ -47,6 +54,11 @@ _OPTIONS = (AUTO, LOG_GAUSSIAN)
 #: estimate has a sampling error of some 20-30% on a few hundred steps, and lags that cross
 #: level shifts inflate it: 0.5 asks for under-dispersion that is clear, not borderline.
 UNDER_DISPERSED = 0.5
+
+#: :data:`AUTO` takes the hurdle negative binomial (with the Laplace engine, whose model
+#: has a per-series zero part) when at least this share of the training counts are zero:
+#: an intermittent series, whose zeros a count law around a level cannot place.
+INTERMITTENT = 0.3
 
 
 def dispersion_index(values, lag=1) -> float:
@@ -100,13 +112,16 @@ def is_log_gaussian(likelihood) -> bool:
     return _option(likelihood) == LOG_GAUSSIAN
 
 
-def check_likelihood(likelihood) -> Family | str:
+def check_likelihood(likelihood, *, parts: bool = False) -> Family | str:
     """Validate the ``likelihood`` parameter of the forecaster.
 
     Parameters
     ----------
     likelihood : str or Family
-        :data:`AUTO`, :data:`LOG_GAUSSIAN`, or a family without parts.
+        :data:`AUTO`, :data:`LOG_GAUSSIAN`, or a family (without parts unless ``parts``).
+    parts : bool, default=False
+        Whether families with a zero part are allowed (the Laplace engine's model has a
+        per-series gate; the Pyro model of SVI and NUTS has none).
 
     Returns
     -------
@@ -129,15 +144,16 @@ def check_likelihood(likelihood) -> Family | str:
             f"likelihood must be {AUTO!r}, {LOG_GAUSSIAN!r} or a family without a zero "
             f"part; {exc}"
         ) from None
-    if family.parts:
+    if family.parts and not parts:
         raise ValueError(
             f"likelihood {family.name!r} has a zero part ({', '.join(family.part_names)}), "
-            "which the count forecaster does not model: choose a family without one"
+            "which the count forecaster models only with inference='laplace': choose a "
+            "family without one"
         )
     return family
 
 
-def choose_family(likelihood, values, lag: int = 1) -> Family | None:
+def choose_family(likelihood, values, lag: int = 1, *, parts: bool = False) -> Family | None:
     """The family fitted to ``values``: the one named, or :data:`AUTO`'s choice.
 
     Parameters
@@ -148,6 +164,8 @@ def choose_family(likelihood, values, lag: int = 1) -> Family | None:
         The training counts.
     lag : int, default=1
         The first season's length in steps, for :func:`dispersion_index`.
+    parts : bool, default=False
+        Whether a family with a zero part may be named or chosen (:data:`INTERMITTENT`).
 
     Returns
     -------
@@ -156,9 +174,11 @@ def choose_family(likelihood, values, lag: int = 1) -> Family | None:
     """
     if is_log_gaussian(likelihood):
         return None
-    chosen = check_likelihood(likelihood)
+    chosen = check_likelihood(likelihood, parts=parts)
     if isinstance(chosen, Family):
         return chosen
+    if parts and len(values) and np.mean(np.asarray(values) == 0) >= INTERMITTENT:
+        return HURDLE_NEGATIVE_BINOMIAL
     under = dispersion_index(values, lag) < UNDER_DISPERSED
     return DISCRETIZED_LOGISTIC if under else NEGATIVE_BINOMIAL
 

@@ -1,5 +1,7 @@
 """Posterior summaries of a fitted :class:`~posheads.estimators.forecasting.CountForecaster`:
-its global parameters and the effect of one covariate on the expected count.
+its global parameters, the effect of one covariate on the expected count, the model's
+components over the training steps (level, seasons, covariate effects) and their figures
+(drawn by :mod:`.plots`).
 
 :func:`to_numpy` is how every forecaster output leaves torch: a float64 NumPy array on the
 CPU, whatever the device and dtype of the fit.
@@ -136,3 +138,151 @@ class ForecastReportMixin:
             f"unknown covariate {column!r}; the forecaster has "
             f"{list(names) if names is not None else self.n_features_in_}"
         )
+
+    # ------------------------------------------------------------ components
+    def _component_trace(self, n):
+        if getattr(self, "inference_", None) == "laplace":
+            return self._laplace_trace(n, derived_seed(self.random_state, 2))
+        return self._posterior_trace()
+
+    def _season_blocks(self):
+        """``(label, first column, width)`` of each season's Fourier columns."""
+        blocks, col = [], 0
+        for p, k in zip(self.season_lengths_, self.fourier_terms_, strict=True):
+            width = sum(1 if 2 * j == p else 2 for j in range(1, k + 1))
+            blocks.append((f"season (period {p:g})", col, width))
+            col += width
+        return blocks
+
+    def components(self, coverage=0.9):
+        """Posterior of the model's components at every training step of one series.
+
+        The linear predictor is split into its parts, ``eta = level + sum(seasons) +
+        sum(covariate effects)``: each season's Fourier terms times their weights, each
+        covariate's (standardised) values times its weight, and the level (the random
+        walk with the bias) the rest. Seasons and covariate effects are on the scale of
+        ``eta`` (0 is no effect; with a softplus link, +0.1 raises the rate by about 10%
+        where the rate is near its scale); the level is on the count scale,
+        ``scale * softplus(level)``: the expected count without season and covariates.
+
+        Parameters
+        ----------
+        coverage : float, default=0.9
+            Coverage of the central interval (``lower``, ``upper``) of each component.
+
+        Returns
+        -------
+        DataFrame of shape (n_steps, 3 * n_components)
+            Indexed by the training time stamps (or steps); columns ``(component, stat)``
+            with ``stat`` in ``mean``, ``lower``, ``upper``; components ``level``, then
+            ``season (period P)`` for each season, then one per covariate.
+
+        Raises
+        ------
+        ValueError
+            After a fit on a long frame (fit one series to see its components), or with
+            ``likelihood="log_gaussian"``.
+        """
+        check_is_fitted(self)
+        if not 0 < coverage < 1:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
+        if getattr(self, "is_panel_", False):
+            raise ValueError("components are drawn for a forecaster fitted on one series; "
+                             "this one was fitted on a long frame of several")
+        if self._log:
+            raise ValueError("components need a count likelihood, not log_gaussian")
+        n = self.num_samples
+        trace = self._component_trace(n)
+        nodes = trace.nodes
+
+        def draws(site):
+            if site not in nodes:
+                return np.zeros((n, 0))
+            return to_numpy(nodes[site]["value"]).reshape(n, -1)
+
+        eta = draws("eta")
+        feats = to_numpy(self._design(self._covariates_train, 0))
+        seasonal, weight = draws("seasonal"), draws("weight")
+        n_seasonal = feats.shape[1] - self.n_features_in_
+        parts = {}
+        for label, col, width in self._season_blocks():
+            parts[label] = seasonal[:, col : col + width] @ feats[:, col : col + width].T
+        features = getattr(self, "feature_names_in_", None)
+        for j in range(weight.shape[1]):
+            name = str(features[j]) if features is not None else f"x{j}"
+            parts[name] = weight[:, j : j + 1] * feats[None, :, n_seasonal + j]
+        level_eta = eta - sum(parts.values()) if parts else eta
+        from posheads.ops import softplus
+
+        scale = self.scales_[0] if getattr(self, "inference_", None) == "laplace" else self.scale_
+        level = scale * to_numpy(softplus(torch.as_tensor(level_eta), beta=float(self.beta)))
+        tail = (1.0 - coverage) / 2.0
+        columns = {}
+        for name, value in {"level": level, **parts}.items():
+            lo, hi = np.quantile(value, [tail, 1.0 - tail], axis=0)
+            columns.update({(name, "mean"): value.mean(0), (name, "lower"): lo,
+                            (name, "upper"): hi})
+        index = self.series_info_.index
+        index = pd.RangeIndex(len(self.history_)) if index is None else index
+        return pd.DataFrame(columns, index=index)
+
+    def plot_components(self, coverage=0.9, *, title=None):
+        """Draw :meth:`components`: the level over the counts, then each season and
+        covariate effect, one panel each on a shared (concise) date axis.
+
+        Parameters
+        ----------
+        coverage : float, default=0.9
+        title : str, default=None
+            Figure title (default: the series' name and the count law).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plots import plot_component_frame
+
+        frame = self.components(coverage)
+        if title is None:
+            name = self.series_info_.name
+            title = f"{'series' if name is None else name}: components ({self.likelihood_})"
+        return plot_component_frame(frame, observed=self.history_, title=title)
+
+    def plot_panel(self, horizon, X_future=None, *, level=90, ids=None, truth=None,
+                   n_history=None, ncols=3):
+        """Small multiples of a fit on a long frame: each series' history and forecast.
+
+        Parameters
+        ----------
+        horizon : int
+        X_future : DataFrame, default=None
+            Covariates of the forecast steps (a long frame), when fitted with covariates.
+        level : int, default=90
+            The interval drawn, in percent.
+        ids : sequence, default=None
+            The series to draw (default: the first 12).
+        truth : DataFrame, default=None
+            Held-out counts as a long frame, drawn as dots.
+        n_history : int, default=None
+            History steps per panel (default: four horizons).
+        ncols : int, default=3
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plots import plot_forecasts
+
+        check_is_fitted(self)
+        if not getattr(self, "is_panel_", False):
+            raise ValueError("plot_panel draws a fit on a long frame; use plot() for one series")
+        forecast = self.predict(horizon, X_future, level=[level])
+        panel = self.panel_
+        history = pd.concat(
+            [pd.DataFrame({self.id_col: uid, self.time_col: stamps, self.target_col: values})
+             for uid, stamps, values in zip(panel.ids, panel.stamps, panel.values, strict=True)],
+            ignore_index=True,
+        )
+        return plot_forecasts(history, forecast, level=level, ids=ids, truth=truth,
+                              n_history=n_history, ncols=ncols, id_col=self.id_col,
+                              time_col=self.time_col, target_col=self.target_col)

@@ -15,6 +15,7 @@ from posheads.families import get_family
 
 from .._validation import resolve_device, resolve_dtype
 from .engine import NUTSForecaster, isolated
+from .laplace_mixin import single_panel
 from .series import SeriesInfo
 
 __all__ = ["ForecastStateMixin"]
@@ -57,6 +58,13 @@ class ForecastStateMixin:
             state["series_index_tz"] = None if index.tz is None else str(index.tz)
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
+        if getattr(self, "is_panel_", False):
+            raise ValueError("saving a forecaster fitted on a long frame is not supported; "
+                             "refit it from the frame")
+        if self.inference_ == "laplace":
+            state["posterior"] = {"laplace": self.laplace_.arrays()}
+            state["scales_"] = np.asarray(self.scales_, dtype=np.float64)
+            return state
         if isinstance(self.forecaster_, NUTSForecaster):
             state["posterior"] = {"samples": dict(self.forecaster_.samples)}
         else:  # the guide's unconstrained parameters; their constraints come from the guide
@@ -89,6 +97,14 @@ class ForecastStateMixin:
             index = pd.DatetimeIndex(index.as_unit(state["series_index_unit"]), freq=freq)
         self.series_info_ = SeriesInfo(index=index, freq=freq, name=state["series_name"])
         family = None if self._log else get_family(self.likelihood_)
+        posterior = state["posterior"]
+        self.is_panel_, self._hierarchy = False, {}
+        if "laplace" in posterior:
+            self.inference_ = "laplace"
+            panel = single_panel(self.history_, self.series_info_, self._covariates_train)
+            self._restore_laplace(panel, family, posterior["laplace"], state["scales_"])
+            return
+        self.inference_ = "nuts" if "samples" in posterior else "svi"
         self.model_ = self._make_model(self.history_, family)
         data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
         covariates = self._design(self._covariates_train, 0)

@@ -1,0 +1,197 @@
+"""Softplus-link GLMMs (``MixedCountRegressor``, Laplace ML) against R's glmmTMB (log link).
+
+The same rows, the same covariates and the same random-effect terms go to both; each fits
+on a training split and scores the held-out rows (20% of the rows of every group with at
+least two, so every held-out row's group was seen: conditional predictions):
+
+- ``grouseticks``: ``TICKS ~ YEAR + HEIGHT + (1|BROOD) + (1|LOCATION)``, negative binomial
+  (lme4's grouse ticks: 403 chicks, 118 broods nested in 63 locations);
+- ``epilepsy``: ``y ~ progabide + log(base/4) + log(age) + V4 + (1|subject)``, Poisson and
+  negative binomial (MASS's epil: 59 patients, four counts each);
+- ``simulated``: a softplus-link NB model with a correlated random intercept and slope,
+  100,000 rows in 2,000 groups (``--rows``/``--groups`` to change).
+
+Reported per case: the median fit time over ``--repeats`` fits (posheads in this process
+after one untimed warm-up fit; glmmTMB inside R after loading the library, so neither
+counts start-up), the maximised log-likelihood, and the held-out log predictive density
+(sum over held-out rows, and per row). glmmTMB has no softplus link, so the two are
+different models of the same data: the log-likelihoods and held-out densities compare
+fits, not optimisers.
+
+Needs ``Rscript`` with glmmTMB (Debian: ``apt-get install r-base-core r-cran-glmmtmb``);
+without it, only posheads' figures are printed. Run::
+
+    python benchmarks/bench_mixed.py [--cases grouseticks epilepsy simulated] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from posheads.datasets import load_epilepsy, load_grouseticks
+from posheads.estimators.mixed import MixedCountRegressor
+
+HERE = Path(__file__).resolve().parent
+R_FAMILY = {"poisson": "poisson", "negative_binomial": "nbinom2"}
+
+
+def grouseticks():
+    f = load_grouseticks(as_frame=True).frame
+    X = pd.DataFrame({
+        "YEAR96": (f["YEAR"] == "96").astype(float),
+        "YEAR97": (f["YEAR"] == "97").astype(float),
+        "HEIGHT": (f["HEIGHT"] - f["HEIGHT"].mean()) / f["HEIGHT"].std(),
+    })
+    groups = f[["BROOD", "LOCATION"]].astype(str)
+    return X, f["TICKS"].to_numpy(float), groups, {"BROOD": ["1"], "LOCATION": ["1"]}
+
+
+def epilepsy():
+    f = load_epilepsy(as_frame=True).frame
+    X = pd.DataFrame({
+        "progabide": (f["trt"] == "progabide").astype(float),
+        "lbase": np.log(f["base"] / 4.0),
+        "lage": np.log(f["age"]),
+        "V4": f["V4"].astype(float),
+    })
+    return X, f["y"].to_numpy(float), f[["subject"]].astype(str), {"subject": ["1"]}
+
+
+def simulated(n_rows, n_groups, seed=0):
+    """NB counts, softplus link, correlated random intercept and slope on ``x``."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, n_groups, n_rows)
+    x = rng.normal(size=n_rows)
+    sd, corr = np.array([0.6, 0.4]), 0.4
+    cov = np.outer(sd, sd) * np.array([[1.0, corr], [corr, 1.0]])
+    u = rng.multivariate_normal(np.zeros(2), cov, size=n_groups)
+    mean = np.logaddexp(0.0, 2.0 + 0.7 * x + u[g, 0] + u[g, 1] * x)
+    concentration = 5.0
+    y = rng.negative_binomial(concentration, concentration / (concentration + mean))
+    X = pd.DataFrame({"x": x})
+    groups = pd.DataFrame({"g": g.astype(str)})
+    return X, y.astype(float), groups, {"g": ["1", "x"]}
+
+
+def split(groups, seed=0, share=0.2):
+    """Boolean test mask: ``share`` of the rows of every group (of the first factor) with >= 2."""
+    rng = np.random.default_rng(seed)
+    key = groups.iloc[:, 0].to_numpy()
+    test = np.zeros(len(key), dtype=bool)
+    for rows in pd.Series(np.arange(len(key))).groupby(key).indices.values():
+        if len(rows) >= 2:
+            k = max(1, round(share * len(rows)))
+            test[rng.choice(rows, size=min(k, len(rows) - 1), replace=False)] = True
+    return test
+
+
+def r_formula(target, X, spec):
+    fixed = " + ".join(X.columns)
+    bars = []
+    for name, terms in spec.items():
+        lhs = " + ".join("1" if t == "1" else t for t in terms)
+        bars.append(f"({lhs} | {name})")
+    return f"{target} ~ {fixed} + {' + '.join(bars)}"
+
+
+def run_glmmtmb(X, y, groups, spec, test, family, repeats):
+    if shutil.which("Rscript") is None:
+        return None
+    frame = pd.concat([X.reset_index(drop=True), groups.reset_index(drop=True)], axis=1)
+    frame["y"] = y
+    with tempfile.TemporaryDirectory() as tmp:
+        train_csv, test_csv = Path(tmp, "train.csv"), Path(tmp, "test.csv")
+        frame[~test].to_csv(train_csv, index=False)
+        frame[test].to_csv(test_csv, index=False)
+        cmd = ["Rscript", str(HERE / "glmmtmb_fit.R"), str(train_csv), str(test_csv),
+               r_formula("y", X, spec), R_FAMILY[family], ",".join(groups.columns),
+               str(repeats)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"  glmmTMB failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_posheads(X, y, groups, spec, test, family, repeats):
+    def fit():
+        return MixedCountRegressor(family, random_effects=spec).fit(
+            X[~test], y[~test], groups=groups[~test])
+
+    start = time.perf_counter()
+    model = fit()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fit()
+        times.append(time.perf_counter() - start)
+    lpd = model.log_score(X[test], y[test], groups=groups[test])
+    return {"time_first": first, "time_median": float(np.median(times)),
+            "loglik": model.loglik_, "heldout_lpd": float(lpd.sum()), "n_test": int(test.sum()),
+            "converged": bool(model.fit_.converged),
+            "sds": [float(v) for s in model.sd_.values() for v in s]}
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=["grouseticks", "epilepsy", "simulated"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--groups", type=int, default=2_000)
+    args = parser.parse_args(argv)
+    print(f"# CPU: {cpu_model()}; load average {os.getloadavg()[0]:.1f}; torch threads "
+          f"{__import__('torch').get_num_threads()}")
+    cases = {
+        "grouseticks": (grouseticks, ["negative_binomial"]),
+        "epilepsy": (epilepsy, ["poisson", "negative_binomial"]),
+        "simulated": (lambda: simulated(args.rows, args.groups), ["negative_binomial"]),
+    }
+    header = ("case", "family", "tool", "fit s (median)", "loglik", "held-out lpd", "lpd/row")
+    print(" | ".join(header))
+    for case in args.cases:
+        make, fams = cases[case]
+        X, y, groups, spec = make()
+        test = split(groups)
+        for family in fams:
+            repeats = 1 if case == "simulated" else args.repeats
+            ours = run_posheads(X, y, groups, spec, test, family, repeats)
+            peer = run_glmmtmb(X, y, groups, spec, test, family, repeats)
+            for tool, r in (("posheads (softplus)", ours), ("glmmTMB (log)", peer)):
+                if r is None:
+                    print(f"{case} | {family} | {tool} | not available")
+                    continue
+                print(f"{case} | {family} | {tool} | {r['time_median']:.3f} | {r['loglik']:.2f} "
+                      f"| {r['heldout_lpd']:.2f} | {r['heldout_lpd'] / r['n_test']:.4f}")
+            if peer is not None:
+                print(f"#   time ratio posheads/glmmTMB: "
+                      f"{ours['time_median'] / peer['time_median']:.2f}; posheads first fit "
+                      f"{ours['time_first']:.3f} s; SDs posheads {np.round(ours['sds'], 3)}, "
+                      f"glmmTMB {np.round(peer['sds'], 3)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

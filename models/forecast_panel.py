@@ -1,0 +1,204 @@
+"""A local-level count model over many series at once, written as a log density in torch.
+
+:class:`LocalLevelPanel` is the model behind the forecaster's default (Laplace) inference.
+For series ``s`` and step ``t`` (series left-padded to a common length ``T``, a mask
+marking the observed steps), the linear predictor is
+
+``eta[s, t] = level[s, t] + features[s, t] . weight[s]``
+
+with ``level[s, t] = level0[s] + sigma * cumsum(z[s])[t]`` a Gaussian random walk written
+with standard-normal innovations ``z`` (non-centred), ``features`` the Fourier terms of the
+seasons followed by the standardised covariates, and counts from a family of
+:mod:`posheads.families` with mean ``scale[s] * softplus(eta)``; a family's shapes
+(concentration, dispersion) and zero parts (gate logits) are constant over time, one per
+series.
+
+Per-series parameters are drawn from shared priors, so that short series borrow strength
+from long ones: ``weight[s] ~ Normal(weight_mean, weight_sd)``, the log of each shape
+``~ Normal(shape_mean, 1)`` and each gate logit ``~ Normal(gate_mean, 1.5)``, the shared
+means under weak priors (a shape mean under the family's default prior, or the forecaster's
+own where it has one). The level's step ``sigma`` is *not* a parameter of this density:
+the inference integrates it over a grid (see
+:mod:`posheads.estimators.forecasting.laplace`).
+
+All tensors carry leading batch dimensions ``(G, S)``: ``G`` values of ``sigma`` times ``S``
+series. The model is plain torch over a family object: no Pyro sites, no inference code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from posheads.families import Family
+
+__all__ = ["LocalLevelPanel", "PanelData", "PanelParams"]
+
+# LogNormal (loc, scale) priors of a family's shape mean where the forecaster has its own:
+# the NB concentration of a count series is about as often 1 as 1000.
+_SHAPE_PRIORS = {"concentration": (3.0, 2.0), "dispersion": (0.0, 2.0)}
+_LEVEL0_SD = 3.0  # prior sd of the first level around the unit bias (eta scale)
+_SHAPE_SD = 1.0  # spread of series' log-shapes around their shared mean
+_GATE_SD = 1.5  # spread of series' gate logits around their shared mean
+_GATE_MEAN_SD = 3.0
+
+
+@dataclass
+class PanelData:
+    """The padded panel a :class:`LocalLevelPanel` is evaluated on.
+
+    Attributes
+    ----------
+    y : Tensor of shape (S, T)
+        Counts, left-padded with zeros.
+    mask : Tensor of shape (S, T)
+        1 where a count is observed, 0 on padding.
+    features : Tensor of shape (S, T, K)
+        Seasonal Fourier terms, then standardised covariates.
+    scale : Tensor of shape (S,)
+        Each series' exposure (its mean count).
+    """
+
+    y: torch.Tensor
+    mask: torch.Tensor
+    features: torch.Tensor
+    scale: torch.Tensor
+
+
+@dataclass
+class PanelParams:
+    """Unconstrained parameters of a :class:`LocalLevelPanel`, batch ``(G, S)``.
+
+    Attributes
+    ----------
+    z : Tensor (G, S, T - 1)
+        Standard-normal innovations of the level.
+    level0 : Tensor (G, S)
+    weight : Tensor (G, S, K)
+    log_shapes : Tensor (G, S, n_shapes)
+    gates : Tensor (G, S, n_parts)
+        Logits of the family's zero parts.
+    weight_mean : Tensor (G, K)
+    shape_mean : Tensor (G, n_shapes)
+    gate_mean : Tensor (G, n_parts)
+    """
+
+    z: torch.Tensor
+    level0: torch.Tensor
+    weight: torch.Tensor
+    log_shapes: torch.Tensor
+    gates: torch.Tensor
+    weight_mean: torch.Tensor
+    shape_mean: torch.Tensor
+    gate_mean: torch.Tensor
+
+    def tensors(self):
+        """The parameters as a list (what an optimiser updates)."""
+        return [self.z, self.level0, self.weight, self.log_shapes, self.gates,
+                self.weight_mean, self.shape_mean, self.gate_mean]
+
+
+class LocalLevelPanel:
+    """Random-walk level, seasons and covariates under a softplus link, over ``S`` series.
+
+    Parameters
+    ----------
+    family : Family
+        The count law (with or without zero parts).
+    bias : float
+        Prior mean of the first level (``softplus_inverse(1)``: the mean at ``scale``).
+    beta : float
+        Softness of the softplus link.
+    weight_sd : float
+        Spread of the series' seasonal and covariate weights around their shared mean.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from posheads.families import POISSON
+    >>> m = LocalLevelPanel(POISSON, bias=0.54)
+    >>> level = torch.zeros(1, 2, 5)
+    >>> m.eta(level, torch.zeros(1, 2, 0), torch.zeros(2, 5, 0)).shape
+    torch.Size([1, 2, 5])
+    """
+
+    def __init__(self, family: Family, *, bias: float, beta: float = 1.0,
+                 weight_sd: float = 0.5):
+        self.family, self.bias, self.beta, self.weight_sd = family, bias, beta, weight_sd
+
+    @property
+    def likelihood(self) -> str:
+        """The family's name."""
+        return self.family.name
+
+    @property
+    def shape_site(self):
+        """Name of the family's first shape (concentration, dispersion), or None."""
+        return self.family.shapes[0].name if self.family.shapes else None
+
+    # ------------------------------------------------------------ structure
+    @staticmethod
+    def level(params: PanelParams, sigma: torch.Tensor) -> torch.Tensor:
+        """The level path ``(G, S, T)``; ``sigma`` has shape ``(G, 1)`` or ``(G, S)``."""
+        steps = sigma[..., None] * params.z.cumsum(-1)
+        first = params.level0[..., None]
+        return torch.cat([first, first + steps], dim=-1)
+
+    @staticmethod
+    def eta(level, weight, features):
+        """``level + features . weight``: ``(G, S, T)`` from ``(G, S, T)``, ``(G, S, K)``
+        and ``(S, T, K)``."""
+        if features.shape[-1] == 0:
+            return level
+        return level + torch.einsum("stk,gsk->gst", features, weight)
+
+    def observation(self, eta, scale, log_shapes, gates):
+        """The count law at ``eta`` (``(..., S, T)``); per-series shapes and gates
+        ``(..., S, n)`` are broadcast over time; ``scale`` is ``(S,)``."""
+        shapes = {s.name: log_shapes[..., i, None].exp().expand_as(eta)
+                  for i, s in enumerate(self.family.shapes)}
+        parts = {p.name: gates[..., i, None].expand_as(eta)
+                 for i, p in enumerate(self.family.parts)}
+        exposure = scale[:, None].expand_as(eta)
+        return self.family.build(eta, shapes=shapes, parts=parts, beta=self.beta,
+                                 exposure=exposure)
+
+    # ------------------------------------------------------------ densities
+    def log_likelihood(self, eta, params: PanelParams, data: PanelData):
+        """Masked log-likelihood of every count, ``(G, S, T)``."""
+        d = self.observation(eta, data.scale, params.log_shapes, params.gates)
+        return d.log_prob(data.y) * data.mask
+
+    def log_prior(self, params: PanelParams):
+        """Log prior of everything but the level's step, per ``(G, S)`` (shared terms
+        are spread evenly over the series)."""
+        z = params.z
+        n_series = z.shape[-2]
+        lp = -0.5 * (z**2).sum(-1)
+        lp = lp - 0.5 * ((params.level0 - self.bias) / _LEVEL0_SD) ** 2
+        dw = (params.weight - params.weight_mean[:, None, :]) / self.weight_sd
+        lp = lp - 0.5 * (dw**2).sum(-1)
+        ds = (params.log_shapes - params.shape_mean[:, None, :]) / _SHAPE_SD
+        lp = lp - 0.5 * (ds**2).sum(-1)
+        dg = (params.gates - params.gate_mean[:, None, :]) / _GATE_SD
+        lp = lp - 0.5 * (dg**2).sum(-1)
+        shared = -0.5 * ((params.gate_mean / _GATE_MEAN_SD) ** 2).sum(-1)
+        for i, s in enumerate(self.family.shapes):
+            shared = shared + self._shape_log_prior(s, params.shape_mean[:, i])
+        return lp + shared[:, None] / n_series
+
+    @staticmethod
+    def _shape_log_prior(shape, log_value):
+        """Log density of ``log(shape)`` under the shape's prior (LogNormal or the family's)."""
+        if shape.name in _SHAPE_PRIORS:
+            loc, sd = _SHAPE_PRIORS[shape.name]
+            return -0.5 * ((log_value - loc) / sd) ** 2 - math.log(sd)
+        prior = shape.prior(log_value)
+        return prior.log_prob(log_value.exp()) + log_value  # change of variables to log
+
+    def log_joint(self, params: PanelParams, sigma, data: PanelData):
+        """Log joint density per ``(G, S)`` at ``sigma`` (``(G, 1)`` or ``(G, S)``)."""
+        eta = self.eta(self.level(params, sigma), params.weight, data.features)
+        return self.log_likelihood(eta, params, data).sum(-1) + self.log_prior(params)

@@ -1,0 +1,242 @@
+"""The forecaster's Laplace engine, for one series or a long frame of many.
+
+:class:`LaplaceForecastMixin` gives :class:`~.forecaster.CountForecaster` its default
+inference (:mod:`.laplace`) over a :class:`~.panel.Panel`: one series is a panel of one, a
+long frame (``unique_id, ds, y`` and covariate columns) a panel of many, fitted together in
+one vectorised model (:class:`~posheads.models.forecast_panel.LocalLevelPanel`) with
+per-series parameters under shared priors. Series of different lengths are left-padded
+(and masked) so that every series' forecast starts at the same column; each keeps the
+seasonal phase of its own calendar.
+
+For a long frame, ``predict`` returns statsforecast's long frame (``unique_id, ds, mean,
+median, lo-90, hi-90, ...``), ``sample_paths`` an array ``(n, n_series, horizon)`` whose
+draw index is shared across series (the draws are joint), and ``hierarchy={total: parts}``
+adds totals whose draws are the sums of their parts' draws (coherent by construction).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import clone
+from sklearn.utils.validation import check_is_fitted
+
+from .baseline import derived_seed
+from .engine import isolated
+from .laplace import LaplaceFit, default_sigma_grid, fit_panel_laplace, forecast_draws
+from .panel import (
+    Panel,
+    check_future,
+    check_hierarchy,
+    check_panel,
+    forecast_frame,
+)
+from .series import backtest_windows, fourier_features, score_paths
+
+__all__ = ["LaplaceForecastMixin", "single_panel"]
+
+_LAPLACE_ITERATIONS = 200  # L-BFGS iterations when num_steps is None
+
+
+def single_panel(values, info, covariates) -> Panel:
+    """A panel of the one series ``values`` (its ``SeriesInfo`` and raw covariates)."""
+    if info.index is None:
+        stamps, freq, origin = pd.Index(np.arange(len(values))), None, 0
+    else:
+        stamps, freq, origin = info.index, info.freq, info.index[0]
+    name = 0 if info.name is None else info.name
+    names = [f"x{i}" for i in range(covariates.shape[1])]
+    return Panel(ids=[name], values=[values], stamps=[stamps], covariates=[covariates],
+                 covariate_names=names, freq=freq, origin=origin)
+
+
+class _Trace:
+    """Posterior draws by site name, shaped like a Pyro trace's nodes (for the summaries)."""
+
+    def __init__(self, draws):
+        self.nodes = {k: {"value": v} for k, v in draws.items()}
+
+
+class LaplaceForecastMixin:
+    """Fit, forecast and backtest with the Laplace engine (see the module docstring)."""
+
+    # ------------------------------------------------------------- fitting
+    def _iterations(self):
+        return _LAPLACE_ITERATIONS if self.num_steps is None else int(self.num_steps)
+
+    def _features(self, s, covariates, horizon=0, start=None):
+        """Seasonal terms and standardised covariates of series ``s``: its history
+        (``start=None``) or the ``horizon`` steps after it (``covariates`` of those)."""
+        t = self.panel_.positions(s, horizon)
+        if start is not None:
+            t = t[-horizon:]
+        seasonal = fourier_features(t, self.season_lengths_, self.fourier_terms_)
+        scaled = (covariates - self._cov_center) / self._cov_scale
+        return np.concatenate([seasonal, scaled], axis=1)
+
+    def _fit_laplace(self, panel: Panel, family):
+        """Fit the panel model; sets ``panel_``, ``model_``, ``laplace_``, ``losses_``."""
+        from posheads.models.forecast_panel import LocalLevelPanel, PanelData
+
+        from .forecaster import unit_bias
+
+        self.panel_ = panel
+        lengths = [len(v) for v in panel.values]
+        n_steps = max(lengths)
+        k = self._features(0, panel.covariates[0]).shape[1]
+        y, mask = np.zeros((len(lengths), n_steps)), np.zeros((len(lengths), n_steps))
+        feats = np.zeros((len(lengths), n_steps, k))
+        for s, n in enumerate(lengths):  # left-padded: every series ends at the last column
+            y[s, n_steps - n:], mask[s, n_steps - n:] = panel.values[s], 1.0
+            feats[s, n_steps - n:] = self._features(s, panel.covariates[s])
+        scale = np.array([max(v.mean(), 1e-2) if v.any() else 1.0 for v in panel.values])
+        data = PanelData(self._tensor(y), self._tensor(mask), self._tensor(feats),
+                         self._tensor(scale))
+        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta))
+        with isolated(derived_seed(self.random_state), verbose=self.verbose):
+            self.laplace_ = fit_panel_laplace(self.model_, data, default_sigma_grid(),
+                                        max_iter=self._iterations(), verbose=self.verbose)
+        self.scales_ = scale
+        self.losses_ = list(self.laplace_.losses)
+
+    def _restore_laplace(self, panel, family, arrays, scales):
+        """Rebuild a fitted Laplace engine from saved arrays, without refitting."""
+        from posheads.models.forecast_panel import LocalLevelPanel
+
+        from .forecaster import unit_bias
+
+        self.panel_, self.scales_ = panel, np.asarray(scales, dtype=np.float64)
+        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta))
+        self.laplace_ = LaplaceFit.from_arrays(arrays, self._tensor(np.zeros(1)))
+
+    # ------------------------------------------------------------ forecasts
+    def _laplace_draws(self, horizon, future, n, seed):
+        """Joint draws ``(n, S, h)`` and means ``(S, h)`` (NumPy) of every series."""
+        feats = np.stack([self._features(s, future[s], horizon, start=True)
+                          for s in range(len(self.panel_.ids))])
+        with isolated(seed), torch.no_grad():
+            paths, mean = forecast_draws(self.model_, self.laplace_,
+                                         self._tensor(self.scales_), self._tensor(feats), n)
+        return paths.cpu().double().numpy(), mean.cpu().double().numpy()
+
+    def _posterior_trace(self):
+        """Draws by site name for ``summary`` and ``covariate_effect``."""
+        check_is_fitted(self)
+        if self.inference_ != "laplace":
+            return super()._posterior_trace()
+        if getattr(self, "is_panel_", False):
+            raise ValueError("summary and covariate_effect describe a one-series fit")
+        return self._laplace_trace(self.num_samples, derived_seed(self.random_state, 2))
+
+    def _laplace_trace(self, n, seed):
+        """In-sample posterior draws of a one-series fit, by site name (for ``summary``)."""
+        fit, rng = self.laplace_, np.random.default_rng(seed)
+        post = fit.log_post[:, 0].exp().cpu().double().numpy()
+        g = torch.as_tensor(rng.choice(len(post), size=n, p=post / post.sum()))
+        feats = self._tensor(self._features(0, self._covariates_train))
+        weight = fit.weight[g, 0]
+        eta = fit.level[g, 0] + weight @ feats.T if feats.shape[1] else fit.level[g, 0]
+        n_seasonal = feats.shape[1] - self.n_features_in_
+        draws = {"bias": fit.level[g, 0, :1], "eta": eta, "seasonal": weight[:, :n_seasonal],
+                 "weight": weight[:, n_seasonal:], "drift_scale": fit.sigma[g, None]}
+        for i, shape in enumerate(self.model_.family.shapes):
+            draws[shape.name] = fit.log_shapes[g, 0, i, None].exp()
+        return _Trace({k: v for k, v in draws.items() if v.shape[-1]})
+
+    # ---------------------------------------------------------- long frames
+    def _fit_frame(self, df, family_for):
+        """``fit`` on a long frame: validation, seasons, covariates, the Laplace fit."""
+        if self.inference != "laplace":
+            raise ValueError(f"a long frame of series is fitted with inference='laplace', "
+                             f"not {self.inference!r}")
+        probe = check_panel(df, self.id_col, self.time_col, self.target_col)
+        longest = max(range(len(probe.ids)), key=lambda s: len(probe.values[s]))
+        info = type(self)._info_of(probe, longest)
+        self._set_seasons(info, len(probe.values[longest]))
+        season = int(np.ceil(max(self.season_lengths_, default=1)))
+        panel = check_panel(df, self.id_col, self.time_col, self.target_col,
+                            min_length=max(3, season))
+        self._hierarchy = check_hierarchy(self.hierarchy, panel.ids)
+        pooled = np.concatenate(panel.covariates, axis=0)
+        self._covariates_train, self.n_features_in_ = pooled, pooled.shape[1]
+        binary = np.all((pooled == 0) | (pooled == 1), axis=0)
+        sd = pooled.std(axis=0)
+        self._cov_center = np.where(binary, 0.0, pooled.mean(axis=0))
+        self._cov_scale = np.where(binary | (sd == 0), 1.0, sd)  # a constant column stays put
+        if panel.covariate_names:
+            self.feature_names_in_ = np.asarray(panel.covariate_names, dtype=object)
+        self.series_info_, self.history_ = info, panel.values[longest]
+        values = np.concatenate(panel.values)
+        family = family_for(values)
+        self.inference_ = "laplace"
+        self._fit_laplace(panel, family)
+        return family
+
+    @staticmethod
+    def _info_of(panel, s):
+        from .series import SeriesInfo
+
+        stamps = panel.stamps[s]
+        index = pd.DatetimeIndex(stamps, freq=panel.freq) if panel.freq is not None else None
+        return SeriesInfo(index=index, freq=panel.freq, name=panel.ids[s])
+
+    @property
+    def _is_panel(self):
+        return getattr(self, "is_panel_", False)
+
+    def _panel_draws(self, horizon, X_future, n, seed_offset=1):
+        check_is_fitted(self)
+        if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
+            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+        future = check_future(X_future, self.panel_, horizon, self.id_col, self.time_col)
+        paths, mean = self._laplace_draws(horizon, future, int(n),
+                                          derived_seed(self.random_state, seed_offset))
+        ids = list(self.panel_.ids)
+        stamps = [self.panel_.future_stamps(s, horizon) for s in range(len(ids))]
+        for total, parts in self._hierarchy.items():  # coherent: sums of the parts' draws
+            ids.append(total)
+            stamps.append(stamps[parts[0]])
+            paths = np.concatenate([paths, paths[:, parts].sum(1, keepdims=True)], axis=1)
+            mean = np.concatenate([mean, mean[parts].sum(0, keepdims=True)], axis=0)
+        return ids, stamps, paths, mean
+
+    def _predict_frame(self, horizon, X_future, level):
+        ids, stamps, paths, mean = self._panel_draws(horizon, X_future, self.num_samples)
+        return forecast_frame(ids, stamps, mean, paths, level, self.id_col, self.time_col)
+
+    @property
+    def series_ids_(self):
+        """The ids of the rows of ``sample_paths`` on a long frame (series, then totals)."""
+        check_is_fitted(self)
+        return list(self.panel_.ids) + list(self._hierarchy)
+
+    def _backtest_frame(self, df, horizon, n_windows, stride, coverage):
+        """Rolling-origin backtest of every series of a long frame (one refit a window)."""
+        panel = check_panel(df, self.id_col, self.time_col, self.target_col)
+        ends_by = {}
+        for s, name in enumerate(panel.ids):
+            ends_by[name] = backtest_windows(len(panel.values[s]), horizon, n_windows, stride,
+                                             self._min_train())
+        rows = []
+        for i in range(n_windows):
+            cut = {name: panel.stamps[s][ends_by[name][i]] for s, name in enumerate(panel.ids)}
+            keep = df[self.time_col].to_numpy() < df[self.id_col].map(cut).to_numpy()
+            train = df[keep]
+            covs = [c for c in panel.covariate_names]
+            test = df[~keep]
+            est = clone(self).set_params(hierarchy=None)
+            est.fit(train)
+            x_future = None
+            if covs:
+                x_future = test.groupby(self.id_col, sort=False).head(horizon)
+                x_future = x_future[[self.id_col, self.time_col, *covs]]
+            ids, _, paths, _ = est._panel_draws(horizon, x_future, self.num_samples)
+            for s, name in enumerate(panel.ids):
+                t1 = ends_by[name][i]
+                truth = panel.values[s][t1:t1 + horizon]
+                scores = score_paths(paths[:, ids.index(name)], truth, coverage)
+                rows.append({self.id_col: name, "window": i,
+                             "train_end": panel.stamps[s][t1 - 1],
+                             "test_start": panel.stamps[s][t1], "n_train": t1, **scores})
+        return pd.DataFrame(rows)

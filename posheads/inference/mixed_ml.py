@@ -1,0 +1,245 @@
+"""Maximum likelihood for softplus GLMMs: the outer optimisation of the marginal likelihood.
+
+:func:`fit_mixed_ml` maximises the Laplace (or adaptive Gauss-Hermite) marginal
+log-likelihood of :mod:`.mixed_laplace` over the fixed parameters -- fixed effects, log
+standard deviations, unconstrained correlation factors, the family's shapes and parts --
+with scipy's L-BFGS-B; each evaluation solves for the mode of the effects (warm-started
+from the previous one) and differentiates through it. Log standard deviations are kept in
+``[log_sd_bounds]``: a variance component at the boundary (a true SD of 0) ends at the
+lower bound with a flat likelihood, and is reported in :attr:`MixedFit.singular`.
+
+The covariance of the estimates is the inverse of the numerical Hessian of the negated
+objective (central differences of its exact gradient).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import optimize
+from sklearn.exceptions import ConvergenceWarning
+
+from .common import intra_op_threads
+from .mixed_laplace import EffectsStructure, inner_mode, marginal_log_lik, row_derivatives
+
+__all__ = ["MixedFit", "fit_mixed_ml", "start_theta"]
+
+#: A standard deviation below this (on the ``eta`` scale, relative to 1) counts as
+#: collapsed: lme4 uses the same 1e-4 for its ``isSingular`` check.
+SINGULAR_SD = 1e-4
+
+
+@dataclass
+class MixedFit:
+    """The result of :func:`fit_mixed_ml`.
+
+    Attributes
+    ----------
+    theta : ndarray, shape ``(P,)``
+        The estimate, flat (see :meth:`SoftplusGLMM.layout`).
+    params : dict of str to ndarray
+        Its named blocks.
+    cov : ndarray, shape ``(P, P)`` or None
+        Covariance of ``theta`` (inverse observed information); ``None`` if not computed.
+    log_lik : float
+        The maximised marginal log-likelihood.
+    z : Tensor, shape ``(R,)``
+        The conditional modes of the non-centred effects.
+    modes : list of ndarray, shapes ``(G_k, q_k)``
+        The conditional modes of the effects ``u_k``.
+    mode_cov : list of ndarray or None
+        With one factor, the conditional covariance of each group's effect, ``(G, q, q)``
+        (``Lambda H_g^{-1} Lambda'``); ``None`` with several.
+    converged : bool
+    n_iter : int
+    singular : list of str
+        The variance components that collapsed to 0.
+    n_quadrature : int
+    """
+
+    theta: np.ndarray
+    params: dict
+    cov: np.ndarray | None
+    log_lik: float
+    z: torch.Tensor
+    modes: list
+    mode_cov: list | None
+    converged: bool
+    n_iter: int
+    singular: list = field(default_factory=list)
+    n_quadrature: int = 1
+
+
+def start_theta(model, data) -> torch.Tensor:
+    """A start: least squares of ``softplus_inverse`` of smoothed rates on ``X``, the
+    family's moment start for shapes and parts, and SDs of half the residual spread."""
+    from posheads import ops
+
+    fam = model.family
+    y = data.y
+    t = torch.ones_like(y) if data.exposure is None else data.exposure
+    rate = (y + 0.5 * (y.mean() + 0.1)) / t  # shrink towards the mean: no rate of 0
+    eta = ops.softplus_inverse(rate, model.beta, model.threshold)
+    if data.offset is not None:
+        eta = eta - data.offset
+    coef = torch.linalg.lstsq(data.X, eta.unsqueeze(1)).solution.squeeze(1)
+    spread = float((eta - data.X @ coef).std()) if data.n > 1 else 1.0
+    start = fam.start(y, None, data.exposure)
+    raw = fam.raw_start(start, beta=model.beta, threshold=model.threshold)
+    params = {"coef": coef}
+    for p in fam.parts:
+        params[f"{p.name}_intercept"] = torch.tensor(raw[p.argument])
+    for s in fam.shapes:
+        params[s.name] = torch.tensor(raw[s.name])
+    sd = max(0.5 * spread, 0.05)
+    for e in data.effects:
+        params[f"{e.name}_log_sd"] = torch.full((e.q,), math.log(sd))
+        if e.q > 1:
+            params[f"{e.name}_corr"] = torch.zeros(e.q * (e.q - 1) // 2)
+    return model.pack(params, data).to(dtype=data.X.dtype, device=data.X.device)
+
+
+def _bounds(model, data, log_sd_bounds):
+    out = []
+    for name, shape in model.layout(data).items():
+        size = int(np.prod(shape, dtype=int))
+        b = log_sd_bounds if name.endswith("_log_sd") else (None, None)
+        out += [b] * size
+    return out
+
+
+class _Objective:
+    """``-log p(y | theta)`` and its gradient as float64 numpy, with a warm-started mode."""
+
+    def __init__(self, model, data, structure, n_quadrature):
+        self.model, self.data, self.structure = model, data, structure
+        self.n_quadrature = n_quadrature
+        self.z = None
+        self.like = data.X
+
+    def tensor(self, theta):
+        return torch.as_tensor(np.asarray(theta), dtype=self.like.dtype,
+                               device=self.like.device)
+
+    def mode(self, theta):
+        z, ok = inner_mode(self.model, theta, self.data, self.structure, self.z)
+        if not ok:  # a wild trial point: start again from 0
+            z, ok = inner_mode(self.model, theta, self.data, self.structure, None)
+        if ok:
+            self.z = z
+        return z
+
+    def __call__(self, theta):
+        th = self.tensor(theta).requires_grad_(True)
+        try:
+            z = self.mode(th)
+            value = marginal_log_lik(self.model, th, self.data, self.structure, z,
+                                     self.n_quadrature)
+            grad, = torch.autograd.grad(value, th)
+        except FloatingPointError:
+            return math.inf, np.zeros_like(theta)
+        v = -float(value.detach())
+        if not math.isfinite(v):
+            return math.inf, np.zeros_like(theta)
+        return v, -grad.detach().cpu().numpy().astype(np.float64)
+
+
+def _numerical_cov(objective, theta, bounds):
+    P = len(theta)
+    H = np.empty((P, P))
+    for i in range(P):
+        h = 1e-4 * max(1.0, abs(theta[i]))
+        up, down = theta.copy(), theta.copy()
+        up[i] += h
+        down[i] -= h
+        H[i] = (objective(up)[1] - objective(down)[1]) / (2 * h)
+    H = 0.5 * (H + H.T)
+    try:
+        return np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        return np.linalg.pinv(H)
+
+
+def fit_mixed_ml(model, data, *, n_quadrature: int = 1, theta0=None, max_iter: int = 500,
+                 tol: float = 1e-9, compute_cov: bool = True,
+                 log_sd_bounds=(-12.0, 8.0), dense_limit: int = 6000) -> MixedFit:
+    """Fit a :class:`~posheads.models.mixed.SoftplusGLMM` by maximum marginal likelihood.
+
+    Parameters
+    ----------
+    model : SoftplusGLMM
+    data : MixedData
+        With targets.
+    n_quadrature : int, default=1
+        1: the Laplace approximation; more: adaptive Gauss-Hermite quadrature with that
+        many nodes per group (a single random intercept only).
+    theta0 : Tensor, shape ``(P,)``, optional
+        Start (default :func:`start_theta`).
+    max_iter, tol : int, float
+        L-BFGS-B's iteration budget and its relative tolerance on the objective.
+    compute_cov : bool
+        Compute the covariance of the estimates (``2 P`` extra evaluations).
+    log_sd_bounds : (float, float)
+        Bounds of the log standard deviations.
+    dense_limit : int
+        Largest number of effects for which several factors' joint Hessian is dense.
+
+    Returns
+    -------
+    MixedFit
+    """
+    with intra_op_threads(data.n * len(model.layout(data)), data.X.device):
+        return _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov,
+                         log_sd_bounds, dense_limit)
+
+
+def _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov, log_sd_bounds,
+              dense_limit):
+    if int(n_quadrature) != n_quadrature or n_quadrature < 1:
+        raise ValueError(f"n_quadrature must be an integer >= 1, got {n_quadrature!r}")
+    structure = EffectsStructure(data.effects, dense_limit=dense_limit)
+    if n_quadrature > 1 and (len(data.effects) != 1 or data.effects[0].q != 1):
+        raise ValueError("n_quadrature > 1 (adaptive Gauss-Hermite quadrature) needs a "
+                         "single grouping factor with a random intercept only")
+    objective = _Objective(model, data, structure, int(n_quadrature))
+    theta0 = start_theta(model, data) if theta0 is None else theta0
+    x0 = theta0.detach().cpu().numpy().astype(np.float64)
+    bounds = _bounds(model, data, log_sd_bounds)
+    x0 = np.clip(x0, [b[0] if b[0] is not None else -np.inf for b in bounds],
+                 [b[1] if b[1] is not None else np.inf for b in bounds])
+    res = optimize.minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                            options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-7,
+                                     "maxcor": 20})
+    if not res.success:
+        warnings.warn(f"the mixed-model fit did not converge: {res.message}",
+                      ConvergenceWarning, stacklevel=2)
+    theta = res.x
+    objective(theta)  # leave the mode at the estimate
+    th = objective.tensor(theta)
+    z = objective.z if objective.z is not None else objective.mode(th)
+    params_t = model.unpack(th, data)
+    params = {k: v.detach().cpu().numpy() for k, v in params_t.items()}
+    lams = model.factors(params_t, data)
+    modes = [(zk @ lam.T).detach().cpu().numpy()
+             for zk, lam in zip(structure.split(z), lams, strict=True)]
+    mode_cov = None
+    if structure.blocked:
+        A = structure.rows(lams)
+        eta = model.fixed_eta(params_t, data) + structure.eta(A, z)
+        _, _, d2 = row_derivatives(model, eta, params_t, data)
+        Hinv = torch.linalg.inv(structure.hessian(A, -d2))
+        lam = lams[0]
+        mode_cov = [(lam @ Hinv @ lam.T).detach().cpu().numpy()]
+    singular = [e.name + f"[{t}]" for e in data.effects
+                for t, v in zip(e.terms, params[f"{e.name}_log_sd"], strict=True)
+                if v <= log_sd_bounds[0] + 1e-6 or math.exp(v) < SINGULAR_SD]
+    cov = _numerical_cov(objective, theta, bounds) if compute_cov else None
+    objective(theta)
+    return MixedFit(theta=theta, params=params, cov=cov, log_lik=-float(res.fun),
+                    z=objective.z if objective.z is not None else z, modes=modes,
+                    mode_cov=mode_cov, converged=bool(res.success), n_iter=int(res.nit),
+                    singular=singular, n_quadrature=int(n_quadrature))
