@@ -97,6 +97,28 @@ def test_all_zero_target_is_a_value_error(family):
         regressor_for(family)().fit(X, np.zeros(len(X)))
 
 
+def test_bnn_refuses_all_zero_and_oversized_targets():
+    X, y = _data()
+    with pytest.raises(ValueError, match="y is 0 in every row"):
+        BayesianNeuralCountRegressor(num_steps=5).fit(X, np.zeros(len(X)))
+    y = y.copy()
+    y[5] = 1e308
+    with pytest.raises(ValueError, match=r"y holds 1e\+308, too large"):
+        BayesianNeuralCountRegressor(num_steps=5).fit(X, y)
+
+
+def test_bnn_score_is_finite_for_a_constant_target_and_refuses_text():
+    X, y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a deliberately tiny budget
+        est = BayesianNeuralCountRegressor((4,), num_steps=20, random_state=0).fit(X, y)
+    assert est.score(X, np.full(len(X), 2.0)) == 0.0
+    np.testing.assert_allclose(est.score(X, y), d2_tweedie_score(y, est.predict(X), power=1),
+                               rtol=1e-10)
+    with pytest.raises(ValueError, match="the target must be numbers"):
+        est.score(X, y.astype(str))
+
+
 def test_score_is_finite_for_a_constant_target():
     X, y = _data()
     est = PoissonSoftplusRegressor().fit(X, y)

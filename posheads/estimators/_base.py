@@ -21,7 +21,6 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import (
     check_array,
     check_is_fitted,
-    column_or_1d,
     validate_data,
 )
 
@@ -33,10 +32,12 @@ from ._inference_table import InferenceTableMixin
 from ._persist import PersistMixin
 from ._predictive import PredictiveMixin
 from ._profile import grid_then_golden
+from ._scoring import d2_score
 from ._streaming import StreamingMixin
 from ._summary import coefficient_table
 from ._validation import (
     check_exposure,
+    check_not_all_zero,
     check_sample_weight,
     check_target_scale,
     numeric_target,
@@ -254,12 +255,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
                             "likelihood" if bayes and not family.integer else "")
         check_target_scale(y, whole=family.support == "counts")
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
-        if len(y) and not np.any(np.asarray(y)[w > 0]):
-            # every (weighted) count 0: the rate's estimate is 0, on the boundary where a
-            # softplus predictor has no finite value (the fit would drift toward -inf)
-            raise ValueError("y is 0 in every row: a count model needs some non-zero "
-                             "counts (the rate's estimate would be 0, which no finite "
-                             "coefficient reaches); check the target column")
+        check_not_all_zero(y, w)
         t = check_exposure(exposure, X.shape[0], np.float64)
         o = _check_offset(offset, X.shape[0])
         return X, np.asarray(y, dtype=np.float64), w, t, o, Z
@@ -531,22 +527,7 @@ class SoftplusGLMRegressor(StreamingMixin, PersistMixin, PredictiveMixin,
         -------
         float
         """
-        mu = self.predict(X)
-        # as in fit: a column vector is raveled (with scikit-learn's warning)
-        y = column_or_1d(np.asarray(numeric_target(y), dtype=np.float64), warn=True)
-        if y.shape[0] != mu.shape[0]:
-            raise ValueError(f"X has {mu.shape[0]} rows but y has {y.shape[0]}")
-        family = self._family
-        family.check_target(y)
-        w = check_sample_weight(sample_weight, mu[:, None], dtype=np.float64)
-        y_bar = np.average(y, weights=w)
-        dev = np.sum(w * family.unit_deviance(y, mu))
-        dev_null = np.sum(w * family.unit_deviance(y, np.full_like(y, y_bar)))
-        if not dev_null > 0 or np.ptp(y[w > 0]) == 0:
-            # a constant y: nothing to explain. As scikit-learn's r2_score(force_finite=
-            # True): 1 for a perfect fit, else 0 -- never -inf or NaN
-            return 1.0 if dev <= 0 else 0.0
-        return float(1.0 - dev / dev_null)
+        return d2_score(self._family, y, self.predict(X), sample_weight)
 
     # --------------------------------------------------------------- reports
     def summary(self, coverage=0.9, cov_type="model", groups=None):

@@ -19,6 +19,7 @@ __all__ = [
     "MAX_EXACT_COUNT",
     "check_counts",
     "check_exposure",
+    "check_not_all_zero",
     "check_sample_weight",
     "check_target_scale",
     "numeric_target",
@@ -117,6 +118,23 @@ def check_target_scale(y: np.ndarray, *, whole: bool, name: str = "y") -> None:
         what = "a count" if whole else "an amount"
         raise ValueError(f"{name} holds {top:.4g}, too large for {what} (at most {limit:.4g}): "
                          "rescale the target (e.g. thousands) or check the column")
+
+
+def check_not_all_zero(y: np.ndarray, sample_weight: np.ndarray) -> None:
+    """Refuse a target that is 0 in every row of positive weight.
+
+    The rate's estimate would then be 0, on the boundary where a softplus predictor has no
+    finite value: the fit would drift toward ``-inf`` and report nonsense.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n,)
+    sample_weight : ndarray of shape (n,)
+    """
+    if len(y) and not np.any(np.asarray(y)[np.asarray(sample_weight) > 0]):
+        raise ValueError("y is 0 in every row: a count model needs some non-zero "
+                         "counts (the rate's estimate would be 0, which no finite "
+                         "coefficient reaches); check the target column")
 
 
 def check_counts(y: np.ndarray, *, integer: bool, name: str = "y", why: str = "") -> np.ndarray:

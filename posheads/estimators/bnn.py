@@ -17,7 +17,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.metrics import d2_tweedie_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -26,10 +25,13 @@ from posheads.inference.checks import diagnose_draws
 from posheads.inference.common import GUIDES, intra_op_threads, seeded
 
 from ._persist import PersistMixin
+from ._scoring import d2_score
 from ._validation import (
     check_counts,
     check_exposure,
+    check_not_all_zero,
     check_sample_weight,
+    check_target_scale,
     numeric_target,
     resolve_device,
     resolve_dtype,
@@ -259,7 +261,9 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
             self.design_ = None
         y = np.asarray(y, dtype=np.float64)
         check_counts(y, integer=self._family.integer)
+        check_target_scale(y, whole=self._family.support == "counts")
         w = check_sample_weight(sample_weight, X, dtype=np.float64)
+        check_not_all_zero(y, w)
         t = check_exposure(exposure, X.shape[0], np.float64)
         return X, y, w, t
 
@@ -545,16 +549,16 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         return np.stack([lo, hi], axis=1)
 
     def score(self, X, y, sample_weight=None):
-        """D², the fraction of Poisson deviance explained (as ``PoissonRegressor.score``).
+        """D², the fraction of the family's deviance explained (the Poisson's for counts).
 
         Returns
         -------
         float
+            For a constant ``y``: 1 for a perfect fit, else 0 (never ``-inf`` or NaN).
         """
         mu = self.predict(X)
-        y = np.asarray(y, dtype=np.float64)
         mu = np.maximum(mu, np.finfo(np.float64).tiny)  # a zero mean has finite deviance
-        return float(d2_tweedie_score(y, mu, sample_weight=sample_weight, power=1))
+        return d2_score(self._family, y, mu, sample_weight)
 
     def hidden_activations(self, X):
         """Outputs of the hidden layers at the posterior mean of the weights.
