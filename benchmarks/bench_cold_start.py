@@ -58,6 +58,8 @@ import sys
 import tempfile
 import time
 
+from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
+
 CASES = ("a", "b", "c", "d", "floor", "deps")
 TITLES = {
     "a": "(a) `posheads --help` vs `import sklearn.linear_model`",
@@ -204,18 +206,6 @@ def run_rounds(cmds: dict, env: dict, repeat: int, rows: int) -> dict:
 def median(runs, field):
     values = [r[field] for r in runs if field in r]
     return statistics.median(values) if values else None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, else ``platform``)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(runs: dict, rows: int) -> str:

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import time
 
 import numpy as np
 import torch
+from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from posheads import NegativeBinomialSoftplusRegressor
 from posheads.datasets import load_nmes1988
@@ -148,17 +148,6 @@ def measure(frame, repeats):
             for k, v in times.items()}
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1_000_000)
@@ -168,7 +157,7 @@ def main(argv=None):
     nmes = load_nmes1988(as_frame=True).frame
     rng = np.random.default_rng(0)
     big = nmes.iloc[rng.integers(0, len(nmes), args.rows)].reset_index(drop=True)
-    print(f"{_cpu_model()}, {os.cpu_count()} CPUs; load average before "
+    print(f"{cpu_model()}, {os.cpu_count()} CPUs; load average before "
           f"{os.getloadavg()[0]:.2f}")
     print("medians: wall s / CPU s (user s + system s, minor page faults) per run; "
           "overhead = formula fit / array fit - 1")

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from posheads.datasets import load_epilepsy, load_grouseticks
 from posheads.estimators.mixed import MixedCountRegressor
@@ -143,16 +143,6 @@ def run_posheads(X, y, groups, spec, test, family, repeats):
             "loglik": model.loglik_, "heldout_lpd": float(lpd.sum()), "n_test": int(test.sum()),
             "converged": bool(model.fit_.converged),
             "sds": [float(v) for s in model.sd_.values() for v in s]}
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None):

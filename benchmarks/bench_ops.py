@@ -77,6 +77,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from posheads import ops
 from posheads.ops import _compile
@@ -476,18 +477,6 @@ def interleaved_targets(args):
         f"- Poisson fwd+bwd speed-up over the composition = {speedup:.2f}x (target >= 4): "
         + ("met" if speedup >= 4.0 else "NOT met"),
     ])
-
-
-def cpu_model():
-    """The CPU's model name, from ``/proc/cpuinfo`` (else ``platform``)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def vector_widths():
