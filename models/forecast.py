@@ -51,6 +51,8 @@ from pyro.contrib.forecast.util import prefix_condition, reshape_batch
 from posheads import families
 from posheads.distributions import SoftplusDiscretizedLogistic, SoftplusLinked
 
+from .forecast_panel import FamilyNames
+
 __all__ = [
     "CountForecastModel",
     "LogGaussianForecastModel",
@@ -140,7 +142,7 @@ class _StructuralMixin:
         return eta
 
 
-class CountForecastModel(_StructuralMixin, ForecastingModel):
+class CountForecastModel(FamilyNames, _StructuralMixin, ForecastingModel):
     """Local-level count model with seasons and covariates, under a softplus link.
 
     Call it through :class:`pyro.contrib.forecast.Forecaster` (SVI) or
@@ -210,16 +212,6 @@ class CountForecastModel(_StructuralMixin, ForecastingModel):
         self.beta = beta
         self.bias_scale, self.seasonal_scale = bias_scale, seasonal_scale
         self.weight_scale, self.drift_loc = weight_scale, drift_loc
-
-    @property
-    def likelihood(self) -> str:
-        """The family's name."""
-        return self.family.name
-
-    @property
-    def shape_site(self):
-        """Name of the family's shape site (its first shape), or None (Poisson)."""
-        return self.family.shapes[0].name if self.family.shapes else None
 
     def _shape_prior(self, shape, like):
         if shape.name in _SHAPE_PRIORS:

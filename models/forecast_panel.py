@@ -34,7 +34,7 @@ import torch
 
 from posheads.families import Family
 
-__all__ = ["LocalLevelPanel", "PanelData", "PanelParams"]
+__all__ = ["FamilyNames", "LocalLevelPanel", "PanelData", "PanelParams"]
 
 # LogNormal (loc, scale) priors of a family's shape mean where the forecaster has its own:
 # the NB concentration of a count series is about as often 1 as 1000.
@@ -100,7 +100,23 @@ class PanelParams:
                 self.weight_mean, self.shape_mean, self.gate_mean]
 
 
-class LocalLevelPanel:
+class FamilyNames:
+    """The names a forecaster reads off a forecasting model's ``family``."""
+
+    family: Family
+
+    @property
+    def likelihood(self) -> str:
+        """The family's name."""
+        return self.family.name
+
+    @property
+    def shape_site(self):
+        """Name of the family's first shape (concentration, dispersion), or None."""
+        return self.family.shapes[0].name if self.family.shapes else None
+
+
+class LocalLevelPanel(FamilyNames):
     """Random-walk level, seasons and covariates under a softplus link, over ``S`` series.
 
     Parameters
@@ -127,16 +143,6 @@ class LocalLevelPanel:
     def __init__(self, family: Family, *, bias: float, beta: float = 1.0,
                  weight_sd: float = 0.5):
         self.family, self.bias, self.beta, self.weight_sd = family, bias, beta, weight_sd
-
-    @property
-    def likelihood(self) -> str:
-        """The family's name."""
-        return self.family.name
-
-    @property
-    def shape_site(self):
-        """Name of the family's first shape (concentration, dispersion), or None."""
-        return self.family.shapes[0].name if self.family.shapes else None
 
     # ------------------------------------------------------------ structure
     @staticmethod
