@@ -331,7 +331,8 @@ def test_every_glm_estimator_has_a_model_name():
     glms = {name for name in posheads.__all__ if name.endswith("SoftplusRegressor")}
     assert {regressor_for(name).__name__ for name in model.choices} == glms
     assert "negative-binomial" in model.choices and "discretized-logistic" not in model.choices
-    assert "--model MODEL" in parser.format_help() and "hurdle-poisson" in parser.format_help()
+    # --help names the option's values, without reading the registry (torch and Pyro)
+    assert "--model MODEL" in parser.format_help() and "hurdle-poisson" not in parser.format_help()
 
 
 def test_help_does_not_load_torch():

@@ -1,4 +1,9 @@
-"""Time to first result: what a MAP fit imports, and the helpers that keep it cheap.
+"""Time to first result: what a MAP fit and the command's help import, and the helpers
+that keep them cheap.
+
+``posheads --help`` and ``posheads COMMAND --help`` run in a fresh process and may load
+none of numpy, pandas, scipy, scikit-learn, torch, Pyro, arviz or matplotlib (argparse
+alone prints them).
 
 A MAP fit (fit, predict, score) runs in a fresh process, and the modules it leaves in
 ``sys.modules`` are compared with those that numpy, torch, Pyro and scikit-learn import
@@ -80,6 +85,51 @@ def test_map_fit_imports_no_heavy_module(loaded):
     added = loaded["fit"] - loaded["baseline"]
     assert "posheads.inference.map" in added  # the probe ran a MAP fit
     assert sorted(m for m in HEAVY if m in added) == []
+
+
+# ``posheads --help`` and each command's help: argparse alone, no data or model stack.
+HELP_HEAVY = ("arviz", "matplotlib", "numpy", "pandas", "pyro", "pyro.infer", "scipy",
+              "sklearn", "torch")
+_HELP = """
+import contextlib, io
+from posheads.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    assert main({argv!r}) == 0
+assert "usage: posheads" in out.getvalue()
+"""
+_COMMANDS = ("demo", "fit", "predict", "diagnose", "datasets", "forecast")
+
+
+def test_help_imports_no_heavy_module():
+    """``posheads --help`` and ``posheads COMMAND --help`` (the family choices of ``fit``
+    and ``forecast`` included) load none of the data or model stack."""
+    steps = [_HELP.format(argv=["--help"])]
+    steps += [_HELP.format(argv=[command, "--help"]) for command in _COMMANDS]
+    for argv, modules in zip(["--help", *_COMMANDS], _modules_after(*steps), strict=True):
+        assert sorted(m for m in HELP_HEAVY if m in modules) == [], argv
+
+
+def test_help_leaves_family_choices_unread(monkeypatch):
+    """The help of ``fit`` and ``forecast`` names the family options by a metavar and
+    never reads the registry (reading it imports torch and Pyro); not vacuous: argparse's
+    own formatter reads it."""
+    import argparse
+
+    from posheads.cli import build_parser
+    from posheads.cli.choices import FamilyChoices
+
+    reads = []
+    monkeypatch.setattr(FamilyChoices, "_load", lambda self: reads.append(self) or ["x"])
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("fit", "forecast"):
+        sub = subparsers.choices[name]
+        assert "--model MODEL" in sub.format_help() or "LIKELIHOOD" in sub.format_help()
+        assert reads == [], name
+        sub.formatter_class = argparse.RawDescriptionHelpFormatter
+        sub.format_help()
+        assert len(reads) == 1, name
+        reads.clear()
 
 
 def test_the_probe_sees_a_heavy_import(loaded):

@@ -3,15 +3,18 @@
 The ``--model`` of ``posheads fit`` and the ``--likelihood`` of ``posheads forecast`` take
 the name of a registered family (:func:`posheads.families.get_family`), written with
 hyphens. The registry imports torch, which the other commands and ``posheads --help`` do
-not need, so the choices are a lazy container: argparse reads them only to check a value
-given on the command line or to print a subcommand's help.
+not need, so the choices are a lazy container that argparse reads only to check a value
+given on the command line, and a subcommand's help (:class:`HelpFormatter`) names them by
+a metavar instead of listing them; a value that is not a family is answered with the list.
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 from collections.abc import Callable, Iterator
 
-__all__ = ["FamilyChoices", "forecast_families", "regression_families"]
+__all__ = ["FamilyChoices", "HelpFormatter", "forecast_families", "regression_families"]
 
 
 class FamilyChoices:
@@ -45,6 +48,22 @@ class FamilyChoices:
 
     def __len__(self) -> int:
         return len(self._load())
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The help formatter of a subcommand with family choices: it leaves them unread.
+
+    argparse joins an option's choices into ``%(choices)s`` for its help text whether the
+    text uses it or not; reading :class:`FamilyChoices` imports torch and Pyro, which
+    ``--help`` does not need. An option with family choices therefore names its values
+    by a ``metavar`` and does not use ``%(choices)s`` in its help.
+    """
+
+    def _expand_help(self, action):
+        if isinstance(action.choices, FamilyChoices):
+            action = copy.copy(action)  # the parser's action keeps its choices
+            action.choices = None
+        return super()._expand_help(action)
 
 
 def _has_regressor(family) -> bool:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-import pandas as pd
-
 from .io import STDOUT, CLIError, check_output, write_table
 from .options import add_common_options
 
@@ -57,6 +55,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     CLIError
         For ``export`` without a name and a file, or with an unknown name.
     """
+    import pandas as pd
+
     from ..datasets import list_datasets
 
     names = list_datasets()

@@ -12,8 +12,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .io import atomic_file, check_device, check_output
 from .options import add_common_options
 
@@ -56,6 +54,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _poisson_deviance(y, mu):
     """Mean Poisson deviance; a mean that is exactly 0 is clipped, as the deviance needs mu > 0."""
+    import numpy as np
     from sklearn.metrics import mean_poisson_deviance
 
     return mean_poisson_deviance(y, np.maximum(mu, 1e-12))
@@ -63,6 +62,7 @@ def _poisson_deviance(y, mu):
 
 def _d2(y, mu):
     """Fraction of Poisson deviance explained, with the same clip as the deviance."""
+    import numpy as np
     from sklearn.metrics import d2_tweedie_score
 
     return d2_tweedie_score(y, np.maximum(mu, 1e-12), power=1)
@@ -128,6 +128,7 @@ def run_demo(out: str, fast: bool, seed: int, device: str, quiet: bool) -> int:
     int
         The exit status, 0.
     """
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
     from ..datasets import load_nmes1988, nmes1988_design
@@ -165,6 +166,7 @@ def run_demo(out: str, fast: bool, seed: int, device: str, quiet: bool) -> int:
 def _figure(path: Path, y, preds):
     """Observed vs predicted for the Bayesian fit, and a hanging rootogram of two fits."""
     import matplotlib
+    import numpy as np
     from scipy import stats
 
     matplotlib.use("Agg")  # no display needed: the figure goes to a file

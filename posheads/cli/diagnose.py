@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .io import (
     CLIError,
@@ -27,6 +26,9 @@ from .io import (
 )
 from .options import add_common_options
 from .spec import FeatureSpec
+
+if TYPE_CHECKING:  # numpy is imported by the command, not by its --help
+    import numpy as np
 
 __all__ = ["add_diagnose_parser", "cmd_diagnose"]
 
@@ -63,6 +65,7 @@ def add_diagnose_parser(subparsers) -> argparse.ArgumentParser:
 
 def _observed(frame, column: str) -> np.ndarray:
     """The target column as float64; a :class:`CLIError` for a missing or non-numeric one."""
+    import numpy as np
     import pandas as pd
 
     require_columns(frame, [column])
@@ -108,6 +111,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     exposure = spec.exposure_of(frame)
     est = _estimator(args.model_dir)
     if y is None:
+        import numpy as np
+
         try:
             with loaded_model(args.model_dir):
                 y = np.asarray(est.design_.response_of(frame), dtype=np.float64)
@@ -203,6 +208,7 @@ def _residual_report(bounds, residuals, figures, args) -> list[str]:
 def _count_report(est, X, y, exposure, figures):
     """The rootogram (into ``figures``), its table and the dispersion test's lines."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from .. import diagnostics as dg
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from .choices import regression_families
+from .choices import HelpFormatter, regression_families
 from .io import (
     CLIError,
     atomic_dir,
@@ -27,6 +25,10 @@ from .io import (
 )
 from .options import add_common_options
 from .spec import FeatureSpec
+
+if TYPE_CHECKING:  # numpy and pandas are imported by the command, not by its --help
+    import numpy as np
+    import pandas as pd
 
 __all__ = ["add_fit_parser", "cmd_fit"]
 
@@ -42,7 +44,7 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
         The subcommand's parser, with :func:`cmd_fit` as its ``func`` default.
     """
     p = subparsers.add_parser(
-        "fit", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "fit", formatter_class=HelpFormatter,
         help="fit a count model to a CSV or Parquet file",
         description="Fit a softplus-link count regression; print the coefficient table and "
                     "save the model (safe format: JSON + tensors) to --out.",
@@ -63,7 +65,9 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
                         "zero-inflated and hurdle models)")
     p.add_argument("--model", choices=regression_families(), default="poisson",
                    metavar="MODEL",
-                   help="the likelihood, one of: %(choices)s (default %(default)s)")
+                   help="the likelihood: the name of a family, with hyphens, e.g. "
+                        "negative-binomial (default %(default)s); a name that is not "
+                        "one lists those that are")
     p.add_argument("--inference", choices=_INFERENCE, default="map")
     p.add_argument("--exposure", default=None, help="column of positive exposures")
     p.add_argument("--alpha", type=float, default=0.0,
@@ -79,6 +83,9 @@ def add_fit_parser(subparsers) -> argparse.ArgumentParser:
 
 def _target(frame: pd.DataFrame, column: str) -> np.ndarray:
     """The target column as float64 counts; a :class:`CLIError` for anything else."""
+    import numpy as np
+    import pandas as pd
+
     require_columns(frame, [column])
     col = frame[column]
     if not pd.api.types.is_numeric_dtype(col):
@@ -100,6 +107,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     CLIError
         For a missing file or column, a target that is not counts, or a bad feature column.
     """
+    import pandas as pd
+
     from posheads.estimators import regressor_for
 
     if args.formula is not None and (args.target or args.features):

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
-from .choices import forecast_families
+from .choices import HelpFormatter, forecast_families
 from .io import (
     STDOUT,
     CLIError,
@@ -29,6 +27,9 @@ from .io import (
     write_table,
 )
 from .options import add_common_options
+
+if TYPE_CHECKING:  # pandas is imported by the command, not by its --help
+    import pandas as pd
 
 __all__ = ["add_forecast_parser", "cmd_forecast"]
 
@@ -43,10 +44,9 @@ def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The subcommand's parser, with :func:`cmd_forecast` as its ``func`` default.
     """
-    fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
         "forecast",
-        formatter_class=fmt,
+        formatter_class=HelpFormatter,
         help="forecast a count time series",
         description="Fit a Bayesian count forecaster (random-walk level, seasons, "
         "covariates, softplus link, count likelihood) and "
@@ -74,9 +74,10 @@ def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
         choices=forecast_families(),
         metavar="LIKELIHOOD",
         default="auto",
-        help="count law, one of: %(choices)s (default auto: discretized-logistic for "
+        help="count law: the name of a family without a zero part, with hyphens (a name "
+        "that is not one lists those that are); default auto: discretized-logistic for "
         "counts that vary clearly less than a Poisson, e.g. scheduled events, else "
-        "negative-binomial)",
+        "negative-binomial",
     )
     p.add_argument("--inference", choices=["svi", "nuts"], default="svi")
     p.add_argument("--steps", type=int, default=1000, help="SVI steps (default 1000)")
@@ -103,6 +104,8 @@ def add_forecast_parser(subparsers) -> argparse.ArgumentParser:
 
 def _dates(frame: pd.DataFrame, column: str, what: str) -> pd.DatetimeIndex:
     """The dates in ``column`` of ``frame`` (read from the file ``what``)."""
+    import pandas as pd
+
     require_columns(frame, [column])
     try:
         dates = pd.DatetimeIndex(pd.to_datetime(frame[column]), name=column)
@@ -115,6 +118,9 @@ def _dates(frame: pd.DataFrame, column: str, what: str) -> pd.DatetimeIndex:
 
 def _series(frame: pd.DataFrame, args) -> pd.Series:
     """The target counts as a float64 series indexed by increasing, unique dates."""
+    import numpy as np
+    import pandas as pd
+
     dates = _dates(frame, args.date, args.data)
     require_columns(frame, [args.target])
     col = frame[args.target]
@@ -163,6 +169,9 @@ def _covariate_frames(frame: pd.DataFrame, args, y: pd.Series):
 
 def _numeric(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     """``frame`` as float64, after checking every column is numeric and complete."""
+    import numpy as np
+    import pandas as pd
+
     for c in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[c]):
             raise CLIError(
@@ -186,6 +195,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         increasing series, covariates without their future values, or data the
         forecaster rejects.
     """
+    import pandas as pd
+
     from ..estimators.forecasting import CountForecaster
 
     if args.horizon < 1:

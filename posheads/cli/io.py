@@ -17,9 +17,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # numpy and pandas are imported by the commands that read data
+    import numpy as np
+    import pandas as pd
 
 __all__ = ["STDOUT", "CLIError", "atomic_dir", "atomic_file", "check_device",
            "check_output", "check_target_values", "loaded_model", "one_line", "read_table",
@@ -62,6 +64,8 @@ def read_table(path: str) -> pd.DataFrame:
         If the file does not exist, cannot be read as a table, is empty, has a header
         but no rows, or repeats a column name.
     """
+    import pandas as pd
+
     p = Path(path)
     if not p.is_file():
         raise CLIError(f"no such file: {path} (check the path)")
@@ -120,6 +124,8 @@ MAX_TARGET = 2.0 ** 53
 def check_target_values(y: np.ndarray, column: str) -> None:
     """A :class:`CLIError` for a negative, infinite or unrepresentably large target value,
     naming the column and the first such row."""
+    import numpy as np
+
     bad = ~np.isfinite(y) | (y < 0) | (y > MAX_TARGET)
     if bad.any():
         i = int(np.argmax(bad))

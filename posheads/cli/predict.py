@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from .io import (
     STDOUT,
     CLIError,
@@ -60,6 +58,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         For a folder that is not a readable model, a coverage outside (0, 1), or a table
         without the model's feature columns.
     """
+    import pandas as pd
+
     from ..estimators import load
 
     folder = Path(args.model_dir)

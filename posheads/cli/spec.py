@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .io import CLIError, one_line, require_columns
+
+if TYPE_CHECKING:  # pandas is imported by the methods that read a table
+    import pandas as pd
 
 __all__ = ["FeatureSpec"]
 
@@ -88,6 +89,9 @@ class FeatureSpec:
         """The exposures of ``frame`` as a float64 array, or None without an exposure column."""
         if self.exposure is None:
             return None
+        import numpy as np
+        import pandas as pd
+
         t = pd.to_numeric(frame[self.exposure], errors="coerce").to_numpy(np.float64)
         if not np.all(np.isfinite(t)) or np.any(t <= 0):
             raise CLIError(f"exposure column {self.exposure!r} must be positive numbers "
