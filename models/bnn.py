@@ -259,7 +259,39 @@ class BayesianCountMLP(PyroModule):
         when learned, the fixed buffer otherwise."""
         return params["layer_scale"] if "layer_scale" in params else self.layer_scale
 
-    def propagate(self, X: torch.Tensor, linear, layer_scale: torch.Tensor):
+    def column_scales(self, layer_scale: torch.Tensor) -> list[torch.Tensor]:
+        """The scales :meth:`propagate` applies to each layer's weight, in layer order
+        (the hidden layers, then the head).
+
+        Parameters
+        ----------
+        layer_scale : Tensor, shape ``(*S, L + 1)``
+            The scales ``tau`` (see :meth:`layer_scale_value`).
+
+        Returns
+        -------
+        list of Tensor
+            Hidden layer ``i``: ``tau_i``, shape ``(*S, 1, 1)``; the head: ``tau_L`` on
+            the hidden columns and 1 on the skip columns, shape ``(*S, 1, in)`` (or
+            ``(*S, 1, 1)`` where it reads only one of them). Constant where ``tau`` is
+            fixed: a caller may compute them once and pass them to :meth:`propagate`.
+        """
+        tau = layer_scale[..., None, :]  # (*S, 1, L + 1): broadcasts against a weight
+        n = len(self.hidden)
+        out = [tau[..., i:i + 1] for i in range(n)]
+        if not n:  # the head reads the inputs: a softplus GLM
+            out.append(torch.ones_like(tau))
+        elif self.skip:  # tau_L scales the hidden columns, not the inputs
+            width = self.hidden_sizes[-1]
+            out.append(torch.cat([tau[..., -1:].expand(*tau.shape[:-1], width),
+                                  torch.ones_like(tau[..., :1]).expand(
+                                      *tau.shape[:-1], self.in_features)], dim=-1))
+        else:
+            out.append(tau[..., -1:])
+        return out
+
+    def propagate(self, X: torch.Tensor, linear, layer_scale: torch.Tensor | None = None, *,
+                  scales: list[torch.Tensor] | None = None):
         """Run the network with the affine maps supplied by ``linear``.
 
         This is the network's structure, written once: :meth:`raw_outputs` supplies the
@@ -278,6 +310,9 @@ class BayesianCountMLP(PyroModule):
             weight rather than ``u`` spares a pass over the activations.
         layer_scale : Tensor, shape ``(*S, L + 1)``
             The scales ``tau`` (see :meth:`layer_scale_value`).
+        scales : list of Tensor, optional
+            :meth:`column_scales` of ``layer_scale``, computed beforehand (then
+            ``layer_scale`` is not needed).
 
         Returns
         -------
@@ -286,21 +321,19 @@ class BayesianCountMLP(PyroModule):
         raw : dict of str to Tensor
             The head's raw outputs, each of shape ``(*S, n)``.
         """
-        tau = layer_scale[..., None, :]  # (*S, 1, L + 1): broadcasts against a weight
+        if scales is None:
+            scales = self.column_scales(layer_scale)
         hidden, h = [], X
-        for i in range(len(self.hidden)):
-            h = self.act(linear(f"hidden.{i}", h, tau[..., i:i + 1]))
+        for i in range(len(scales) - 1):
+            h = self.act(linear(f"hidden.{i}", h, scales[i]))
             hidden.append(h)
-        if not hidden:  # the head reads the inputs: a softplus GLM
-            feats, scale = X, torch.ones_like(tau)
-        elif self.skip:  # tau_L scales the hidden columns, not the inputs
+        if not hidden:
+            feats = X
+        elif self.skip:
             feats = torch.cat([h, X.expand(*h.shape[:-1], X.shape[-1])], dim=-1)
-            scale = torch.cat([tau[..., -1:].expand(*tau.shape[:-1], h.shape[-1]),
-                               torch.ones_like(tau[..., :1]).expand(
-                                   *tau.shape[:-1], X.shape[-1])], dim=-1)
         else:
-            feats, scale = h, tau[..., -1:]
-        out = linear("head.proj", feats, scale)
+            feats = h
+        out = linear("head.proj", feats, scales[-1])
         return hidden, {name: out[..., j] for j, name in enumerate(self.raw_names)}
 
     def _affine(self, params: dict):

@@ -449,3 +449,48 @@ def test_one_pass_gradient_matches_finite_differences_for_fixed_draws(point):
             q.scale_raw.sub_(sign * h * direction[n_loc:])
     numeric = (values[0] - values[1]) / (2 * h)
     assert numeric == pytest.approx(float(grad @ direction), rel=1e-6)
+
+
+@pytest.mark.parametrize(("likelihood", "learn", "point"), [
+    ("poisson", False, True),             # points and Gaussians under Gaussian priors
+    ("negative_binomial", True, False),   # a learned layer scale: a Monte Carlo KL term
+])
+def test_svi_step_uses_the_gradient_of_the_one_pass_elbo(likelihood, learn, point):
+    # the step's graph-free gradient (leaf views, closed-form penalty added by hand) is
+    # the autograd gradient of negative_elbo for the same draws; the clip rescales it
+    from posheads.inference.bnn_elbo import MeanFieldSVI
+
+    _, q, data = _elbo_pair(likelihood, learn, point)
+    idx = data["subsample"]
+    batch = {k: v.index_select(0, idx) for k, v in data.items() if k != "subsample"}
+    start = [p.detach().clone() for p in (q.loc, q.scale_raw)]
+
+    def reference():
+        with torch.no_grad():
+            q.loc.copy_(start[0])
+            q.scale_raw.copy_(start[1])
+        q.zero_grad()
+        loss = q.negative_elbo(batch["X"], batch["y"], exposure=batch["exposure"],
+                               weights=batch["weights"], total_size=24,
+                               generator=torch.Generator().manual_seed(7))
+        loss.backward()
+        return float(loss.detach()), torch.cat([q.loc.grad, q.scale_raw.grad])
+
+    for clip in (None, 1e-3):
+        expected, grad = reference()
+        state = MeanFieldSVI(q, learning_rate=1e-3, clip_norm=clip, seed=7)
+        for _ in range(2):  # the second step reuses the buffers
+            with torch.no_grad():
+                q.loc.copy_(start[0])
+                q.scale_raw.copy_(start[1])
+            state.generator.manual_seed(7)
+            value = state.step(data, total_size=24)
+            used = torch.cat([q.loc.grad, q.scale_raw.grad])
+            assert value == pytest.approx(expected, rel=1e-12)
+            if clip is None:
+                torch.testing.assert_close(used, grad, rtol=1e-10, atol=1e-12)
+            else:  # the same direction, norm clip_norm
+                assert float(grad.norm()) > 100 * clip
+                torch.testing.assert_close(used, grad * (clip / float(grad.norm())),
+                                           rtol=1e-6, atol=0.0)
+        assert not torch.equal(q.loc.detach(), start[0])  # Adam moved the parameters
