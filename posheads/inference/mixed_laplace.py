@@ -11,14 +11,12 @@ derivatives in ``eta``), the Laplace approximation is
 
     log p(y | theta) ~ f(z_hat) - log det(H) / 2.
 
-:class:`EffectsStructure` holds how ``z`` reaches the rows. With one grouping factor
-``H`` is block-diagonal, one ``q x q`` block per level: it is assembled by ``index_add``
-and factorised by batched Cholesky (``O(n q^2 + G q^3)`` time, ``O(G q^2)`` memory).
-With several (crossed or nested) factors the blocks couple; ``H`` is then formed densely
-over all ``R = sum_k G_k q_k`` effects (``O(R^2)`` memory, at most ``dense_limit``
-effects) -- a sparse Cholesky is not done.
+:class:`~.mixed_structure.EffectsStructure` holds how ``z`` reaches the rows and factorises
+``H`` without forming it densely: batched ``q x q`` blocks for one grouping factor, a block
+elimination (Schur complement) of the largest factor for several.
 
-:func:`inner_mode` finds ``z_hat`` by damped Newton steps without autograd history.
+:func:`inner_mode` finds ``z_hat`` by damped Newton steps without autograd history, with
+the exact Hessian wherever it is definite (quadratic convergence).
 :func:`marginal_log_lik` is differentiable in ``theta``: from the detached mode it takes
 one Newton step with the graph attached, ``z1 = z_hat + H^{-1} g(theta, z_hat)``, whose
 derivative is the implicit-function-theorem derivative ``dz_hat/dtheta`` (``g = 0`` at
@@ -36,93 +34,9 @@ import math
 import numpy as np
 import torch
 
+from .mixed_structure import EffectsStructure
+
 __all__ = ["EffectsStructure", "inner_mode", "marginal_log_lik", "row_derivatives"]
-
-
-class EffectsStructure:
-    """How the flat effects ``z`` (shape ``(R,)``) reach the rows, and ``H``'s structure.
-
-    Parameters
-    ----------
-    effects : tuple of RandomEffect
-    dense_limit : int
-        Largest ``R`` for which several factors' joint ``H`` is formed densely.
-    """
-
-    def __init__(self, effects, dense_limit: int = 6000):
-        if not effects:
-            raise ValueError("a mixed model needs at least one grouping factor")
-        self.effects = tuple(effects)
-        sizes = [e.n_groups * e.q for e in self.effects]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
-        self.R = int(self.offsets[-1])
-        self.blocked = len(self.effects) == 1
-        if not self.blocked and self.R > dense_limit:
-            raise ValueError(
-                f"several grouping factors with {self.R} effects in all: the joint Hessian "
-                f"is formed densely, at most dense_limit={dense_limit} effects")
-        if not self.blocked:
-            # each row's positions in the flat z, one (n, q_k) index per factor
-            self.index = [self.offsets[k] + e.codes.unsqueeze(1) * e.q
-                          + torch.arange(e.q, device=e.codes.device)
-                          for k, e in enumerate(self.effects)]
-
-    def split(self, z: torch.Tensor) -> list:
-        """The flat ``z`` as one ``(G_k, q_k)`` tensor per factor."""
-        return [z[self.offsets[k]:self.offsets[k + 1]].reshape(e.n_groups, e.q)
-                for k, e in enumerate(self.effects)]
-
-    def rows(self, lams: list) -> list:
-        """``A_k = Z_k @ Lambda_k`` per factor, shapes ``(n, q_k)``."""
-        return [e.Z @ lam for e, lam in zip(self.effects, lams, strict=True)]
-
-    def eta(self, A: list, z: torch.Tensor) -> torch.Tensor:
-        """The effects' part of the linear predictor, shape ``(n,)``."""
-        return sum((a * zk[e.codes]).sum(-1)
-                   for a, e, zk in zip(A, self.effects, self.split(z), strict=True))
-
-    def gradient(self, A: list, d1: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``df/dz = A' d1 - z``, shape ``(R,)``."""
-        parts = [torch.zeros(e.n_groups, e.q, dtype=z.dtype, device=z.device)
-                 .index_add(0, e.codes, d1.unsqueeze(1) * a)
-                 for a, e in zip(A, self.effects, strict=True)]
-        return torch.cat([p.reshape(-1) for p in parts]) - z
-
-    def hessian(self, A: list, w: torch.Tensor) -> torch.Tensor:
-        """``H = I + A' diag(w) A``: ``(G, q, q)`` blocks for one factor, else ``(R, R)``."""
-        if self.blocked:
-            (a,), (e,) = A, self.effects
-            outer = (w.view(-1, 1, 1) * a.unsqueeze(2)) * a.unsqueeze(1)
-            H = torch.zeros(e.n_groups, e.q, e.q, dtype=a.dtype, device=a.device)
-            H = H.index_add(0, e.codes, outer)
-            return H + torch.eye(e.q, dtype=a.dtype, device=a.device)
-        H = torch.eye(self.R, dtype=w.dtype, device=w.device)
-        for ak, ik in zip(A, self.index, strict=True):
-            for al, il in zip(A, self.index, strict=True):
-                vals = (w.view(-1, 1, 1) * ak.unsqueeze(2)) * al.unsqueeze(1)
-                rows = ik.unsqueeze(2).expand_as(vals)
-                cols = il.unsqueeze(1).expand_as(vals)
-                H = H.index_put((rows.reshape(-1), cols.reshape(-1)), vals.reshape(-1),
-                                accumulate=True)
-        return H
-
-    def cholesky(self, H: torch.Tensor) -> torch.Tensor:
-        """Cholesky factor of ``H`` (blocks or dense); raises if ``H`` is not definite."""
-        L, info = torch.linalg.cholesky_ex(H)
-        if bool((info != 0).any()):
-            raise FloatingPointError("the Hessian of the random effects is not definite")
-        return L
-
-    def solve(self, H: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """``H^{-1} g``, shape ``(R,)``."""
-        L = self.cholesky(H)
-        if self.blocked:
-            return torch.cholesky_solve(g.view(L.shape[0], -1, 1), L).reshape(-1)
-        return torch.cholesky_solve(g.unsqueeze(1), L).squeeze(1)
-
-    def logdet(self, H: torch.Tensor) -> torch.Tensor:
-        """``log det H`` (0-d)."""
-        return 2.0 * self.cholesky(H).diagonal(dim1=-2, dim2=-1).log().sum()
 
 
 def row_derivatives(model, eta, params, data, *, graph: bool = False):
@@ -180,9 +94,11 @@ class _RowDerivatives:
 def inner_mode(model, theta, data, structure, z0=None, *, max_iter=100, tol=1e-10):
     """The mode ``z_hat`` of ``f(z)`` at fixed ``theta`` by damped Newton steps.
 
-    Where a row's curvature ``-d2l/deta2`` is negative (zero-inflated laws far from the
-    mode) it is floored at 0 for the step, so every step ascends; steps are halved until
-    ``f`` does not decrease.
+    Each step uses the exact Hessian ``H`` when it is definite (then ``H^{-1} g`` ascends
+    and the steps converge quadratically); where it is not (rows whose curvature
+    ``-d2l/deta2`` is negative far from the mode: a softplus-link NB row with ``y = 0`` and
+    a large ``eta``, zero-inflated laws) the negative curvatures are floored at 0 for that
+    step, so every step ascends. Steps are halved until ``f`` does not decrease.
 
     Returns
     -------
@@ -206,7 +122,13 @@ def inner_mode(model, theta, data, structure, z0=None, *, max_iter=100, tol=1e-1
         with torch.no_grad():
             d1, d2 = rows.derivatives(eta0 + structure.eta(A, z))
             g = structure.gradient(A, d1, z)
-            step = structure.solve(structure.hessian(A, (-d2).clamp(min=0.0)), g)
+            # the floored H is at least I, so the step would be no longer than |g|
+            if structure.R and float(g.norm()) < tol:
+                return z, math.isfinite(value)
+            try:
+                step = structure.solve(structure.hessian(A, -d2), g)
+            except FloatingPointError:  # not definite here: the floored curvature ascends
+                step = structure.solve(structure.hessian(A, (-d2).clamp(min=0.0)), g)
         t = 1.0
         while True:
             trial = z + t * step
@@ -243,11 +165,17 @@ def marginal_log_lik(model, theta, data, structure, z_hat, n_quadrature: int = 1
     params = model.unpack(theta, data)
     eta0 = model.fixed_eta(params, data)
     A = structure.rows(model.factors(params, data))
-    _, d1, d2 = row_derivatives(model, eta0 + structure.eta(A, z_hat), params, data,
-                                graph=True)
+    eta = eta0 + structure.eta(A, z_hat)
+    with torch.enable_grad():  # d1 keeps its history in theta; the curvature need not
+        graph = eta.requires_grad
+        eta = eta if graph else eta.detach().requires_grad_(True)
+        ell = model.row_log_lik(eta, params, data)
+        d1, = torch.autograd.grad(ell.sum(), eta, create_graph=graph)
     g = structure.gradient(A, d1, z_hat)
     # the exact Hessian at the mode (no floor): the implicit derivative needs it
-    H0 = structure.hessian(A, -d2).detach()
+    fixed = {k: v.detach() for k, v in params.items()}
+    _, d2 = _RowDerivatives(model, fixed, data).derivatives(eta.detach())
+    H0 = structure.hessian([a.detach() for a in A], -d2)
     z1 = z_hat + structure.solve(H0, g)  # = z_hat in value; carries dz_hat/dtheta
     ell, _, d2 = row_derivatives(model, eta0 + structure.eta(A, z1), params, data,
                                  graph=True)

@@ -3,17 +3,19 @@
 :func:`fit_mixed_ml` maximises the Laplace (or adaptive Gauss-Hermite) marginal
 log-likelihood of :mod:`.mixed_laplace` over the fixed parameters -- fixed effects, log
 standard deviations, unconstrained correlation factors, the family's shapes and parts --
-with scipy's L-BFGS-B; each evaluation solves for the mode of the effects (warm-started
-from the previous one) and differentiates through it. Log standard deviations are kept in
+with scipy's L-BFGS-B on an orthogonalised fixed-effects design (:class:`_Reparam`); each
+evaluation solves for the mode of the effects (warm-started from the previous one) and
+differentiates through it. Log standard deviations are kept in
 ``[log_sd_bounds]``: a variance component at the boundary (a true SD of 0) ends at the
 lower bound with a flat likelihood, and is reported in :attr:`MixedFit.singular`.
 
 The covariance of the estimates is the inverse of the numerical Hessian of the negated
-objective (central differences of its exact gradient).
+objective (forward differences of its exact gradient).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -148,15 +150,17 @@ class _Objective:
         return v, -grad.detach().cpu().numpy().astype(np.float64)
 
 
-def _numerical_cov(objective, theta, bounds):
+def _numerical_cov(objective, theta, grad):
+    """Inverse of the Hessian of the negated objective by forward differences of its exact
+    gradient from the estimate (``P`` evaluations; the step ``1e-5`` relative leaves a
+    truncation error of about ``1e-5`` relative, below what a standard error needs)."""
     P = len(theta)
     H = np.empty((P, P))
     for i in range(P):
-        h = 1e-4 * max(1.0, abs(theta[i]))
-        up, down = theta.copy(), theta.copy()
+        h = 1e-5 * max(1.0, abs(theta[i]))
+        up = theta.copy()
         up[i] += h
-        down[i] -= h
-        H[i] = (objective(up)[1] - objective(down)[1]) / (2 * h)
+        H[i] = (objective(up)[1] - grad) / h
     H = 0.5 * (H + H.T)
     try:
         return np.linalg.inv(H)
@@ -166,7 +170,7 @@ def _numerical_cov(objective, theta, bounds):
 
 def fit_mixed_ml(model, data, *, n_quadrature: int = 1, theta0=None, max_iter: int = 500,
                  tol: float = 1e-9, compute_cov: bool = True,
-                 log_sd_bounds=(-12.0, 8.0), dense_limit: int = 6000) -> MixedFit:
+                 log_sd_bounds=(-12.0, 8.0), dense_limit: int = 8000) -> MixedFit:
     """Fit a :class:`~posheads.models.mixed.SoftplusGLMM` by maximum marginal likelihood.
 
     Parameters
@@ -182,19 +186,64 @@ def fit_mixed_ml(model, data, *, n_quadrature: int = 1, theta0=None, max_iter: i
     max_iter, tol : int, float
         L-BFGS-B's iteration budget and its relative tolerance on the objective.
     compute_cov : bool
-        Compute the covariance of the estimates (``2 P`` extra evaluations).
+        Compute the covariance of the estimates (``P`` extra evaluations).
     log_sd_bounds : (float, float)
         Bounds of the log standard deviations.
     dense_limit : int
-        Largest number of effects for which several factors' joint Hessian is dense.
+        With several grouping factors, the largest number of effects of the factors other
+        than the largest one (their Schur complement is dense; see
+        :mod:`.mixed_structure`).
 
     Returns
     -------
     MixedFit
     """
-    with intra_op_threads(data.n * len(model.layout(data)), data.X.device):
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency
+
+    # numpy/scipy's BLAS only ever sees P-sized vectors here (L-BFGS-B, the P x P
+    # covariance): waking its threads costs more than the work (torch keeps its own pool)
+    with intra_op_threads(data.n * len(model.layout(data)), data.X.device), \
+            threadpool_limits(1, user_api="blas"):
         return _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov,
                          log_sd_bounds, dense_limit)
+
+
+class _Reparam:
+    """The fixed effects of an orthogonal design: ``X = Q T`` (thin QR, ``Q`` scaled by
+    ``sqrt(n)``), so the optimiser sees ``c = T b`` with ``X b = Q c``. Uncentred or
+    collinear covariates make the likelihood a long, narrow ridge in ``b`` on which L-BFGS
+    crawls; in ``c`` the fixed-effect block of the information is about ``I`` times the
+    rows' curvature. Rank-deficient ``X`` is left as it is."""
+
+    def __init__(self, model, data):
+        n, p = data.X.shape
+        self.p, self.T = p, None
+        self.data = data
+        if n <= p:
+            return
+        Q, T = torch.linalg.qr(data.X)
+        d = T.diagonal().abs()
+        if float(d.min()) <= 1e-10 * float(d.max()):
+            return
+        scale = math.sqrt(n)
+        self.T = (T / scale).detach().cpu().numpy().astype(np.float64)
+        self.data = dataclasses.replace(data, X=Q * scale)
+
+    def forward(self, theta: np.ndarray) -> np.ndarray:
+        """``b -> c`` in the flat vector (``coef`` is its first block)."""
+        if self.T is None:
+            return theta
+        out = theta.copy()
+        out[:self.p] = self.T @ theta[:self.p]
+        return out
+
+    def backward(self, theta: np.ndarray, cov=None):
+        """``c -> b``, and the covariance mapped with it."""
+        if self.T is None:
+            return theta, cov
+        M = np.eye(len(theta))
+        M[:self.p, :self.p] = np.linalg.inv(self.T)
+        return M @ theta, None if cov is None else M @ cov @ M.T
 
 
 def _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov, log_sd_bounds,
@@ -205,22 +254,27 @@ def _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov, log
     if n_quadrature > 1 and (len(data.effects) != 1 or data.effects[0].q != 1):
         raise ValueError("n_quadrature > 1 (adaptive Gauss-Hermite quadrature) needs a "
                          "single grouping factor with a random intercept only")
-    objective = _Objective(model, data, structure, int(n_quadrature))
     theta0 = start_theta(model, data) if theta0 is None else theta0
-    x0 = theta0.detach().cpu().numpy().astype(np.float64)
+    reparam = _Reparam(model, data)
+    original, data = data, reparam.data
+    objective = _Objective(model, data, structure, int(n_quadrature))
+    x0 = reparam.forward(theta0.detach().cpu().numpy().astype(np.float64))
     bounds = _bounds(model, data, log_sd_bounds)
     x0 = np.clip(x0, [b[0] if b[0] is not None else -np.inf for b in bounds],
                  [b[1] if b[1] is not None else np.inf for b in bounds])
     res = optimize.minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                            options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-7,
+                            options={"maxiter": max_iter, "ftol": tol, "gtol": 1e-5,
                                      "maxcor": 20})
     if not res.success:
         warnings.warn(f"the mixed-model fit did not converge: {res.message}",
                       ConvergenceWarning, stacklevel=2)
-    theta = res.x
-    objective(theta)  # leave the mode at the estimate
+    _, grad = objective(res.x)  # the gradient at the estimate; leaves the mode there
+    z = objective.z
+    cov = _numerical_cov(objective, res.x, grad) if compute_cov else None
+    z = z if z is not None else objective.mode(objective.tensor(res.x))
+    theta, cov = reparam.backward(res.x, cov)
+    data = original
     th = objective.tensor(theta)
-    z = objective.z if objective.z is not None else objective.mode(th)
     params_t = model.unpack(th, data)
     params = {k: v.detach().cpu().numpy() for k, v in params_t.items()}
     lams = model.factors(params_t, data)
@@ -237,9 +291,7 @@ def _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov, log
     singular = [e.name + f"[{t}]" for e in data.effects
                 for t, v in zip(e.terms, params[f"{e.name}_log_sd"], strict=True)
                 if v <= log_sd_bounds[0] + 1e-6 or math.exp(v) < SINGULAR_SD]
-    cov = _numerical_cov(objective, theta, bounds) if compute_cov else None
-    objective(theta)
     return MixedFit(theta=theta, params=params, cov=cov, log_lik=-float(res.fun),
-                    z=objective.z if objective.z is not None else z, modes=modes,
+                    z=z, modes=modes,
                     mode_cov=mode_cov, converged=bool(res.success), n_iter=int(res.nit),
                     singular=singular, n_quadrature=int(n_quadrature))
