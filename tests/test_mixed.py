@@ -297,3 +297,20 @@ def test_log_score_matches_scipy_for_seen_and_new_groups():
         assert m.log_score(x[i:i + 1], y[i:i + 1])[0] == pytest.approx(expected, abs=1e-9)
     with pytest.raises(ValueError, match="rows"):
         m.log_score(x, y[:-1], groups=g)
+
+
+def test_a_correlation_at_one_is_reported_as_a_singular_fit():
+    # Epilepsy: a random slope for the fourth period is not supported; the fit puts the
+    # slope's correlation with the intercept at -1 (the slope a multiple of the intercept)
+    # with an SD well away from 0 -- singular by the correlation rule, not the SD rule.
+    from posheads.datasets import load_epilepsy
+
+    frame = load_epilepsy(as_frame=True).frame
+    frame["lbase"] = np.log(frame["base"] / 4)
+    frame["treat"] = (frame["trt"] == "progabide").astype(float)
+    m = MixedCountRegressor("negative_binomial",
+                            formula="y ~ lbase * treat + V4 + (1 + V4 | subject)")
+    with pytest.warns(SingularFitWarning, match=r"subject\[V4\] is not identified"):
+        m.fit(frame)
+    assert abs(m.corr_["subject"][0, 1]) > 0.999
+    assert m.sd_["subject"][1] > 1e-3

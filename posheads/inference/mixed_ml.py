@@ -33,6 +33,9 @@ __all__ = ["MixedFit", "fit_mixed_ml", "start_theta"]
 #: A standard deviation below this (on the ``eta`` scale, relative to 1) counts as
 #: collapsed: lme4 uses the same 1e-4 for its ``isSingular`` check.
 SINGULAR_SD = 1e-4
+# A term's own share of its correlation factor, sqrt(1 - R^2) of its regression on the
+# earlier terms, below this (|correlation| above 0.999 for two terms): on the boundary.
+SINGULAR_L = math.sqrt(1.0 - 0.999**2)
 
 
 @dataclass
@@ -59,7 +62,11 @@ class MixedFit:
     converged : bool
     n_iter : int
     singular : list of str
-        The variance components that collapsed to 0.
+        The random terms whose share of the covariance factor collapsed to 0 (lme4's
+        rule): an SD, or a diagonal entry of ``Lambda_k = diag(sd_k) L_k``, below
+        ``SINGULAR_SD`` -- a variance at 0 -- or a diagonal entry of ``L_k`` below
+        ``SINGULAR_L`` -- a correlation at +-1 (|r| > 0.999 for two terms: the term is
+        then a multiple of the others).
     n_quadrature : int
     """
 
@@ -288,9 +295,11 @@ def _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov, log
         Hinv = torch.linalg.inv(structure.hessian(A, -d2))
         lam = lams[0]
         mode_cov = [(lam @ Hinv @ lam.T).detach().cpu().numpy()]
-    singular = [e.name + f"[{t}]" for e in data.effects
-                for t, v in zip(e.terms, params[f"{e.name}_log_sd"], strict=True)
-                if v <= log_sd_bounds[0] + 1e-6 or math.exp(v) < SINGULAR_SD]
+    singular = [e.name + f"[{t}]" for e, lam in zip(data.effects, lams, strict=True)
+                for t, v, d in zip(e.terms, params[f"{e.name}_log_sd"],
+                                   lam.diagonal().detach().cpu().tolist(), strict=True)
+                if v <= log_sd_bounds[0] + 1e-6 or math.exp(v) < SINGULAR_SD
+                or abs(d) < SINGULAR_SD or abs(d) < SINGULAR_L * math.exp(v)]
     return MixedFit(theta=theta, params=params, cov=cov, log_lik=-float(res.fun),
                     z=z, modes=modes,
                     mode_cov=mode_cov, converged=bool(res.success), n_iter=int(res.nit),
