@@ -2,7 +2,11 @@
 
 :class:`MixedCountRegressor` fits a :class:`~posheads.models.mixed.SoftplusGLMM` of any
 family by maximum marginal likelihood (Laplace, or adaptive Gauss-Hermite quadrature with
-``n_quadrature > 1`` for one random intercept; :mod:`posheads.inference.mixed_ml`).
+``n_quadrature > 1`` for one random intercept; :mod:`posheads.inference.mixed_ml`), or with
+a Bayesian engine, ``inference="nuts" | "svi" | "laplace"`` (:mod:`.mixed_bayes`).
+Predictive draws and intervals carry the group-level uncertainty (:mod:`.mixed_predict`);
+``summary()`` (:mod:`.mixed_summary`) adds the intraclass variation on the count scale
+(:mod:`.mixed_icc`).
 
 The grouping is given either as ``groups=`` in :meth:`~MixedCountRegressor.fit` (a frame,
 dict of arrays or a 1-d array) with ``random_effects={"patient": ["1"], "site": ["1",
@@ -27,13 +31,18 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
-from posheads import families, ops
+from posheads import families
+from posheads.inference.mixed_laplace import row_derivatives
 from posheads.inference.mixed_ml import fit_mixed_ml
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
+
+from .mixed_bayes import ENGINES, BayesianMixedMixin
+from .mixed_icc import MAX_ROWS
+from .mixed_predict import MixedPredictiveMixin
+from .mixed_summary import MixedSummaryMixin
 
 __all__ = ["MixedCountRegressor", "SingularFitWarning"]
 
@@ -81,8 +90,10 @@ def _labels(frame, name):
     return frame[cols].astype(str).agg(":".join, axis=1).to_numpy()
 
 
-class MixedCountRegressor(RegressorMixin, BaseEstimator):
-    """Softplus-link GLMM of any count family, fitted by maximum marginal likelihood.
+class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummaryMixin,
+                          RegressorMixin, BaseEstimator):
+    """Softplus-link GLMM of any count family, by maximum marginal likelihood or a
+    Bayesian engine.
 
     Parameters
     ----------
@@ -102,6 +113,22 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
         The softplus link.
     max_iter, tol : int, float
         The outer L-BFGS-B budget and tolerance.
+    inference : {"ml", "nuts", "svi", "laplace"}, default="ml"
+        ``"ml"``: maximum marginal likelihood (Laplace / adaptive Gauss-Hermite). The
+        engines ``"nuts"`` and ``"svi"`` fit the same model with the priors of
+        :class:`~posheads.models.mixed.SoftplusGLMM` (non-centred effects): NUTS in the
+        Laplace metric, SVI with a mean-field normal guide. ``"laplace"`` draws from the
+        Laplace approximation of the marginal posterior at the ML fit (flat priors): the
+        fixed parameters from ``N(theta_hat, fit_.cov)``, each level's effect from its
+        conditional normal.
+    num_samples, num_warmup, num_chains : int
+        Posterior draws (all Bayesian engines), NUTS warm-up and chains.
+    num_steps : int
+        SVI steps.
+    random_state : int or None, default=None
+        Seeds the Bayesian engines and the predictive draws.
+    verbose : int, default=0
+        Progress bars of NUTS and SVI when > 0.
 
     Attributes
     ----------
@@ -114,10 +141,21 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
     corr_ : dict of str to ndarray
         Correlation matrix of each factor's random terms.
     random_effects_ : dict of str to DataFrame
-        Conditional modes of the effects, one row per level.
+        Conditional modes of the effects, one row per level (Bayesian engines: their
+        posterior means).
+    conditional_cov_ : dict of str to ndarray, shapes ``(G, q, q)``
+        ML only: the conditional covariance of each level's effect (with several
+        factors, each factor's block given the others at their modes).
     loglik_ : float
+        The maximised marginal log-likelihood (NaN for a Bayesian engine).
     fit_ : MixedFit
-        The engine's result (covariance, modes, convergence).
+        ML only: the engine's result (covariance, modes, convergence).
+    posterior_ : Posterior
+        Bayesian engines only: the draws (sites ``coef``, ``{k}_sd``, ``{k}_corr_chol``,
+        ``{k}_z`` -- the non-centred effects -- and the family's).
+    diagnostics_ : FitDiagnostics
+        Bayesian engines only: divergences, R-hat, ESS (each shortfall is warned as a
+        :class:`~posheads.inference.checks.SamplerWarning`).
 
     Examples
     --------
@@ -132,7 +170,8 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, family="poisson", *, random_effects=None, formula=None,
                  n_quadrature=1, fit_intercept=True, beta=1.0, threshold=20.0,
-                 max_iter=500, tol=1e-9):
+                 max_iter=500, tol=1e-9, inference="ml", num_samples=1000, num_warmup=500,
+                 num_chains=1, num_steps=2000, random_state=None, verbose=0):
         self.family = family
         self.random_effects = random_effects
         self.formula = formula
@@ -142,6 +181,17 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
         self.threshold = threshold
         self.max_iter = max_iter
         self.tol = tol
+        self.inference = inference
+        self.num_samples = num_samples
+        self.num_warmup = num_warmup
+        self.num_chains = num_chains
+        self.num_steps = num_steps
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # the grouping helpers, for the mixins
+    _grouping = staticmethod(_grouping_frame)
+    _labels_of = staticmethod(_labels)
 
     # ------------------------------------------------------------ design
     def _fixed_design(self, X, fitting):
@@ -222,7 +272,7 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------ fit
     def fit(self, X, y=None, groups=None, exposure=None):
-        """Fit by maximum marginal likelihood.
+        """Fit by maximum marginal likelihood or the Bayesian engine ``inference`` names.
 
         Parameters
         ----------
@@ -232,6 +282,8 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
         exposure : array-like, shape ``(n,)``, optional
         """
         fam = families.get_family(self.family)
+        if self.inference not in ENGINES:
+            raise ValueError(f"inference must be one of {ENGINES}, got {self.inference!r}")
         if self.formula is not None:
             spec = self._parse_formula()
             if not isinstance(X, pd.DataFrame):
@@ -272,10 +324,40 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
         data = MixedData(torch.from_numpy(Xf), tuple(effects),
                          torch.from_numpy(y), exposure=t)
         self.model_ = SoftplusGLMM(fam, beta=self.beta, threshold=self.threshold)
+        rows = np.unique(np.linspace(0, data.n - 1, min(data.n, MAX_ROWS)).round()
+                         .astype(np.int64))
+        self._icc_data = (Xf[rows], [e.Z.numpy()[rows] for e in effects],
+                          None if t is None else t.numpy()[rows])
+        if self.inference in ("nuts", "svi"):
+            self._fit_bayes(data)
+            return self
         self.fit_ = fit_mixed_ml(self.model_, data, n_quadrature=self.n_quadrature,
                                  max_iter=self.max_iter, tol=self.tol)
         self._set_fitted(data)
+        self.conditional_cov_ = self._conditional_cov(data)
+        if self.inference == "laplace":
+            self._fit_bayes(data)
         return self
+
+    def _conditional_cov(self, data) -> dict:
+        """``Lambda H_g^{-1} Lambda'`` of each level: the engine's with one factor; with
+        several, each factor's block of ``H`` given the others at their modes."""
+        if self.fit_.mode_cov is not None:
+            return {data.effects[0].name: self.fit_.mode_cov[0]}
+        params = {k: torch.as_tensor(v) for k, v in self.fit_.params.items()}
+        lams = self.model_.factors(params, data)
+        eta = self.model_.fixed_eta(params, data)
+        for e, u in zip(data.effects, self.fit_.modes, strict=True):
+            eta = eta + (e.Z * torch.as_tensor(u)[e.codes]).sum(-1)
+        _, _, d2 = row_derivatives(self.model_, eta, params, data)
+        W = (-d2).clamp_min(0)  # the curvature floored at 0, as the inner Newton solve
+        out = {}
+        for e, lam in zip(data.effects, lams, strict=True):
+            A = e.Z @ lam  # (n, q): d eta / d v
+            H = torch.eye(e.q, dtype=A.dtype).repeat(e.n_groups, 1, 1).index_add(
+                0, e.codes, W[:, None, None] * A[:, :, None] * A[:, None, :])
+            out[e.name] = (lam @ torch.linalg.inv(H) @ lam.T).numpy()
+        return out
 
     def _set_fitted(self, data):
         fit = self.fit_
@@ -293,19 +375,26 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
             self.random_effects_[e.name] = pd.DataFrame(u, index=self.levels_[e.name],
                                                         columns=list(e.terms))
         if fit.singular:
-            warnings.warn(f"singular fit: the variance of {', '.join(fit.singular)} "
-                          "collapsed to 0", SingularFitWarning, stacklevel=3)
+            warnings.warn(f"singular fit: {', '.join(fit.singular)} is not identified (its "
+                          "variance is 0 or its correlation with another term is +-1); "
+                          "drop the term", SingularFitWarning, stacklevel=3)
 
     # ------------------------------------------------------------ criteria
     def aic(self) -> float:
-        """Akaike's criterion ``-2 loglik + 2 k`` (``k`` fixed parameters)."""
-        check_is_fitted(self, "fit_")
+        """Akaike's criterion ``-2 loglik + 2 k`` (``k`` fixed parameters; ML only)."""
+        self._check_ml("aic")
         return -2.0 * self.loglik_ + 2.0 * len(self.fit_.theta)
 
     def bic(self) -> float:
-        """Schwarz's criterion ``-2 loglik + k log(n)``."""
-        check_is_fitted(self, "fit_")
+        """Schwarz's criterion ``-2 loglik + k log(n)`` (ML only)."""
+        self._check_ml("bic")
         return -2.0 * self.loglik_ + math.log(self.n_obs_) * len(self.fit_.theta)
+
+    def _check_ml(self, what):
+        check_is_fitted(self, "levels_")
+        if self.inference != "ml":
+            raise ValueError(f"{what} needs a maximum-likelihood fit (inference='ml'), "
+                             f"this one is {self.inference!r}")
 
     # ------------------------------------------------------------ prediction
     def _eta_and_var(self, X, groups):
@@ -361,7 +450,13 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
         Returns
         -------
         ndarray, shape ``(n,)``
+
+        With a Bayesian engine the expectation is also averaged over (at most 400)
+        posterior draws, each with its own effects and ``Sigma``.
         """
+        check_is_fitted(self, "levels_")
+        if self.inference != "ml":
+            return self._bayes_average(X, groups, exposure, n_nodes)
         law, w = self._node_distribution(X, groups, exposure, n_nodes)
         return (w[:, None] * law.mean.numpy()).sum(0)
 
@@ -383,81 +478,16 @@ class MixedCountRegressor(RegressorMixin, BaseEstimator):
         -------
         ndarray, shape ``(n,)``
         """
-        law, w = self._node_distribution(X, groups, exposure, n_nodes)
+        check_is_fitted(self, "levels_")
         y = np.asarray(y, dtype=np.float64).ravel()
+        families.get_family(self.family).check_target(y)
+        if self.inference != "ml":
+            n = len(self._fixed_design(X, False)[0])
+            if len(y) != n:
+                raise ValueError(f"y has {len(y)} rows but X has {n}")
+            return self._bayes_average(X, groups, exposure, n_nodes, y=y)
+        law, w = self._node_distribution(X, groups, exposure, n_nodes)
         if len(y) != law.batch_shape[-1]:
             raise ValueError(f"y has {len(y)} rows but X has {law.batch_shape[-1]}")
-        families.get_family(self.family).check_target(y)
         log_p = law.log_prob(torch.from_numpy(y)).numpy()
         return np.logaddexp.reduce(log_p + np.log(w)[:, None], axis=0)
-
-    # ------------------------------------------------------------ summary
-    def summary(self, coverage=0.95) -> pd.DataFrame:
-        """Fixed effects, shapes and variance components with standard errors and Wald
-        intervals (SDs on the log scale, correlations on Fisher's z scale).
-
-        Returns
-        -------
-        DataFrame indexed by ``(kind, name)`` with ``estimate, std_error, lower, upper``.
-        """
-        check_is_fitted(self, "fit_")
-        fit, zq = self.fit_, stats.norm.ppf(0.5 + coverage / 2)
-        cov = fit.cov if fit.cov is not None else np.full((len(fit.theta),) * 2, np.nan)
-        se = np.sqrt(np.clip(np.diag(cov), 0, None))
-        rows, i = [], 0
-        for name, block in self.model_.unpack(torch.as_tensor(fit.theta),
-                                              self._layout_data()).items():
-            size = block.numel()
-            vals, s = fit.theta[i:i + size], se[i:i + size]
-            if name == "coef":
-                for f, v, e in zip(self.feature_names_, vals, s, strict=True):
-                    rows.append(("fixed", f, v, e, v - zq * e, v + zq * e))
-            elif name.endswith("_log_sd"):
-                factor = name[:-len("_log_sd")]
-                for t, v, e in zip(self.random_terms_[factor], vals, s, strict=True):
-                    rows.append(("sd", f"{factor}: {t}", math.exp(v), math.exp(v) * e,
-                                 math.exp(v - zq * e), math.exp(v + zq * e)))
-            elif name.endswith("_corr"):
-                rows += self._corr_rows(name[:-len("_corr")], i, size, cov, zq)
-            elif name in self.model_.family.shape_names:
-                # a shape is held as softplus^-1: report it on its own scale (delta method;
-                # the interval's ends mapped through the increasing softplus)
-                v, e = float(vals[0]), float(s[0])
-                sp = [float(ops.softplus(torch.tensor(a))) for a in (v, v - zq * e, v + zq * e)]
-                rows.append(("family", name, sp[0], e / (1.0 + math.exp(-v)), sp[1], sp[2]))
-            else:  # a zero part's intercept, a logit
-                rows.append(("family", f"{name} (logit)", vals[0], s[0], vals[0] - zq * s[0],
-                             vals[0] + zq * s[0]))
-            i += size
-        out = pd.DataFrame(rows, columns=["kind", "name", "estimate", "std_error",
-                                          "lower", "upper"])
-        return out.set_index(["kind", "name"])
-
-    def _layout_data(self):
-        X = torch.zeros(1, len(self.fit_.params["coef"]), dtype=torch.float64)
-        effects = tuple(RandomEffect(k, tuple(v), torch.zeros(1, len(v)),
-                                     torch.zeros(1, dtype=torch.int64), 1)
-                        for k, v in self.random_terms_.items())
-        return MixedData(X, effects)
-
-    def _corr_rows(self, factor, start, size, cov, zq):
-        from posheads.models.mixed import correlation_cholesky
-
-        terms = self.random_terms_[factor]
-        q = len(terms)
-        raw = torch.as_tensor(self.fit_.theta[start:start + size])
-
-        def fisher_z(r):
-            L = correlation_cholesky(r, q)
-            C = L @ L.T
-            i, j = torch.tril_indices(q, q, offset=-1)
-            return torch.atanh(C[i, j].clamp(-1 + 1e-15, 1 - 1e-15))
-
-        J = torch.autograd.functional.jacobian(fisher_z, raw).reshape(-1, size).numpy()
-        zval = fisher_z(raw).numpy()
-        zse = np.sqrt(np.clip(np.diag(J @ cov[start:start + size, start:start + size] @ J.T),
-                              0, None))
-        i, j = np.tril_indices(q, -1)
-        return [("corr", f"{factor}: {terms[b]}, {terms[a]}", math.tanh(v),
-                 (1 - math.tanh(v) ** 2) * e, math.tanh(v - zq * e), math.tanh(v + zq * e))
-                for a, b, v, e in zip(i, j, zval, zse, strict=True)]

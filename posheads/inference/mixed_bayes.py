@@ -1,0 +1,233 @@
+"""The Bayesian face of a softplus GLMM for the engines: :class:`GLMMTarget` and
+:class:`BayesianGLMM`.
+
+:class:`~posheads.models.mixed.SoftplusGLMM` is a plain Pyro model, so every engine could
+fit it through Pyro's trace-based potential; that costs a trace per evaluation, far more
+than the arithmetic of the model. :class:`GLMMTarget` is the same posterior written as
+one torch function of a flat vector (the same sites, priors, constraining maps and
+non-centred effects as the Pyro model), which NUTS and the Laplace engine differentiate
+by autograd. :class:`BayesianGLMM` implements the engines'
+:class:`~posheads.models.protocol.PosteriorModel` protocol around a ``SoftplusGLMM``: the
+target above for NUTS and Laplace, the Pyro model itself for SVI's guide, and vectorised
+draws of means, counts and pointwise log-likelihoods for
+:class:`~posheads.posterior.Posterior`.
+
+Sites (constrained values, in packing order): ``"coef"`` ``(p,)``, each part's
+``"{part}_intercept"`` ``()``, each shape ``()``, and per factor ``k``: ``"{k}_sd"``
+``(q,)``, ``"{k}_corr_chol"`` ``(q, q)`` when ``q > 1``, ``"{k}_z"`` ``(G, q)``.
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from torch.distributions import biject_to
+
+from posheads import ops
+from posheads.models.mixed import MixedData
+from posheads.models.target import Target
+
+__all__ = ["BayesianGLMM", "GLMMTarget", "draw_eta", "draw_factors", "draw_params"]
+
+
+def draw_factors(values: dict, data: MixedData) -> list:
+    """``Lambda_k = diag(sd_k) L_k`` of each factor for each draw, shapes ``(S, q, q)``.
+
+    Parameters
+    ----------
+    values : dict of str to Tensor
+        Site values with a leading draw dimension ``S``.
+    data : MixedData
+    """
+    out = []
+    for e in data.effects:
+        sd = values[f"{e.name}_sd"]
+        if e.q > 1:
+            out.append(sd.unsqueeze(-1) * values[f"{e.name}_corr_chol"])
+        else:
+            out.append(torch.diag_embed(sd))
+    return out
+
+
+def draw_params(model, values: dict) -> dict:
+    """The model's flat-layout parameters of :meth:`SoftplusGLMM.distribution` for each
+    draw: shapes before softplus and parts' intercepts, shaped ``(S, 1)`` to broadcast
+    over rows."""
+    params = {}
+    for p in model.family.parts:
+        params[f"{p.name}_intercept"] = values[f"{p.name}_intercept"].unsqueeze(-1)
+    for s in model.family.shapes:
+        params[s.name] = ops.softplus_inverse(values[s.name]).unsqueeze(-1)
+    return params
+
+
+def draw_eta(values: dict, data: MixedData) -> torch.Tensor:
+    """The linear predictor of every row for each draw, shape ``(S, n)``."""
+    eta = values["coef"] @ data.X.T
+    if data.offset is not None:
+        eta = eta + data.offset
+    for e, lam in zip(data.effects, draw_factors(values, data), strict=True):
+        u = values[f"{e.name}_z"] @ lam.transpose(-1, -2)  # (S, G, q)
+        eta = eta + (e.Z * u[..., e.codes, :]).sum(-1)
+    return eta
+
+
+class GLMMTarget(Target):
+    """The posterior of a :class:`SoftplusGLMM` given :class:`MixedData` on a flat vector.
+
+    Parameters
+    ----------
+    model : SoftplusGLMM
+    data : MixedData
+        With targets ``y``.
+    """
+
+    def __init__(self, model, data: MixedData):
+        if data.y is None:
+            raise ValueError("the data hold no targets y to condition on")
+        model.family.check_target(data.y.detach().cpu().numpy(), proper=True)
+        self.model, self.data = model, data
+        like = data.X.new_zeros(())
+        fam = model.family
+        # (name, prior, constrained shape); the priors are the Pyro model's own
+        sites = [("coef", torch.distributions.Normal(like, model.coef_scale),
+                  (data.X.shape[1],))]
+        sites += [(f"{p.name}_intercept", torch.distributions.Normal(like, 2.0), ())
+                  for p in fam.parts]
+        sites += [(s.name, s.prior(like), ()) for s in fam.shapes]
+        for e in data.effects:
+            sites.append((f"{e.name}_sd", torch.distributions.HalfNormal(
+                like + model.sd_scale), (e.q,)))
+            if e.q > 1:
+                lkj = torch.distributions.LKJCholesky(e.q, like + model.lkj_concentration)
+                sites.append((f"{e.name}_corr_chol", lkj, (e.q, e.q)))
+            sites.append((f"{e.name}_z", torch.distributions.Normal(like, 1.0),
+                          (e.n_groups, e.q)))
+        self._sites = []
+        for name, prior, shape in sites:
+            transform = biject_to(prior.support)
+            free = transform.inverse_shape(torch.Size(shape))
+            prior._validate_args = False  # values come from the support's bijection
+            self._sites.append((name, prior, transform, torch.Size(shape), free))
+        self.layout = [(name, shape) for name, _, _, shape, _ in self._sites]
+        self._sizes = [free.numel() for *_, free in self._sites]
+        self.num_obs = float(data.n)
+        self.work_size = int(data.X.numel() + sum(e.Z.numel() for e in data.effects))
+
+    @property
+    def dim(self) -> int:
+        return sum(self._sizes)
+
+    def init(self):
+        """Prior medians: coefficients and effects at 0, SDs at ``sd_scale * 0.67``."""
+        values = {}
+        for name, prior, _, shape, _ in self._sites:
+            if name.endswith("_corr_chol"):
+                values[name] = torch.eye(shape[0], dtype=self.data.X.dtype)
+            elif isinstance(prior, torch.distributions.Normal):
+                values[name] = torch.zeros(shape, dtype=self.data.X.dtype)
+            else:  # a positive scale: its prior median (HalfNormal: 0.674 sd)
+                values[name] = torch.full(shape, float(prior.icdf(prior.mean.new_tensor(
+                    0.5))), dtype=self.data.X.dtype)
+        return self.pack(values)
+
+    def _split(self, theta):
+        lead = theta.shape[:-1]
+        parts = torch.split(theta, self._sizes, dim=-1)
+        return [(site, p.reshape(lead + site[4])) for site, p in zip(self._sites, parts,
+                                                                     strict=True)]
+
+    def unpack(self, theta):
+        return {site[0]: site[2](raw) for site, raw in self._split(theta)}
+
+    def pack(self, values):
+        lead = None
+        out = []
+        for name, _, transform, shape, _ in self._sites:
+            raw = transform.inv(torch.as_tensor(values[name]))
+            lead = raw.shape[:raw.dim() - len(transform.inverse_shape(shape))] if lead is None \
+                else lead
+            out.append(raw.reshape(*lead, -1))
+        return torch.cat(out, dim=-1)
+
+    def _constrain(self, theta, jacobian):
+        values, log_prior = {}, theta.new_zeros(())
+        for (name, prior, transform, _, _), raw in self._split(theta):
+            v = transform(raw)
+            values[name] = v
+            log_prior = log_prior + prior.log_prob(v).sum()
+            if jacobian:
+                log_prior = log_prior + transform.log_abs_det_jacobian(raw, v).sum()
+        return values, log_prior
+
+    def _log_lik(self, values):
+        one = {k: v.unsqueeze(0) for k, v in values.items()}
+        eta = draw_eta(one, self.data)[0]
+        params = {k: v[0] for k, v in draw_params(self.model, one).items()}
+        # the targets were checked once, when the target was made: not at every step
+        with pyro.validation_enabled(False):
+            return self.model.row_log_lik(eta, params, self.data).sum()
+
+    def log_likelihood(self, theta):
+        values, _ = self._constrain(theta, False)
+        return self._log_lik(values)
+
+    def log_joint(self, theta, jacobian=True):
+        values, log_prior = self._constrain(theta, jacobian)
+        return log_prior + self._log_lik(values)
+
+
+class BayesianGLMM:
+    """A :class:`SoftplusGLMM` as the engines' :class:`PosteriorModel`; ``data`` is a
+    :class:`MixedData`.
+
+    Calling it runs the Pyro model (for SVI); :meth:`target` is :class:`GLMMTarget`.
+
+    Parameters
+    ----------
+    glmm : SoftplusGLMM
+    """
+
+    def __init__(self, glmm):
+        self.glmm = glmm
+
+    def __repr__(self) -> str:
+        return f"BayesianGLMM({self.glmm!r})"
+
+    def __call__(self, *args, **kwargs):
+        return self.glmm(*args, **kwargs)
+
+    def target(self, data, *, validate=True, seed=None):
+        del validate, seed
+        return GLMMTarget(self.glmm, data)
+
+    def model_kwargs(self, data):
+        return data.kwargs()
+
+    def prediction_data(self, X, exposure=None, X_zero=None):
+        if not isinstance(X, MixedData) or exposure is not None or X_zero is not None:
+            raise ValueError("a GLMM predicts from a MixedData (the estimator builds it)")
+        return X
+
+    def _law(self, draws, data):
+        eta = draw_eta(draws, data)
+        return self.glmm.distribution(eta, draw_params(self.glmm, draws), data)
+
+    def draw_means(self, draws, data):
+        return self._law(draws, data).mean
+
+    def draw_predictive(self, draws, data, generator):
+        seed = int(torch.randint(2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._law(draws, data).sample()
+
+    def draw_log_likelihood(self, draws, data):
+        return self._law(draws, data).log_prob(data.y)
+
+    def observed(self, data):
+        return data.y
+
+    def with_totals(self, totals):
+        del totals
+        return self
