@@ -10,8 +10,10 @@ is called through ``SoftplusGLM(coef_scale=1.0, intercept_scale=5.0, intercept_l
 not the estimator, whose ``alpha`` prior has precision ``alpha * n``). X is standardised.
 Each sampler runs 500 warm-up iterations and 1,000 draws per chain, with 1 chain or 4
 chains run one after the other, at its own defaults otherwise: posheads' Laplace-whitened
-NUTS; Pyro's NUTS with ``jit_compile=True`` (faster than its default ``False``); NumPyro's
-NUTS (float32, JAX's default); PyMC's NUTS (``cores=1``, so its chains are sequential too).
+NUTS (``data_precision="auto"``: float32 passes over the rows of the 100,000-row set,
+float64 everywhere else); Pyro's NUTS with ``jit_compile=True`` (faster than its default
+``False``); NumPyro's NUTS (float32, JAX's default); PyMC's NUTS (``cores=1``, so its
+chains are sequential too).
 
 Each (data set, sampler, chains) runs in a fresh process with one thread
 (``OMP_NUM_THREADS=1``, torch's and XLA's thread counts set to 1), timed from after the
@@ -31,6 +33,7 @@ Usage::
 
     python benchmarks/bench_nuts.py [--datasets a,b] [--samplers a,b] [--chains 1 4]
         [--seed S] [--jobs J] [--skip sampler:dataset:chains,...] [--out results.json]
+    python benchmarks/bench_nuts.py --tables a.json b.json   # one table from saved runs
 """
 
 from __future__ import annotations
@@ -333,7 +336,16 @@ def main(argv=None) -> None:
                         help="runs to leave out, as sampler:dataset:chains, comma-separated")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--out", default=None, help="write the records as JSON here")
+    parser.add_argument("--tables", nargs="+", default=None, metavar="JSON",
+                        help="print one table from the records of earlier --out files")
     args = parser.parse_args(argv)
+    if args.tables:
+        records = [r for path in args.tables for r in json.load(open(path))]
+        order = {name: i for i, name in enumerate(DATASETS)}
+        records.sort(key=lambda r: (r["chains"], order.get(r["dataset"], 99),
+                                    SAMPLERS.index(r["sampler"])))
+        print(table(records))
+        return
     if args.worker:
         sampler, dataset, chains, seed = args.worker
         print(json.dumps(worker(sampler, dataset, int(chains), int(seed))))

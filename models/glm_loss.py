@@ -306,8 +306,9 @@ class GLMLoss:
         D = self.Z if sub is None else sub[2]
         return D, self.slices.get(f"{key}_intercept"), self.slices[f"{key}_coef"]
 
-    def _augment(self):
-        """``[1, X]`` for a small dense design with an intercept, by predictor.
+    def _augment(self, force=False):
+        """``[1, X]`` for a small dense design with an intercept (any size with
+        ``force``), by predictor.
 
         The intercept is then one more coefficient (its slice is next to the
         coefficients'), so a Newton step runs fewer, and equally tiny, kernels.
@@ -319,7 +320,7 @@ class GLMLoss:
             if D is None or D.sparse or s_int not in sl:
                 continue
             n, p = D.shape
-            if n * (p + 1) >= _AUGMENT_ENTRIES:
+            if n * (p + 1) >= _AUGMENT_ENTRIES and not force:
                 continue
             if key != "eta" and D is self.X and "eta" in out:
                 A = out["eta"][0]
@@ -423,6 +424,27 @@ class GLMLoss:
         U = torch.as_tensor(f + self._offset, dtype=self.dtype, device=self.device)
         return U, self.gradient(theta, P) / self.scale
 
+    def in_dtype(self, dtype: torch.dtype) -> GLMLoss:
+        """This objective, unnormalized, on a copy of its data in ``dtype``.
+
+        For a sampler that evaluates the potential thousands of times on a large dense
+        design: in float32 a pass over the rows costs about half as much. The copy of the
+        design is ``[1, X]`` stored column by column (``X.T`` contiguous, the intercept
+        as its first row), so ``eta = [1, X] @ theta`` and ``X.T @ a`` each read it once,
+        in order. Priors and start are this objective's. ``self`` when nothing would
+        change (same dtype) or the design is sparse.
+        """
+        d = self.data
+        if dtype == self.dtype or self.X.sparse or (self.Z is not None and self.Z.sparse):
+            return self
+        data = type(d)(X=d.X.to(dtype), y=d.y, exposure=d.exposure, weights=d.weights,
+                       X_zero=None if d.X_zero is None else d.X_zero.to(dtype),
+                       offset=d.offset)
+        out = GLMLoss(self.model, data, jacobian=self.jacobian, normalize=False,
+                      validate=False)
+        out.augmented = out._augment(force=True)
+        return out
+
 
 class OffsetRows:
     """A family's row terms with a known offset added to the count predictor ``eta``.
@@ -463,10 +485,13 @@ class OffsetRows:
 def _prior_in_r(prior, r, order):
     """``log p(r)`` and its first two derivatives in ``r``."""
     zero = torch.zeros_like(r)
-    if isinstance(prior, SoftplusInverseGamma):  # log p = c - (a + 1) log r - b / r
-        a, b = prior.concentration, prior.rate
-        return (prior.log_prob(r), -(a + 1.0) / r + b / r**2,
-                (a + 1.0) / r**2 - 2.0 * b / r**3)
+    if isinstance(prior, SoftplusInverseGamma) and prior.concentration.numel() == 1:
+        # log p = a log b - lgamma(a) - (a + 1) log r - b / r, in Python floats: a 0-d
+        # log_prob through torch.distributions costs more than a small model's rows
+        a, b, x = float(prior.concentration), float(prior.rate), float(r)
+        lp = a * math.log(b) - math.lgamma(a) - (a + 1.0) * math.log(x) - b / x
+        return (r.new_tensor(lp), r.new_tensor(-(a + 1.0) / x + b / x**2),
+                r.new_tensor((a + 1.0) / x**2 - 2.0 * b / x**3))
     with torch.enable_grad():
         r = r.clone().requires_grad_()
         lp = prior.log_prob(r)

@@ -37,9 +37,14 @@ from .map import find_mode
 from .nuts_sampler import sample_chain
 from .whitening import Whitening, covariance_from_hessian, whitened_potential
 
-__all__ = ["NUTS", "fit_nuts", "laplace_metric", "whitened_evaluate"]
+__all__ = ["NUTS", "fit_nuts", "laplace_metric", "single_precision_potential",
+           "whitened_evaluate"]
 
 _INITS = ("map", "uniform", "median")
+_PRECISIONS = ("auto", "double", "single")
+# Designs with at least this many entries get the float32 data pass under "auto": below
+# it a potential's cost is mostly fixed per call and float32 saves little.
+_SINGLE_ENTRIES = 2**19
 
 
 def laplace_metric(target) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,6 +124,14 @@ class NUTS:
     adapt_mass_matrix : bool, optional
         Also adapt Pyro's mass matrix during warm-up, on top of the whitening. Default:
         off with ``init="map"`` (the Laplace metric is kept), on otherwise.
+    data_precision : {"auto", "double", "single"}
+        Precision of the passes over the data in posheads' own sampler (no mass
+        adaptation) for a float64 model with a closed-form objective (a SoftplusGLM with
+        a dense design). ``"single"``: each leapfrog step evaluates the rows in float32
+        (about half the cost of a pass over a large design) and the sampler keeps its
+        state, Hamiltonian and acceptance in float64 (see
+        :func:`single_precision_potential`); ``"double"``: all float64; ``"auto"``:
+        single for designs of at least ``2**19`` entries.
 
     Examples
     --------
@@ -140,6 +153,7 @@ class NUTS:
     max_tree_depth: int = 10
     init: str = "map"
     adapt_mass_matrix: bool | None = None
+    data_precision: str = "auto"
 
     def __post_init__(self):
         for name, low in (("num_samples", 1), ("num_warmup", 0), ("num_chains", 1),
@@ -148,6 +162,9 @@ class NUTS:
         check_real("target_accept_prob", self.target_accept_prob, 0.0, 1.0)
         if self.init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {self.init!r}")
+        if self.data_precision not in _PRECISIONS:
+            raise ValueError(f"data_precision must be one of {_PRECISIONS}, "
+                             f"got {self.data_precision!r}")
         if self.adapt_mass_matrix is None:
             object.__setattr__(self, "adapt_mass_matrix", self.init != "map")
 
@@ -207,7 +224,10 @@ class NUTS:
     def _run_lean_chain(self, target, whitening, z0, pbar):
         """A chain of posheads' own sampler (:mod:`.nuts_sampler`): no mass adaptation."""
 
-        evaluate = whitened_evaluate(target, whitening)
+        single = self.data_precision == "single" or (
+            self.data_precision == "auto" and (target.work_size or 0) >= _SINGLE_ENTRIES)
+        potential = single_precision_potential(target, whitening.loc) if single else None
+        evaluate = whitened_evaluate(target, whitening, potential)
 
         def progress(i, warmup, step_size):
             pbar.update(1)
@@ -258,7 +278,52 @@ class NUTS:
         return z, stats, potential.calls
 
 
-def whitened_evaluate(target, whitening: Whitening):
+def single_precision_potential(target, theta_ref: torch.Tensor):
+    """``target``'s potential with the passes over the data in float32, or None.
+
+    The rows are evaluated on a float32 copy of the data (the objective's
+    :meth:`~posheads.models.glm_loss.GLMLoss.in_dtype`), ``theta`` and the returned
+    ``U`` and gradient stay in ``theta``'s dtype: a sampler keeps its state, Hamiltonian
+    and acceptance in float64. Leapfrog steps stay exactly reversible and
+    volume-preserving whatever the gradient's rounding (it is a fixed function of the
+    position); what float32 changes is the density sampled, by the rounding of ``U``:
+    about 0.02 in ``U`` (sd across states) on a Poisson GLM of 100,000 rows, against
+    energy errors of order 1 per trajectory. ``U`` is shifted by a constant so that it
+    equals the float64 potential at ``theta_ref``.
+
+    Parameters
+    ----------
+    target : Target
+        A target whose ``newton_loss(jacobian=True)`` has ``in_dtype`` (a SoftplusGLM's).
+    theta_ref : Tensor, shape ``(d,)``
+        Where the two potentials are matched (the mode).
+
+    Returns
+    -------
+    callable or None
+        ``theta -> (U, dU/dtheta)`` like ``target.potential_and_grad``; None when the
+        target has no such objective, its data are not float64, or its design is sparse.
+    """
+    loss = target.newton_loss(jacobian=True)
+    cast = getattr(loss, "in_dtype", None)
+    if cast is None or theta_ref.dtype != torch.float64:
+        return None
+    low = cast(torch.float32)
+    if low is loss:
+        return None
+    single = low.potential_and_grad
+    theta_ref = theta_ref.detach()
+    u_ref = float(target.potential_and_grad(theta_ref)[0])
+    shift = u_ref - float(single(theta_ref.to(torch.float32))[0])
+
+    def potential(theta):
+        u, g = single(theta.to(torch.float32))
+        return float(u) + shift, g.to(theta.dtype)
+
+    return potential
+
+
+def whitened_evaluate(target, whitening: Whitening, potential=None):
     """``z -> (U, dU/dz)`` of ``target`` seen through ``whitening``, ``U`` as a float.
 
     The same map as :meth:`Whitening.to_theta` and :meth:`Whitening.grad_to_z`, each
@@ -269,13 +334,17 @@ def whitened_evaluate(target, whitening: Whitening):
     ----------
     target : Target
     whitening : Whitening
+    potential : callable, optional
+        ``theta -> (U, dU/dtheta)`` to use instead of ``target.potential_and_grad``
+        (e.g. :func:`single_precision_potential`).
 
     Returns
     -------
     callable
         ``z`` of shape ``(d,)`` to ``(float, Tensor of shape (d,))``.
     """
-    loc, scale, potential = whitening.loc, whitening.scale, target.potential_and_grad
+    loc, scale = whitening.loc, whitening.scale
+    potential = target.potential_and_grad if potential is None else potential
     if scale is None:
         def evaluate(z):
             u, g = potential(loc + z)
@@ -301,7 +370,7 @@ def _on(values: dict, like: torch.Tensor) -> dict:
 
 def fit_nuts(model, data, *, num_samples=1000, num_warmup=500, num_chains=1, init="map",
              dense_mass=True, adapt_mass_matrix=None, target_accept_prob=0.8,
-             max_tree_depth=10, seed=None, verbose=1) -> Posterior:
+             max_tree_depth=10, data_precision="auto", seed=None, verbose=1) -> Posterior:
     """Sample the posterior with NUTS, in the metric of the Laplace approximation.
 
     Parameters
@@ -313,7 +382,7 @@ def fit_nuts(model, data, *, num_samples=1000, num_warmup=500, num_chains=1, ini
         For a SoftplusGLM, its ``GLMData`` (or a dict of its fields); for any other
         model, the keyword arguments that condition it.
     num_samples, num_warmup, num_chains, init, dense_mass, adapt_mass_matrix, \
-target_accept_prob, max_tree_depth
+target_accept_prob, max_tree_depth, data_precision
         See :class:`NUTS`.
     seed : int, optional
         Seed for the whole fit (chains get seeds derived from it); the caller's random
@@ -335,5 +404,5 @@ target_accept_prob, max_tree_depth
     config = NUTS(num_samples=num_samples, num_warmup=num_warmup, num_chains=num_chains,
                   dense_mass=dense_mass, target_accept_prob=target_accept_prob,
                   max_tree_depth=max_tree_depth, init=init,
-                  adapt_mass_matrix=adapt_mass_matrix)
+                  adapt_mass_matrix=adapt_mass_matrix, data_precision=data_precision)
     return config.fit(model, data, seed=seed, verbose=verbose)
