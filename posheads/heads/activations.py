@@ -4,6 +4,7 @@ floor and a learnable softness) and :class:`PositiveLinear`."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
@@ -62,8 +63,8 @@ class Softplus(nn.Module):
         if self.learn_beta:
             b = self.beta
             out = ops.softplus(x * b, 1.0, self.threshold) / b
-        else:
-            out = ops.softplus(x, self.beta, self.threshold)
+        else:  # checked at construction: torch's kernel with the dtype's switch, directly
+            out = F.softplus(x, self._beta, ops.linear_switch(x.dtype, self.threshold))
         return out + self.low if self.low else out
 
     def extra_repr(self) -> str:

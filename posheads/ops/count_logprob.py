@@ -25,7 +25,12 @@ from ._shared import (
     saved_grad,
     wants_grad,
 )
-from .softplus_family import linear_switch, softplus_and_log, softplus_derivatives
+from .softplus_family import (
+    linear_switch,
+    softplus_and_log,
+    softplus_branches,
+    softplus_derivatives,
+)
 
 __all__ = ["negative_binomial_softplus_log_prob", "poisson_softplus_log_prob"]
 
@@ -47,7 +52,15 @@ class _PoissonSoftplusLogProb(torch.autograd.Function):
             out = run_with_grad(ctx, "poisson", *args, with_grad=with_grad)
         if out is not None:
             return out
-        s, log_s = softplus_and_log(eta, beta, switch)
+        s = F.softplus(eta, beta=beta, threshold=switch)
+        if bool((s < torch.finfo(s.dtype).tiny).any()):  # log s needs the guarded branch
+            s, log_s = softplus_branches(eta, beta, switch)[:2]
+        else:
+            log_s = torch.log(s)
+            if with_grad:
+                # the derivative now, from this softplus (the backward then needs no second
+                # one and no second check): the backward's own passes, on a copy of 1 / s
+                ctx.slope = _poisson_slope(torch.reciprocal(s), eta, y, exposure, beta)
         # In place wherever the shapes allow: every full-size temporary raises the peak
         # memory (and costs a pass of page faults on CPU); nothing here is recorded by
         # autograd.
@@ -98,12 +111,15 @@ def _poisson_eta_grad(eta, y, exposure, beta, switch, grad):
     s = F.softplus(eta, beta=beta, threshold=switch)
     if bool((s < torch.finfo(s.dtype).tiny).any()):
         return None
+    return _poisson_slope(s.reciprocal_(), eta, y, exposure, beta).mul_(grad)
+
+
+def _poisson_slope(inv_s, eta, y, exposure, beta):
+    """``sigmoid(z) * (y / s - t)`` from ``inv_s = 1 / s`` (a temporary, used in place)."""
     sig = torch.sigmoid(eta * beta if beta != 1.0 else eta)
     # y * (sigmoid / s) - t * sigmoid: the ratio first, as y / s alone can overflow.
-    g = imul(s.reciprocal_().mul_(sig), y)
-    del s
-    g = g.sub_(sig) if exposure is None else g - exposure * sig
-    return g.mul_(grad)
+    g = imul(inv_s.mul_(sig), y)
+    return g.sub_(sig) if exposure is None else g - exposure * sig
 
 
 def poisson_softplus_log_prob(
@@ -146,12 +162,17 @@ def poisson_softplus_log_prob(
 
 class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, eta, y, r, exposure, beta, switch):
+    def forward(ctx, eta, y, r, exposure, beta, switch, with_grad=False, need_r=False):
         ctx.save_for_backward(eta, y, r, exposure)
         ctx.beta, ctx.switch = beta, switch
+        ctx.slope = ctx.slope_r = None
         out = _compile.run("negative_binomial", eta, y, r, exposure, beta, switch, math.log(beta))
         if out is not None:
             return out
+        if with_grad:
+            out = _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r)
+            if out is not None:
+                return out
         s, log_s = softplus_and_log(eta, beta, switch)
         del s
         d = _nb_logit(log_s, r, exposure, inplace=True)
@@ -167,6 +188,13 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
     def backward(ctx, grad):
         eta, y, r, exposure = ctx.saved_tensors
         needs = ctx.needs_input_grad
+        slope, slope_r, ctx.slope, ctx.slope_r = ctx.slope, ctx.slope_r, None, None
+        if (not torch.is_grad_enabled() and not needs[1] and not needs[3]
+                and slope is not None and (slope_r is not None or not needs[2])):
+            # the derivatives the forward kept, times grad in place
+            g_eta = reduce_to(imul(slope, grad), eta.shape) if needs[0] else None
+            g_r = reduce_to(imul(slope_r, grad), r.shape) if needs[2] else None
+            return g_eta, None, g_r, None, None, None, None, None
         if not torch.is_grad_enabled() and not needs[1] and not needs[3]:
             # The common cases (gradients for eta, and for r when it is learnt) in fused
             # or in-place passes; None where the guarded path below is needed.
@@ -175,7 +203,7 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
                 g_eta, g_r = grads
                 g_eta = reduce_to(g_eta, eta.shape) if needs[0] else None
                 g_r = None if g_r is None else reduce_to(g_r, r.shape)
-                return g_eta, None, g_r, None, None, None
+                return g_eta, None, g_r, None, None, None, None, None
         _, log_s, _, dlog = softplus_derivatives(eta, ctx.beta, ctx.switch)
         d = _nb_logit(log_s, r, exposure)
         p = torch.sigmoid(d)  # mu / (r + mu)
@@ -195,12 +223,45 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
             g_r = reduce_to(grad * dr, r.shape)
         if exposure is not None and ctx.needs_input_grad[3]:
             g_t = reduce_to(grad * dl_dd / exposure, exposure.shape)
-        return g_eta, g_y, g_r, g_t, None, None
+        return g_eta, g_y, g_r, g_t, None, None, None, None
 
 
 # softplus of the NB logit uses torch's kernel with a switch where its linear branch is
 # exact in float64 (and hence in float32).
 _NO_OVERFLOW_SP = 36.0
+
+
+def _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r):
+    """The forward's value, keeping in ``ctx.slope`` (and ``ctx.slope_r`` with ``need_r``)
+    the derivatives for ``eta`` (and ``r``) that the backward's in-place passes give, from
+    the forward's softplus and logit; None (nothing kept) where ``s`` is not a normal float.
+    """
+    s = F.softplus(eta, beta=beta, threshold=switch)
+    if bool((s < torch.finfo(s.dtype).tiny).any()):
+        return None
+    log_s = torch.log(s)
+    dlog = s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta))
+    del s
+    d = _nb_logit(log_s, r, exposure, inplace=True)
+    sp_neg = F.softplus(-d, threshold=_NO_OVERFLOW_SP)
+    sp_d = F.softplus(d, threshold=_NO_OVERFLOW_SP)
+    if need_r:  # digamma(y + r) - digamma(r) - softplus(d), then - (dl/dd) / r
+        dr = torch.add(y, r).digamma_()
+        dr = dr.sub_(torch.digamma(r)) if fits(dr, r) else dr - torch.digamma(r)
+        dr = isub(dr, sp_d)
+    p = d.sigmoid_()
+    del d
+    dl_dd = imul(p, torch.add(y, r)).neg_().add_(y)  # y q - r p = y - (y + r) p
+    del p
+    if need_r:
+        ctx.slope_r = isub(dr, dl_dd / r)
+    ctx.slope = imul(dlog, dl_dd)
+    del dlog, dl_dd
+    # -(y softplus(-d) + r softplus(d) + lgamma(y + 1) + lgamma(r) - lgamma(y + r))
+    out = imul(sp_neg, y)
+    out.add_(imul(sp_d, r))
+    out.add_(torch.add(y, 1.0).lgamma_()).add_(torch.lgamma(r))
+    return out.sub_(torch.add(y, r).lgamma_()).neg_()
 
 
 def _nb_fast_grads(eta, y, r, exposure, beta, switch, grad, need_r):
@@ -297,5 +358,11 @@ def negative_binomial_softplus_log_prob(
     check_link_args(beta, threshold)
     eta_c, (y_c, r_c, t_c), out_dtype = prepare(eta, y, total_count, exposure)
     switch = linear_switch(out_dtype, threshold)
-    out = _NegativeBinomialSoftplusLogProb.apply(eta_c, y_c, r_c, t_c, float(beta), switch)
+    # the forward keeps the derivatives for eta and r where only they are wanted
+    grad_on = torch.is_grad_enabled() and not y_c.requires_grad and not (
+        t_c is not None and t_c.requires_grad)
+    need_r = grad_on and r_c.requires_grad
+    with_grad = need_r or (grad_on and eta_c.requires_grad)
+    out = _NegativeBinomialSoftplusLogProb.apply(eta_c, y_c, r_c, t_c, float(beta), switch,
+                                                 with_grad, need_r)
     return out.to(out_dtype)
