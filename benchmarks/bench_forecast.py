@@ -213,8 +213,10 @@ def summarise(scores: pd.DataFrame):
     ratios["best_sf"] = crps[sf].idxmin(axis=1) if sf else ""
     table = per_series.groupby(["group", "forecaster"], sort=False)[
         ["crps", "mae", "coverage", "seconds"]].mean().reset_index()
-    geo = ratios.select_dtypes("number").groupby(level="group", sort=False).agg(
-        lambda r: float(np.exp(np.log(r).mean())))
+    numeric = ratios.select_dtypes("number")
+    geo = numeric.groupby(level="group", sort=False).agg(
+        lambda r: float(np.exp(np.log(r).mean()))) if numeric.shape[1] else numeric
+    # (no ratio columns when only count forecasters ran: nothing to divide by)
     return table, ratios.reset_index(), geo.reset_index()
 
 
@@ -229,9 +231,9 @@ def print_tables(scores: pd.DataFrame) -> None:
     print()
     print("geometric mean over all series:",
           {c: round(float(np.exp(np.log(numeric[c]).mean())), 3) for c in numeric})
-    print("series where count loses to the seasonal naive:",
-          ratios.loc[ratios.get("count_vs_naive", pd.Series(dtype=float)) > 1,
-                     "unique_id"].tolist())
+    if "count_vs_naive" in ratios:
+        print("series where count loses to the seasonal naive:",
+              ratios.loc[ratios["count_vs_naive"] > 1, "unique_id"].tolist())
 
 
 def main(argv=None) -> int:

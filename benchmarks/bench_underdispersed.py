@@ -17,16 +17,18 @@ Two parts, both on the three airports' daily departures of 2013 (``datasets/``):
    the candidate the generalized Poisson was chosen over.
    Scores: mean test log score (log pmf per day, higher is better), the share of test
    days inside the central 90% interval of the fitted law, and the median fit time.
-2. **Forecasting.** :class:`posheads.CountForecaster` with each law, one airport at a
-   time, on rolling windows (horizon 28 days, 28 days apart, the last ending on 31
-   December), refitted on each prefix: mean log score of the predictive pmf (averaged
-   over the posterior draws), CRPS of the sample paths and 90% interval coverage.
+2. **Forecasting.** :class:`posheads.CountForecaster` (its default Laplace inference)
+   with each law (discretized logistic, generalized Poisson, negative binomial, Poisson),
+   one airport at a time, on the rolling windows of ``bench_forecast.py`` (horizon 28
+   days, 28 days apart, the last ending on 31 December), refitted on each prefix: CRPS of
+   500 sample paths, MAE of their median and the randomised-PIT coverage of the central
+   90% (``forecast_scoring.py``).
 
 ``--hourly`` adds the regression on the hourly counts (26,280 hours; origin-by-hour,
 weekday-by-hour and origin-by-month indicators), where many means are small.
 
-Run ``python benchmarks/bench_underdispersed.py`` (about ten minutes on one core) or with
-``--fast`` (one airport, two forecast windows).
+Run ``python benchmarks/bench_underdispersed.py`` (some twenty minutes on a busy 2-core
+host) or with ``--fast`` (one airport, two forecast windows).
 """
 
 from __future__ import annotations
@@ -216,53 +218,33 @@ def regression(repeats=3, freq="D") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def forecast_scores(est, y_test, X_test, coverage=0.9):
-    """Log score, CRPS and interval coverage of a fitted forecaster on the next steps.
-
-    The log score is ``log mean_s P(y_t | draw s)``: the predictive pmf averaged over the
-    posterior draws that the forecaster's own sample paths come from (its model's
-    ``observation`` law at each draw's ``eta`` and shape), per step, then averaged.
-    """
-    h, n = len(y_test), est.num_samples
-    future = est._future_covariates(h, X_test)
-    full = np.concatenate([est._covariates_train, future], axis=0)
-    paths, trace = est._draw(est._design(full, 0), n, 1)
-    eta = trace.nodes["eta"]["value"].reshape(n, -1)[:, len(est.history_):]
-    site = est.model_.shape_site
-    shape = None if site is None else trace.nodes[site]["value"].reshape(n, 1)
-    yt = torch.as_tensor(np.asarray(y_test, dtype=np.float64)).to(eta)
-    lp = est.model_.observation(eta, shape).log_prob(yt)
-    log_score = torch.logsumexp(lp, 0) - math.log(n)
-    lo, hi = np.quantile(paths, [(1 - coverage) / 2, (1 + coverage) / 2], axis=0)
-    yv = np.asarray(y_test, dtype=np.float64)
-    inside = (yv >= lo) & (yv <= hi)
-    # CRPS of the sample paths: E|X - y| - E|X - X'| / 2
-    crps = (np.abs(paths - yv).mean(0)
-            - 0.5 * np.abs(paths[:, None, :] - paths[None, :, :]).mean((0, 1)))
-    return float(log_score.mean()), float(crps.mean()), float(inside.mean())
+FORECAST_LAWS = ("discretized_logistic", "generalized_poisson", "negative_binomial", "poisson")
 
 
 def forecasting(fast: bool) -> pd.DataFrame:
-    """Rolling windows of 28 days, 28 days apart, ending with the year; one fit each."""
-    num_steps, num_samples, windows = (300, 200, 2) if fast else (600, 300, 3)
-    horizon, rows = 28, []
+    """The windows of ``bench_forecast.py`` (28 days, 28 days apart, the last ending with
+    the year; 6 of them, 2 with ``--fast``), one fit of the default (Laplace) forecaster
+    per law and window, scored like ``bench_forecast.py`` (CRPS of 500 paths, MAE of the
+    median, randomised-PIT coverage of the central 90%)."""
+    from forecast_scoring import score_paths
+
+    horizon, windows, rows = 28, 2 if fast else 6, []
     for origin in ("JFK",) if fast else ("EWR", "JFK", "LGA"):
         b = load_nyc_departures("D", origin=origin, as_frame=True, fill_missing=True)
         y, X = b.target, b.data[COVARIATES]
-        for law in ("generalized_poisson", "discretized_logistic", "negative_binomial"):
+        for law in FORECAST_LAWS:
             scores, times = [], []
-            for k in range(windows, 0, -1):
-                t1 = len(y) - k * horizon
-                est = CountForecaster(likelihood=law, num_steps=num_steps,
-                                      num_samples=num_samples, random_state=0)
+            for w, t1 in enumerate(len(y) - horizon * (windows - i) for i in range(windows)):
+                est = CountForecaster(likelihood=law, num_samples=500, random_state=0)
                 t = time.perf_counter()
                 est.fit(y.iloc[:t1], X.iloc[:t1])
                 times.append(time.perf_counter() - t)
-                scores.append(forecast_scores(est, y.iloc[t1:t1 + horizon],
-                                              X.iloc[t1:t1 + horizon]))
-            s = np.mean(scores, axis=0)
-            rows.append({"series": origin, "law": law, "log_score": s[0], "crps": s[1],
-                         "coverage_90": s[2], "fit_seconds": statistics.median(times)})
+                paths = est.sample_paths(horizon, 500, X_future=X.iloc[t1:t1 + horizon])
+                truth = y.to_numpy(dtype=np.float64)[t1:t1 + horizon]
+                scores.append(score_paths(np.asarray(paths), truth, 0.9, seed=w))
+            s = pd.DataFrame(scores).mean()
+            rows.append({"series": origin, "law": law, "crps": s["crps"], "mae": s["mae"],
+                         "coverage_90": s["coverage"], "fit_seconds": statistics.median(times)})
             print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 

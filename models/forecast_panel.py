@@ -39,10 +39,16 @@ __all__ = ["FamilyNames", "LocalLevelPanel", "PanelData", "PanelParams"]
 # LogNormal (loc, scale) priors of a family's shape mean where the forecaster has its own:
 # the NB concentration of a count series is about as often 1 as 1000.
 _SHAPE_PRIORS = {"concentration": (3.0, 2.0), "dispersion": (0.0, 2.0)}
+# Lower bounds of log shapes in the likelihood. A discretized logistic whose dispersion goes
+# to 0 lets a rough level path pass through every count (each count's probability near 1,
+# its curvature near 0 inside the rounding bin): a spurious mode of the joint that the
+# Laplace approximation cannot see as such. A variance of 1/20 of Poisson's is the floor.
+_SHAPE_FLOORS = {"dispersion": math.log(0.05)}
 _LEVEL0_SD = 3.0  # prior sd of the first level around the unit bias (eta scale)
 _SHAPE_SD = 1.0  # spread of series' log-shapes around their shared mean
 _GATE_SD = 1.5  # spread of series' gate logits around their shared mean
 _GATE_MEAN_SD = 3.0
+_WEIGHT_PRECISION_FLOOR = 1e-2  # a weight the data never informs: sd 10 on eta
 
 
 @dataclass
@@ -163,6 +169,7 @@ class LocalLevelPanel(FamilyNames):
     def observation(self, eta, scale, log_shapes, gates):
         """The count law at ``eta`` (``(..., S, T)``); per-series shapes and gates
         ``(..., S, n)`` are broadcast over time; ``scale`` is ``(S,)``."""
+        log_shapes = self.floored(log_shapes)
         shapes = {s.name: log_shapes[..., i, None].exp().expand_as(eta)
                   for i, s in enumerate(self.family.shapes)}
         parts = {p.name: gates[..., i, None].expand_as(eta)
@@ -170,6 +177,26 @@ class LocalLevelPanel(FamilyNames):
         exposure = scale[:, None].expand_as(eta)
         return self.family.build(eta, shapes=shapes, parts=parts, beta=self.beta,
                                  exposure=exposure)
+
+    def floored(self, log_shapes):
+        """The log shapes the likelihood uses, ``(..., n_shapes)``: each at least its floor
+        (a discretized logistic's dispersion at least 0.05; see ``_SHAPE_FLOORS``)."""
+        floors = [_SHAPE_FLOORS.get(s.name, -math.inf) for s in self.family.shapes]
+        if all(f == -math.inf for f in floors):
+            return log_shapes
+        return torch.maximum(log_shapes, log_shapes.new_tensor(floors))
+
+    def prior_precisions(self, n_series: int) -> tuple[float, float]:
+        """Prior precisions of the first level and of one series' weights (``eta`` scale).
+
+        A series' weight is ``Normal(weight_mean, weight_sd)`` around a shared mean under a
+        flat prior; with ``n_series`` series, the precision of one series' weight given the
+        others is ``(1 - 1 / n_series) / weight_sd**2`` (0 for one series: its weights are
+        free). The floor ``1 / 10**2`` keeps a weight that the data never sees (a covariate
+        that is zero all through training) at a finite variance.
+        """
+        weight = max((1.0 - 1.0 / n_series) / self.weight_sd**2, _WEIGHT_PRECISION_FLOOR)
+        return 1.0 / _LEVEL0_SD**2, weight
 
     # ------------------------------------------------------------ densities
     def log_likelihood(self, eta, params: PanelParams, data: PanelData):

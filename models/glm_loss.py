@@ -485,10 +485,14 @@ class OffsetRows:
 def _prior_in_r(prior, r, order):
     """``log p(r)`` and its first two derivatives in ``r``."""
     zero = torch.zeros_like(r)
-    if isinstance(prior, SoftplusInverseGamma) and prior.concentration.numel() == 1:
+    x = float(r)
+    if (isinstance(prior, SoftplusInverseGamma) and prior.concentration.numel() == 1
+            and 1e-50 < x < 1e50):
         # log p = a log b - lgamma(a) - (a + 1) log r - b / r, in Python floats: a 0-d
-        # log_prob through torch.distributions costs more than a small model's rows
-        a, b, x = float(prior.concentration), float(prior.rate), float(r)
+        # log_prob through torch.distributions costs more than a small model's rows.
+        # Outside [1e-50, 1e50] (a line search far from the mode) powers of r would
+        # overflow a Python float: the tensor path below gives inf/0 there instead.
+        a, b = float(prior.concentration), float(prior.rate)
         lp = a * math.log(b) - math.lgamma(a) - (a + 1.0) * math.log(x) - b / x
         return (r.new_tensor(lp), r.new_tensor(-(a + 1.0) / x + b / x**2),
                 r.new_tensor((a + 1.0) / x**2 - 2.0 * b / x**3))

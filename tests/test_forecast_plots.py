@@ -145,5 +145,5 @@ def test_plot_panel_of_a_long_frame_fit():
     for ax in fig.axes:
         observed, mean = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
         assert len(observed) == 56 and len(mean) == 14  # four horizons of history
-    with pytest.raises(ValueError, match="long frame"):
+    with pytest.raises(ValueError, match="fitted on 4 series: pass series="):
         est.components()

@@ -56,6 +56,9 @@ def _jsonable(value):
         return str(value).removeprefix("torch.")
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        # a mapping of plain values (the forecaster's hierarchy={total: [series, ...]})
+        return {k: _jsonable(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and type(value).__module__.startswith("posheads.inference"):
         # an engine configuration (inference=NUTS(...)): its name and its fields
         fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}

@@ -23,10 +23,8 @@ from typing import ClassVar
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from posheads.families import Family
 from posheads.inference.checks import budget_warning, warn
@@ -38,7 +36,8 @@ from .engine import NUTSForecaster, fit_guide, init_to_mean, isolated, sample_po
 from .laplace_mixin import LaplaceForecastMixin, single_panel
 from .likelihood import check_likelihood, choose_family, is_log_gaussian, likelihood_name
 from .panel import is_long_frame
-from .report import ForecastReportMixin, to_numpy
+from .predicting import ForecastPredictMixin
+from .report import ForecastReportMixin
 from .series import check_covariates, check_series, default_season_lengths, fourier_features
 from .state import ForecastStateMixin
 
@@ -52,8 +51,8 @@ def unit_bias(beta) -> float:
     return float(softplus_inverse(torch.tensor(1.0, dtype=torch.float64), beta=float(beta)))
 
 
-class CountForecaster(LaplaceForecastMixin, ForecastStateMixin, ForecastReportMixin,
-                      PersistMixin, ForecasterMixin, BaseEstimator):
+class CountForecaster(ForecastPredictMixin, LaplaceForecastMixin, ForecastStateMixin,
+                      ForecastReportMixin, PersistMixin, ForecasterMixin, BaseEstimator):
     """Bayesian count forecaster: random-walk level, seasons and covariates, softplus link.
 
     Parameters
@@ -87,7 +86,8 @@ class CountForecaster(LaplaceForecastMixin, ForecastStateMixin, ForecastReportMi
         guide of the Pyro model (the earlier default; it shrinks the level's step).
         ``"nuts"``: posterior draws by NUTS. Long frames need ``"laplace"``.
     num_steps : int, default=None
-        L-BFGS iterations of the Laplace fit (None: 200) or SVI steps (None: 1000).
+        Newton iterations of the Laplace fit per batch of series (at most; None: 200)
+        or SVI steps (None: 1000).
     learning_rate : float, default=0.05
         Initial learning rate of SVI (decayed tenfold over the run).
     num_samples : int, default=500
@@ -104,7 +104,7 @@ class CountForecaster(LaplaceForecastMixin, ForecastStateMixin, ForecastReportMi
     random_state : int, RandomState or None, default=None
         Seeds fitting and forecasting: the same seed gives the same paths.
     verbose : int, default=0
-        Show a progress bar over the L-BFGS iterations, SVI steps or NUTS draws.
+        Show a progress bar over the Laplace fit's batches, SVI steps or NUTS draws.
     id_col, time_col, target_col : str, default="unique_id", "ds", "y"
         The columns of a long frame passed to ``fit`` (statsforecast's format): series
         id, time stamps (or integer steps), counts; every other column is a covariate.
@@ -377,134 +377,3 @@ class CountForecaster(LaplaceForecastMixin, ForecastStateMixin, ForecastReportMi
             forecaster = Forecaster(self.model_, data, covariates, guide=guide, num_steps=0,
                                     log_every=0)
         return forecaster, params, losses
-
-    # ------------------------------------------------------------- forecasts
-    def _future_covariates(self, horizon, X_future):
-        if not (isinstance(horizon, (int, np.integer)) and horizon >= 1):
-            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
-        if self.n_features_in_ == 0:
-            if X_future is not None:
-                raise ValueError(
-                    "X_future was given but the forecaster was fitted without covariates"
-                )
-            return np.zeros((horizon, 0))
-        if X_future is None:
-            raise ValueError(
-                f"the forecaster was fitted with {self.n_features_in_} "
-                f"covariate(s): pass X_future with their {horizon} future rows"
-            )
-        columns = getattr(self, "feature_names_in_", None)
-        values, _ = check_covariates(
-            X_future,
-            horizon,
-            name="X_future",
-            columns=columns,
-            index=self.series_info_.future_index(horizon),
-        )
-        if values.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X_future has {values.shape[1]} columns; the forecaster was "
-                f"fitted with {self.n_features_in_}"
-            )
-        return values
-
-    def _draw(self, covariates, n, seed):
-        """Trace the forecaster over ``covariates`` (history + future): (paths, trace)."""
-        data = self._tensor(np.log1p(self.history_) if self._log else self.history_)[:, None]
-        with isolated(seed, params=self._param_state), poutine.trace() as tr:
-            paths = self.forecaster_(data, covariates, num_samples=n)
-        return to_numpy(paths.reshape(n, -1)), tr.trace
-
-    def _paths_and_mean(self, horizon, X_future, n):
-        check_is_fitted(self)
-        future = self._future_covariates(horizon, X_future)
-        if self.inference_ == "laplace":
-            paths, mean = self._laplace_draws(horizon, [future], n,
-                                              derived_seed(self.random_state, 1))
-            return paths[:, 0], mean[0]
-        full = np.concatenate([self._covariates_train, future], axis=0)
-        seed = derived_seed(self.random_state, 1)
-        paths, trace = self._draw(self._design(full, 0), n, seed)
-        eta = trace.nodes["eta"]["value"].reshape(n, -1)[:, len(self.history_) :]
-        if self._log:
-            z = np.minimum(paths, np.log(np.finfo(np.float64).max) - 1.0)  # expm1 stays finite
-            draws = np.expm1(z)
-            return np.clip(np.rint(draws), 0, None), draws.mean(axis=0)
-        # The mean given each posterior draw, averaged: no Monte Carlo noise from counts.
-        site = self.model_.shape_site
-        shape = None if site is None else trace.nodes[site]["value"].reshape(n, 1)
-        mean = self.model_.observation(eta, shape).mean.mean(0)
-        return paths, to_numpy(mean)
-
-    def predict(self, horizon, X_future=None, level=None):
-        """Posterior-predictive mean of the next ``horizon`` counts.
-
-        The mean over posterior draws of ``scale * softplus(eta)`` (no count noise in it).
-
-        Parameters
-        ----------
-        horizon : int
-        X_future : array-like of shape (horizon, n_features), or long DataFrame
-            Covariates of the forecast steps; after a long-frame fit, a long frame with
-            the id and time columns and the covariate columns.
-        level : sequence of float, default=None
-            Coverages in percent of the intervals (e.g. ``[80, 90]``): asks for the long
-            frame. It is always returned after a long-frame fit.
-
-        Returns
-        -------
-        ndarray of shape (horizon,), or Series indexed by the future time stamps
-            One series fitted without ``level``.
-        DataFrame
-            ``id_col, time_col, mean, median, lo-L, hi-L`` for each level ``L`` (whole
-            counts), one row per series and step (series, then hierarchy totals).
-        """
-        if getattr(self, "is_panel_", False):
-            return self._predict_frame(horizon, X_future, level)
-        paths, mean = self._paths_and_mean(horizon, X_future, self.num_samples)
-        if level is None:
-            return self._output(mean)
-        from .panel import forecast_frame
-
-        name = 0 if self.series_info_.name is None else self.series_info_.name
-        stamps = self.series_info_.future_index(horizon)
-        if stamps is None:
-            stamps = np.arange(len(self.history_), len(self.history_) + horizon)
-        return forecast_frame([name], [stamps], mean[None], paths[:, None], level,
-                              self.id_col, self.time_col)
-
-    def sample_paths(self, horizon, n, X_future=None):
-        """Joint draws of the next ``horizon`` counts from the predictive distribution.
-
-        Parameters
-        ----------
-        horizon : int
-        n : int
-            Number of paths.
-        X_future : array-like of shape (horizon, n_features), or long DataFrame
-            The covariates of the forecast steps (required when fitted with covariates).
-
-        Returns
-        -------
-        ndarray of shape (n, horizon), int64
-            For one series.
-        ndarray of shape (n, n_series, horizon), int64
-            After a long-frame fit: rows in the order of ``series_ids_`` (the series, then
-            the hierarchy totals, whose draws are the sums of their parts' draws); draw
-            ``i`` of every series comes from the same posterior draw (joint draws).
-        """
-        if getattr(self, "is_panel_", False):
-            return self._panel_draws(horizon, X_future, int(n))[2].astype(np.int64)
-        return super().sample_paths(horizon, n, X_future=X_future)
-
-    def backtest(self, y, X=None, *, horizon, n_windows=5, stride=None, coverage=0.9):
-        """Rolling-origin evaluation (see :meth:`ForecasterMixin.backtest`).
-
-        On a long frame, every window refits all series together (each series' origins
-        counted from its own end) and the table has one row per series and window, with
-        the id column and ``window`` first.
-        """
-        if is_long_frame(y, self.time_col, self.target_col):
-            return self._backtest_frame(y, horizon, n_windows, stride, coverage)
-        return super().backtest(y, X, horizon=horizon, n_windows=n_windows, stride=stride,
-                                coverage=coverage)

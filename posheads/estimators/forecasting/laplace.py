@@ -3,8 +3,9 @@ integrated over a grid.
 
 For every value ``sigma_g`` of a fixed grid of level steps (and all series at once), the
 latent path and the per-series parameters of :class:`~posheads.models.forecast_panel.
-LocalLevelPanel` are set to their joint mode by L-BFGS, in the non-centred coordinates
-(standard-normal innovations), where the prior is well conditioned. At the mode, the
+LocalLevelPanel` are set to their joint mode by Newton's method, a batch of series at a
+time (:mod:`.laplace_newton`: the Hessian is tridiagonal in the level path, so a step costs
+``O(T)`` per series and memory stays linear in series x steps). At the mode, the
 Hessian of the negative log joint in the level path is tridiagonal in time -- the
 random-walk precision ``Q / sigma**2`` plus the diagonal curvature ``W`` of the count law in
 ``eta`` -- so one forward elimination (O(T), vectorised over series) gives both its log
@@ -21,8 +22,10 @@ mean-field variational guide does to it (the level then stops following the data
 With five series or more, the grid's prior is itself estimated from all series (empirical
 Bayes), so that short series borrow their level's volatility from the long ones.
 
-Seasonal and covariate weights, shapes and gates are used at their mode given ``sigma_g``
-(their uncertainty is small beside the level's on series of a few seasons or more).
+The last level and the seasonal and covariate weights are drawn jointly from their
+Gaussian given ``sigma_g`` (:func:`state_covariance`: the Schur complement of the Hessian
+of the level path and the weights, one more forward sweep); shapes and gates are used at
+their mode.
 """
 
 from __future__ import annotations
@@ -39,8 +42,11 @@ from posheads.models.forecast_panel import LocalLevelPanel, PanelData, PanelPara
 __all__ = [
     "LaplaceFit",
     "default_sigma_grid",
+    "draw_states",
     "fit_panel_laplace",
     "forecast_draws",
+    "state_cholesky",
+    "state_covariance",
     "tridiagonal_elimination",
 ]
 
@@ -71,7 +77,11 @@ class LaplaceFit:
     weight, log_shapes, gates : Tensor (G, S, ...)
         Per-series parameters at their mode.
     losses : list of float
-        The objective (negative log joint per observation) at every L-BFGS iteration.
+        The objective (negative log joint per observation) after each pass of Newton's
+        method over the series.
+    state_cov : Tensor (G, S, 1 + K, 1 + K) or None
+        Joint posterior covariance of the last level and the weights (None: weights at
+        their mode, the last level with variance ``last_var``).
     """
 
     sigma: torch.Tensor
@@ -82,12 +92,14 @@ class LaplaceFit:
     log_shapes: torch.Tensor
     gates: torch.Tensor
     losses: list
+    state_cov: torch.Tensor | None = None
 
     def arrays(self) -> dict:
         """Every tensor as a CPU tensor (what a saved forecaster stores)."""
-        return {k: getattr(self, k).detach().cpu()
-                for k in ("sigma", "log_post", "level", "last_var", "weight", "log_shapes",
-                          "gates")}
+        keys = ("sigma", "log_post", "level", "last_var", "weight", "log_shapes", "gates",
+                "state_cov")
+        return {k: getattr(self, k).detach().cpu() for k in keys
+                if getattr(self, k) is not None}
 
     @classmethod
     def from_arrays(cls, arrays: dict, like: torch.Tensor) -> LaplaceFit:
@@ -129,46 +141,43 @@ def _starting_params(model: LocalLevelPanel, data: PanelData, n_grid: int) -> Pa
 
 
 def _optimise(model, data, params, sigma, max_iter, verbose):
-    """Joint mode of all parameters at every grid value by L-BFGS; the loss per step."""
-    tensors = [p.requires_grad_(True) for p in params.tensors()]
-    n_obs = float(data.mask.sum().clamp_min(1)) * sigma.shape[0]
-    opt = torch.optim.LBFGS(tensors, lr=1.0, max_iter=max_iter, history_size=20,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-7,
-                            tolerance_change=1e-10)
-    losses = []
+    """Joint mode of all parameters at every grid value by Newton's method, a batch of
+    series at a time (:mod:`.laplace_newton`); the objective after each pass."""
+    from .laplace_newton import panel_mode
+
     bar = None
     if verbose:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_iter, desc="laplace", leave=False)
-
-    def closure():
-        opt.zero_grad()
-        loss = -model.log_joint(params, sigma, data).sum() / n_obs
-        loss.backward()
-        losses.append(float(loss.detach()))
+        bar = tqdm(desc="laplace", leave=False)
+    try:
+        return panel_mode(model, data, params, sigma, max_iter=max_iter, bar=bar)
+    finally:
         if bar is not None:
-            bar.update(1)
-        return loss
-
-    opt.step(closure)
-    if bar is not None:
-        bar.close()
-    for p in tensors:
-        p.requires_grad_(False)
-    return losses
+            bar.close()
 
 
 def _curvature(model, params, sigma, data):
     """``W``: minus the second derivative of each count's log-likelihood in ``eta``
-    (clamped at 0: a law that is not log-concave somewhere adds no information there)."""
-    with torch.enable_grad():
-        level = model.level(params, sigma)
-        eta = model.eta(level, params.weight, data.features).detach().requires_grad_(True)
-        ll = model.log_likelihood(eta, params, data).sum()
-        (g,) = torch.autograd.grad(ll, eta, create_graph=True)
-        (h,) = torch.autograd.grad(g.sum(), eta)
-    return level.detach(), (-h).clamp_min(0.0)
+    (clamped at 0: a law that is not log-concave somewhere adds no information there),
+    with the log-likelihood of each series, a batch of series at a time."""
+    from .laplace_newton import batch_size, subset, subset_params
+
+    level = model.level(params, sigma).detach()
+    g, s, t = level.shape
+    w, ll = torch.empty_like(level), level.new_empty(g, s)
+    size = batch_size(g, t, params.weight.shape[-1] + 2)
+    for lo in range(0, s, size):
+        rows = slice(lo, lo + size)
+        part = subset_params(params, rows)
+        with torch.enable_grad():
+            eta = model.eta(level[:, rows], part.weight, data.features[rows])
+            eta = eta.detach().requires_grad_(True)
+            lik = model.log_likelihood(eta, part, subset(data, rows))
+            (grad,) = torch.autograd.grad(lik.sum(), eta, create_graph=True)
+            (h,) = torch.autograd.grad(grad.sum(), eta)
+        w[:, rows], ll[:, rows] = (-h).clamp_min(0.0), lik.detach().sum(-1)
+    return level, w, ll
 
 
 def tridiagonal_elimination(w, sigma):
@@ -188,6 +197,80 @@ def tridiagonal_elimination(w, sigma):
         d = a if d is None else a - inv**2 / d
         logdet = logdet + d.log()
     return logdet, 1.0 / d
+
+
+def state_covariance(model: LocalLevelPanel, w, features, sigma):
+    """Joint Laplace covariance of the last level and the weights, per grid value and series.
+
+    The Hessian of the negative log joint in the level path ``x_0..x_{T-1}`` and the
+    weights ``b`` is ``[[A, B], [B', C]]``: ``A = W + Q / sigma**2`` plus the first level's
+    prior precision at ``x_0`` (tridiagonal), ``B[t] = W[t] f[t]`` and
+    ``C = sum_t W[t] f[t] f[t]' + P`` (``P`` the weights' prior precision). One forward
+    sweep of the ``LDL'`` factorisation of ``A`` gives ``Y = L^-1 B`` row by row, so
+    ``B' A^-1 B = sum_t y_t y_t' / d_t``, ``(A^-1 B)_last = y_last / d_last`` and
+    ``(A^-1)_last,last = 1 / d_last``, with no ``(T, K)`` array kept. With the Schur
+    complement ``S = C - B' A^-1 B`` and ``r = (A^-1 B)_last``:
+    ``Cov(b) = S^-1``, ``Cov(x_last, b) = -S^-1 r``, ``Var(x_last) = 1 / d_last + r' S^-1 r``.
+
+    Parameters
+    ----------
+    model : LocalLevelPanel
+    w : Tensor (G, S, T)
+        Curvature of each count's log-likelihood in ``eta`` (0 on padding).
+    features : Tensor (S, T, K)
+    sigma : Tensor (G,)
+
+    Returns
+    -------
+    Tensor (G, S, 1 + K, 1 + K)
+        Covariance of ``(x_last, b)``, in float64.
+    """
+    w, f = w.double(), features.double()
+    n_grid, n_series, n_steps = w.shape
+    k = f.shape[-1]
+    level0_prec, weight_prec = model.prior_precisions(n_series)
+    inv = (1.0 / sigma.double() ** 2)[:, None].expand(n_grid, n_series)
+    c_mat = weight_prec * torch.eye(k, dtype=w.dtype, device=w.device).expand(
+        n_grid, n_series, k, k)
+    d = y = None
+    for t in range(n_steps):
+        neighbours = float((t > 0) + (t < n_steps - 1))  # the walk's terms touching x_t
+        diag = neighbours * inv + w[..., t]
+        b_t = w[..., t, None] * f[None, :, t]  # (G, S, K)
+        if t == 0:
+            diag = diag + level0_prec
+            d, y = diag, b_t
+        else:
+            ratio = -inv / d  # the sub-diagonal -1 / sigma**2 over the last pivot
+            d = diag - inv**2 / d
+            y = b_t - ratio[..., None] * y
+        # C's data term W f f' and the Schur term y y' / d, one step at a time: no
+        # (G, S, T, K) array (a panel of a thousand long series)
+        c_mat = c_mat + (w[..., t, None, None] * f[None, :, t, :, None] * f[None, :, t, None, :]
+                         - y[..., :, None] * y[..., None, :] / d[..., None, None])
+    r = y / d[..., None]
+    eye = torch.eye(k, dtype=w.dtype, device=w.device)
+    cov_b = torch.linalg.solve(c_mat, eye.expand_as(c_mat))
+    cov_b = 0.5 * (cov_b + cov_b.transpose(-1, -2))
+    cross = -(cov_b @ r[..., None])[..., 0]  # (G, S, K)
+    var_x = 1.0 / d + (r * (cov_b @ r[..., None])[..., 0]).sum(-1)
+    out = w.new_zeros(n_grid, n_series, 1 + k, 1 + k)
+    out[..., 0, 0] = var_x
+    out[..., 0, 1:] = cross
+    out[..., 1:, 0] = cross
+    out[..., 1:, 1:] = cov_b
+    return out
+
+
+def state_cholesky(cov):
+    """Lower Cholesky factor of covariances ``(..., m, m)``, in float64, with a jitter of
+    ``1e-10`` times the largest variance (a covariance is positive semi-definite up to
+    rounding)."""
+    cov = cov.double()
+    scale = cov.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    factor, _ = torch.linalg.cholesky_ex(cov + 1e-10 * scale[..., None, None] * eye)
+    return factor
 
 
 def _pool(log_marginal, log_prior):
@@ -216,7 +299,7 @@ def fit_panel_laplace(model: LocalLevelPanel, data: PanelData, sigma_grid, *, ma
     sigma_grid : array-like of shape (G,)
         Values of the level's per-step standard deviation.
     max_iter : int, default=500
-        L-BFGS iterations (at most).
+        Newton iterations per batch of series (at most).
     verbose : int, default=0
         A progress bar over the iterations when ``> 0``.
 
@@ -233,19 +316,56 @@ def _fit(model, data, sigma, max_iter, verbose):
     params = _starting_params(model, data, len(sigma))
     sig = sigma[:, None]
     losses = _optimise(model, data, params, sig, max_iter, verbose)
+    level, w, ll = _curvature(model, params, sig, data)
     with torch.no_grad():
-        joint = model.log_joint(params, sig, data)
-    level, w = _curvature(model, params, sig, data)
+        joint = ll + model.log_prior(params)
     logdet, last_var = tridiagonal_elimination(w, sigma)
     n_steps = data.y.shape[-1] - 1
     log_marginal = joint.double() - 0.5 * logdet - n_steps * sigma.double().log()[:, None]
     log_prior = -0.5 * ((sigma.double().log() - _PRIOR_LOC) / _PRIOR_SD) ** 2
     log_prior = torch.log_softmax(log_prior, 0)
     log_post = _pool(log_marginal, log_prior).to(sigma.dtype)
+    state_cov = state_covariance(model, w, data.features, sigma).to(sigma.dtype)
     return LaplaceFit(sigma=sigma, log_post=log_post, level=level,
                       last_var=last_var.to(sigma.dtype), weight=params.weight.detach(),
-                      log_shapes=params.log_shapes.detach(), gates=params.gates.detach(),
-                      losses=losses)
+                      log_shapes=model.floored(params.log_shapes.detach()),
+                      gates=params.gates.detach(),
+                      losses=losses, state_cov=state_cov)
+
+
+def draw_states(fit: LaplaceFit, n: int):
+    """Draws of the grid value, the last level and the weights, per series.
+
+    Parameters
+    ----------
+    fit : LaplaceFit
+    n : int
+        Number of draws (uses torch's global generator).
+
+    Returns
+    -------
+    (Tensor (n, S), Tensor (n, S), Tensor (n, S), Tensor (n, S, K))
+        The grid index, the level's step, the last level and the weights of each draw:
+        the last level and the weights jointly Gaussian given the grid value
+        (``fit.state_cov``), or the weights at their mode where it is None.
+    """
+    s = fit.level.shape[1]
+    # which grid value each draw uses, per series
+    g = torch.multinomial(fit.log_post.T.exp(), n, replacement=True).T  # (n, S)
+    cols = torch.arange(s, device=g.device).expand(n, s)
+    sigma = fit.sigma[g]  # (n, S)
+    last, weight = fit.level[g, cols, -1], fit.weight[g, cols]
+    if fit.state_cov is None:
+        last = last + fit.last_var[g, cols].sqrt() * torch.randn_like(sigma)
+        return g, sigma, last, weight
+    chol = state_cholesky(fit.state_cov)  # (G, S, 1 + K, 1 + K)
+    noise = torch.randn(n, s, chol.shape[-1], dtype=chol.dtype, device=chol.device)
+    delta = torch.zeros_like(noise)
+    for i in range(chol.shape[0]):  # one grid value at a time: no (n, S, m, m) array
+        here = (g == i)[..., None]
+        delta = torch.where(here, torch.einsum("sij,nsj->nsi", chol[i], noise), delta)
+    delta = delta.to(sigma.dtype)
+    return g, sigma, last + delta[..., 0], weight + delta[..., 1:]
 
 
 def forecast_draws(model: LocalLevelPanel, fit: LaplaceFit, scale, features, n: int):
@@ -267,13 +387,10 @@ def forecast_draws(model: LocalLevelPanel, fit: LaplaceFit, scale, features, n: 
         Count draws and the predictive mean (the count law's mean averaged over draws).
     """
     s, h = features.shape[0], features.shape[1]
-    # which grid value each draw uses, per series
-    g = torch.multinomial(fit.log_post.T.exp(), n, replacement=True).T  # (n, S)
+    g, sigma, last, weight = draw_states(fit, n)
     cols = torch.arange(s, device=g.device).expand(n, s)
-    sigma = fit.sigma[g]  # (n, S)
-    last = fit.level[g, cols, -1] + fit.last_var[g, cols].sqrt() * torch.randn_like(sigma)
     walk = torch.randn(n, s, h, dtype=sigma.dtype, device=sigma.device).cumsum(-1)
     level = last[..., None] + sigma[..., None] * walk
-    eta = model.eta(level, fit.weight[g, cols], features)
+    eta = model.eta(level, weight, features)
     d = model.observation(eta, scale, fit.log_shapes[g, cols], fit.gates[g, cols])
     return d.sample(), d.mean.mean(0)

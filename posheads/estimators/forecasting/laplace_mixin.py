@@ -36,7 +36,7 @@ from .series import backtest_windows, fourier_features, score_paths
 
 __all__ = ["LaplaceForecastMixin", "single_panel"]
 
-_LAPLACE_ITERATIONS = 200  # L-BFGS iterations when num_steps is None
+_LAPLACE_ITERATIONS = 200  # Newton iterations (at most, per batch) when num_steps is None
 
 
 def single_panel(values, info, covariates) -> Panel:
@@ -120,28 +120,27 @@ class LaplaceForecastMixin:
                                          self._tensor(self.scales_), self._tensor(feats), n)
         return paths.cpu().double().numpy(), mean.cpu().double().numpy()
 
-    def _posterior_trace(self):
-        """Draws by site name for ``summary`` and ``covariate_effect``."""
+    def _posterior_trace(self, s=0):
+        """Draws by site name of series ``s`` for ``summary`` and ``covariate_effect``."""
         check_is_fitted(self)
         if self.inference_ != "laplace":
             return super()._posterior_trace()
-        if getattr(self, "is_panel_", False):
-            raise ValueError("summary and covariate_effect describe a one-series fit")
-        return self._laplace_trace(self.num_samples, derived_seed(self.random_state, 2))
+        return self._laplace_trace(self.num_samples, derived_seed(self.random_state, 2), s)
 
-    def _laplace_trace(self, n, seed):
-        """In-sample posterior draws of a one-series fit, by site name (for ``summary``)."""
+    def _laplace_trace(self, n, seed, s=0):
+        """In-sample posterior draws of series ``s``, by site name (for ``summary``)."""
         fit, rng = self.laplace_, np.random.default_rng(seed)
-        post = fit.log_post[:, 0].exp().cpu().double().numpy()
+        post = fit.log_post[:, s].exp().cpu().double().numpy()
         g = torch.as_tensor(rng.choice(len(post), size=n, p=post / post.sum()))
-        feats = self._tensor(self._features(0, self._covariates_train))
-        weight = fit.weight[g, 0]
-        eta = fit.level[g, 0] + weight @ feats.T if feats.shape[1] else fit.level[g, 0]
+        n_s = len(self.panel_.values[s])  # the series' steps: the last n_s columns
+        feats = self._tensor(self._features(s, self.panel_.covariates[s]))
+        weight, level = fit.weight[g, s], fit.level[g, s, -n_s:]
+        eta = level + weight @ feats.T if feats.shape[1] else level
         n_seasonal = feats.shape[1] - self.n_features_in_
-        draws = {"bias": fit.level[g, 0, :1], "eta": eta, "seasonal": weight[:, :n_seasonal],
+        draws = {"bias": level[:, :1], "eta": eta, "seasonal": weight[:, :n_seasonal],
                  "weight": weight[:, n_seasonal:], "drift_scale": fit.sigma[g, None]}
         for i, shape in enumerate(self.model_.family.shapes):
-            draws[shape.name] = fit.log_shapes[g, 0, i, None].exp()
+            draws[shape.name] = fit.log_shapes[g, s, i, None].exp()
         return _Trace({k: v for k, v in draws.items() if v.shape[-1]})
 
     # ---------------------------------------------------------- long frames

@@ -32,10 +32,51 @@ def to_numpy(t):
 class ForecastReportMixin:
     """``summary`` and ``covariate_effect``, from draws of the model's trace."""
 
-    def _posterior_trace(self):
+    def _posterior_trace(self, s=0):
         check_is_fitted(self)
         covariates = self._design(self._covariates_train, 0)
         return self._draw(covariates, self.num_samples, derived_seed(self.random_state, 2))[1]
+
+    def _series_position(self, series, *, required=True):
+        """Position of ``series`` among the series of the fit (0 after a one-series fit).
+
+        ``None`` after a fit on a long frame is an error when ``required``, else ``None``.
+        """
+        check_is_fitted(self)
+        if not getattr(self, "is_panel_", False):
+            if series is not None:
+                raise ValueError("series= picks one series of a fit on a long frame; this "
+                                 "forecaster was fitted on one series")
+            return 0
+        ids = list(self.panel_.ids)
+        if series is None:
+            if required:
+                raise ValueError(f"this forecaster was fitted on {len(ids)} series: pass "
+                                 f"series=<one of {self.id_col!r}>, e.g. series={ids[0]!r}")
+            return None
+        matches = [i for i, uid in enumerate(ids) if uid == series]
+        if not matches:
+            shown = ", ".join(repr(u) for u in ids[:5]) + (", ..." if len(ids) > 5 else "")
+            raise ValueError(f"unknown series {series!r}; the fit has {shown}")
+        return matches[0]
+
+    def _series_history(self, s):
+        """Raw covariates ``(n_s, p)``, count scale, counts and time index of series ``s``."""
+        if getattr(self, "inference_", None) == "laplace":
+            panel = self.panel_
+            stamps = panel.stamps[s]
+            index = (pd.DatetimeIndex(stamps) if panel.freq is not None
+                     else pd.RangeIndex(len(panel.values[s])))
+            return panel.covariates[s], float(self.scales_[s]), panel.values[s], index
+        index = self.series_info_.index
+        index = pd.RangeIndex(len(self.history_)) if index is None else index
+        return self._covariates_train, float(self.scale_), self.history_, index
+
+    def _per_series(self, method, **kwargs):
+        """``method(series=uid, **kwargs)`` of every series, stacked under the series' id."""
+        ids = list(self.panel_.ids)
+        frames = [method(series=uid, **kwargs) for uid in ids]
+        return pd.concat(frames, keys=ids, names=[self.id_col, None])
 
     def _param_names(self):
         names = []
@@ -47,17 +88,28 @@ class ForecastReportMixin:
             features = [f"x{i}" for i in range(self.n_features_in_)]
         return {"seasonal": names, "weight": list(features)}
 
-    def summary(self, coverage=0.9):
+    def summary(self, coverage=0.9, series=None):
         """Posterior mean, sd and central interval of every global parameter.
 
         Weights of standardised covariates are per training standard deviation; those of
         0/1 covariates per unit. All are on the scale of the linear predictor ``eta``.
 
+        Parameters
+        ----------
+        coverage : float, default=0.9
+        series : optional
+            After a fit on a long frame: the id of one series (default: every series,
+            stacked under its id). Not given after a one-series fit.
+
         Returns
         -------
         DataFrame with columns ``mean``, ``sd``, ``lower``, ``upper``
+            Indexed by parameter (by series id and parameter for every series of a panel).
         """
-        trace, names = self._posterior_trace(), self._param_names()
+        s = self._series_position(series, required=False)
+        if s is None:
+            return self._per_series(self.summary, coverage=coverage)
+        trace, names = self._posterior_trace(s), self._param_names()
         tail = (1 - coverage) / 2
         rows = {}
         for site in (
@@ -81,7 +133,7 @@ class ForecastReportMixin:
             rows, orient="index", columns=["mean", "sd", "lower", "upper"]
         )
 
-    def covariate_effect(self, column, coverage=0.9):
+    def covariate_effect(self, column, coverage=0.9, series=None):
         """Posterior effect of one covariate on the expected count, where it is non-zero.
 
         Compares, over the training steps where the covariate is non-zero, the fitted
@@ -96,6 +148,9 @@ class ForecastReportMixin:
         column : str or int
             A name from ``feature_names_in_`` or a column position.
         coverage : float, default=0.9
+        series : optional
+            After a fit on a long frame: the id of one series (default: every series,
+            stacked under its id). Not given after a one-series fit.
 
         Returns
         -------
@@ -106,18 +161,22 @@ class ForecastReportMixin:
         if self._log:
             raise ValueError("covariate_effect needs a count likelihood, not log_gaussian")
         j = self._column_position(column)
-        active = self._covariates_train[:, j] != 0
+        s = self._series_position(series, required=False)
+        if s is None:
+            return self._per_series(self.covariate_effect, column=column, coverage=coverage)
+        covariates, scale = self._series_history(s)[:2]
+        active = covariates[:, j] != 0
         if not active.any():
             raise ValueError(f"covariate {column!r} is zero at every training step")
         from posheads.ops import softplus
 
-        trace = self._posterior_trace()
+        trace = self._posterior_trace(s)
         eta = _cpu64(trace.nodes["eta"]["value"].reshape(self.num_samples, -1))[:, active]
         w = _cpu64(trace.nodes["weight"]["value"].reshape(self.num_samples, -1))[:, j : j + 1]
-        x = (self._covariates_train[active, j] - self._cov_center[j]) / self._cov_scale[j]
+        x = (covariates[active, j] - self._cov_center[j]) / self._cov_scale[j]
         beta = float(self.beta)
-        mu = self.scale_ * softplus(eta, beta=beta)
-        mu0 = self.scale_ * softplus(eta - w * torch.as_tensor(x), beta=beta)
+        mu = scale * softplus(eta, beta=beta)
+        mu0 = scale * softplus(eta - w * torch.as_tensor(x), beta=beta)
         draws = {
             "change_per_step": (mu - mu0).mean(1).numpy(),
             "relative_change": (mu.sum(1) / mu0.sum(1) - 1.0).numpy(),
@@ -140,9 +199,9 @@ class ForecastReportMixin:
         )
 
     # ------------------------------------------------------------ components
-    def _component_trace(self, n):
+    def _component_trace(self, n, s=0):
         if getattr(self, "inference_", None) == "laplace":
-            return self._laplace_trace(n, derived_seed(self.random_state, 2))
+            return self._laplace_trace(n, derived_seed(self.random_state, 2), s)
         return self._posterior_trace()
 
     def _season_blocks(self):
@@ -154,7 +213,7 @@ class ForecastReportMixin:
             col += width
         return blocks
 
-    def components(self, coverage=0.9):
+    def components(self, coverage=0.9, series=None):
         """Posterior of the model's components at every training step of one series.
 
         The linear predictor is split into its parts, ``eta = level + sum(seasons) +
@@ -169,6 +228,8 @@ class ForecastReportMixin:
         ----------
         coverage : float, default=0.9
             Coverage of the central interval (``lower``, ``upper``) of each component.
+        series : optional
+            After a fit on a long frame, the id of the series (required there).
 
         Returns
         -------
@@ -180,19 +241,18 @@ class ForecastReportMixin:
         Raises
         ------
         ValueError
-            After a fit on a long frame (fit one series to see its components), or with
+            After a fit on a long frame without ``series``, or with
             ``likelihood="log_gaussian"``.
         """
         check_is_fitted(self)
         if not 0 < coverage < 1:
             raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
-        if getattr(self, "is_panel_", False):
-            raise ValueError("components are drawn for a forecaster fitted on one series; "
-                             "this one was fitted on a long frame of several")
+        s = self._series_position(series)
         if self._log:
             raise ValueError("components need a count likelihood, not log_gaussian")
+        covariates, scale, _, index = self._series_history(s)
         n = self.num_samples
-        trace = self._component_trace(n)
+        trace = self._component_trace(n, s)
         nodes = trace.nodes
 
         def draws(site):
@@ -201,7 +261,10 @@ class ForecastReportMixin:
             return to_numpy(nodes[site]["value"]).reshape(n, -1)
 
         eta = draws("eta")
-        feats = to_numpy(self._design(self._covariates_train, 0))
+        if getattr(self, "inference_", None) == "laplace":
+            feats = self._features(s, covariates)
+        else:
+            feats = to_numpy(self._design(covariates, 0))
         seasonal, weight = draws("seasonal"), draws("weight")
         n_seasonal = feats.shape[1] - self.n_features_in_
         parts = {}
@@ -214,7 +277,6 @@ class ForecastReportMixin:
         level_eta = eta - sum(parts.values()) if parts else eta
         from posheads.ops import softplus
 
-        scale = self.scales_[0] if getattr(self, "inference_", None) == "laplace" else self.scale_
         level = scale * to_numpy(softplus(torch.as_tensor(level_eta), beta=float(self.beta)))
         tail = (1.0 - coverage) / 2.0
         columns = {}
@@ -222,11 +284,9 @@ class ForecastReportMixin:
             lo, hi = np.quantile(value, [tail, 1.0 - tail], axis=0)
             columns.update({(name, "mean"): value.mean(0), (name, "lower"): lo,
                             (name, "upper"): hi})
-        index = self.series_info_.index
-        index = pd.RangeIndex(len(self.history_)) if index is None else index
         return pd.DataFrame(columns, index=index)
 
-    def plot_components(self, coverage=0.9, *, title=None):
+    def plot_components(self, coverage=0.9, *, title=None, series=None):
         """Draw :meth:`components`: the level over the counts, then each season and
         covariate effect, one panel each on a shared (concise) date axis.
 
@@ -235,6 +295,8 @@ class ForecastReportMixin:
         coverage : float, default=0.9
         title : str, default=None
             Figure title (default: the series' name and the count law).
+        series : optional
+            After a fit on a long frame, the id of the series (required there).
 
         Returns
         -------
@@ -242,11 +304,12 @@ class ForecastReportMixin:
         """
         from .plots import plot_component_frame
 
-        frame = self.components(coverage)
+        frame = self.components(coverage, series=series)
+        observed = self._series_history(self._series_position(series))[2]
         if title is None:
-            name = self.series_info_.name
+            name = series if series is not None else self.series_info_.name
             title = f"{'series' if name is None else name}: components ({self.likelihood_})"
-        return plot_component_frame(frame, observed=self.history_, title=title)
+        return plot_component_frame(frame, observed=observed, title=title)
 
     def plot_panel(self, horizon, X_future=None, *, level=90, ids=None, truth=None,
                    n_history=None, ncols=3):

@@ -3,7 +3,10 @@ without pickle: its fitted attributes as plain values and arrays, and the rebuil
 
 The count law is saved by name (``likelihood_``) and found again with
 :func:`posheads.families.get_family`, so a forecaster saves when its family is
-registered (given by name or as the object).
+registered (given by name or as the object). A forecaster fitted on a long frame also
+saves its :class:`~.panel.Panel` (:func:`panel_state`): series ids, lengths, counts and
+covariates concatenated, each series' first time stamp and the frequency; a
+``hierarchy`` is a parameter, saved with the others.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from posheads.families import get_family
 from .._validation import resolve_device, resolve_dtype
 from .engine import NUTSForecaster, isolated
 from .laplace_mixin import single_panel
+from .panel import Panel, check_hierarchy
 from .series import SeriesInfo
 
-__all__ = ["ForecastStateMixin"]
+__all__ = ["ForecastStateMixin", "panel_from_state", "panel_state"]
 
 # The guide a saved SVI forecaster's parameters belong to: the inference stack's
 # mean-field guide. Forecasters saved without this key used Pyro's AutoNormal, whose
@@ -58,12 +62,11 @@ class ForecastStateMixin:
             state["series_index_tz"] = None if index.tz is None else str(index.tz)
         if hasattr(self, "feature_names_in_"):
             state["feature_names_in_"] = [str(c) for c in self.feature_names_in_]
-        if getattr(self, "is_panel_", False):
-            raise ValueError("saving a forecaster fitted on a long frame is not supported; "
-                             "refit it from the frame")
         if self.inference_ == "laplace":
             state["posterior"] = {"laplace": self.laplace_.arrays()}
             state["scales_"] = np.asarray(self.scales_, dtype=np.float64)
+            if getattr(self, "is_panel_", False):
+                state.update(panel_state(self.panel_))
             return state
         if isinstance(self.forecaster_, NUTSForecaster):
             state["posterior"] = {"samples": dict(self.forecaster_.samples)}
@@ -101,7 +104,12 @@ class ForecastStateMixin:
         self.is_panel_, self._hierarchy = False, {}
         if "laplace" in posterior:
             self.inference_ = "laplace"
-            panel = single_panel(self.history_, self.series_info_, self._covariates_train)
+            if "panel_ids" in state:  # fitted on a long frame
+                panel = panel_from_state(state)
+                self.is_panel_ = True
+                self._hierarchy = check_hierarchy(self.hierarchy, panel.ids)
+            else:
+                panel = single_panel(self.history_, self.series_info_, self._covariates_train)
             self._restore_laplace(panel, family, posterior["laplace"], state["scales_"])
             return
         self.inference_ = "nuts" if "samples" in posterior else "svi"
@@ -128,3 +136,55 @@ class ForecastStateMixin:
             )
         param_state["params"] = {k: v.to(self._device) for k, v in saved.items()}
         self._param_state = param_state
+
+
+def panel_state(panel: Panel) -> dict:
+    """A panel as plain values and arrays (the inverse of :func:`panel_from_state`)."""
+    ids = [v.item() if isinstance(v, np.generic) else v for v in panel.ids]
+    bad = [v for v in ids if not isinstance(v, (str, int, float))]
+    if bad:
+        raise ValueError(f"cannot save series ids of type {type(bad[0]).__name__} "
+                         f"({bad[0]!r}): ids must be strings or numbers")
+    firsts = [st[0] for st in panel.stamps]
+    state = {
+        "panel_ids": ids,
+        "panel_lengths": np.array([len(v) for v in panel.values], dtype=np.int64),
+        "panel_values": np.concatenate(panel.values).astype(np.float64),
+        "panel_covariates": np.concatenate(panel.covariates, axis=0).astype(np.float64),
+        "panel_covariate_names": [str(c) for c in panel.covariate_names],
+        "panel_freq": None if panel.freq is None else panel.freq.freqstr,
+        "panel_tz": None,
+    }
+    if panel.freq is None:
+        state["panel_starts"] = np.array([int(f) for f in firsts], dtype=np.int64)
+    else:
+        index = pd.DatetimeIndex(firsts)
+        state["panel_tz"] = None if index.tz is None else str(index.tz)
+        state["panel_starts"] = index.as_unit("ns").asi8  # ns since the epoch, in UTC
+    return state
+
+
+def panel_from_state(state: dict) -> Panel:
+    """The :class:`~.panel.Panel` saved by :func:`panel_state`."""
+    lengths = np.asarray(state["panel_lengths"], dtype=np.int64)
+    cuts = np.cumsum(lengths)[:-1]
+    values = np.split(np.asarray(state["panel_values"], dtype=np.float64), cuts)
+    names = list(state["panel_covariate_names"])
+    covs = np.asarray(state["panel_covariates"], dtype=np.float64).reshape(-1, len(names))
+    covariates = np.split(covs, cuts)
+    starts = np.asarray(state["panel_starts"], dtype=np.int64)
+    freq = state["panel_freq"]
+    if freq is None:
+        stamps = [pd.Index(np.arange(a, a + n)) for a, n in zip(starts, lengths, strict=True)]
+    else:
+        freq = pd.tseries.frequencies.to_offset(freq)
+        firsts = pd.DatetimeIndex(starts.astype("datetime64[ns]"))
+        if state["panel_tz"] is not None:
+            firsts = firsts.tz_localize("UTC").tz_convert(state["panel_tz"])
+        stamps = [pd.Index(pd.date_range(a, periods=n, freq=freq).to_numpy())
+                  for a, n in zip(firsts, lengths, strict=True)]
+    if len(values) != len(state["panel_ids"]):
+        raise ValueError("the saved panel's ids and lengths do not match")
+    return Panel(ids=list(state["panel_ids"]), values=values, stamps=stamps,
+                 covariates=covariates, covariate_names=names, freq=freq,
+                 origin=min(st[0] for st in stamps))

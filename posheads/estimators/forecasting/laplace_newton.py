@@ -1,0 +1,357 @@
+"""Newton's method for the joint mode of the panel model, a batch of series at a time.
+
+At a grid value ``sigma`` and given the shared means, the negative log joint of
+:class:`~posheads.models.forecast_panel.LocalLevelPanel` is a sum over series of a term in
+that series' level path ``x`` (``T`` values: the level itself, centred coordinates) and its
+own parameters ``theta`` (seasonal and covariate weights, log-shapes, gate logits). Its
+Hessian in ``(x, theta)`` is the block matrix ``[[Tri, C], [C^T, B]]``: ``Tri`` is
+tridiagonal (the count law's curvature ``W`` in ``eta`` on the diagonal plus the random
+walk's precision), ``C`` holds the ``T x P`` cross terms and ``B`` is ``P x P``. A Newton
+step eliminates ``x`` by the Schur complement of ``Tri``: ``P + 1`` tridiagonal solves
+(:func:`tridiagonal_solve`: ``O(T)`` work, one loop over time for the whole batch) and one
+``P x P`` solve, for every series and grid value of a batch at once. Work
+and memory are linear in ``T`` and in the number of series: the series are taken in
+batches of a bounded size, and only the iterate is kept for the whole panel.
+
+Safeguards: ``W`` is clamped at 0 (where a law is not log-concave in ``eta``), so that the
+``(x, weight)`` block is positive definite; the Schur complement's eigenvalues are taken
+in absolute value and floored, so that a shape or gate where the law is not concave still
+gets a descent direction; each series' step is halved until its objective decreases
+enough (Armijo). The derivatives of the count law come from autograd, element by element
+(the law of ``y[t]`` depends on ``eta[t]`` and the series' shapes and gates only); those
+of the prior from autograd as well, using that it is Gaussian in ``x`` (a random walk:
+tridiagonal precision, read off three Hessian-vector products) and separable in
+``theta``.
+
+The shared means (``weight_mean``, ``shape_mean``, ``gate_mean``) are updated between
+passes over the batches, by Newton on their own terms of the log prior (block coordinate
+ascent): each is set by all series together, so a few passes suffice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from posheads.models.forecast_panel import PanelData, PanelParams
+
+__all__ = ["batch_size", "panel_mode", "subset", "subset_params", "tridiagonal_solve"]
+
+# Elements (grid values x series x steps x (parameters + 2)) of the largest tensor of one
+# batch: 2**23 doubles are 64 MiB; a Newton step holds a handful of them.
+_BATCH_ELEMENTS = 2**23
+_MAX_PASSES = 8  # passes over the batches (updates of the shared means)
+_SHARED_TOL = 1e-4  # stop the passes when no shared mean moves more than this
+_DECREMENT_TOL = 1e-7  # a series has converged when Newton's decrement is below this
+_ARMIJO = 1e-4  # sufficient decrease of the line search
+_MAX_HALVINGS = 30
+_MAX_LOG_STEP = 2.0  # the largest move of a log-shape or gate logit in one step
+
+
+# ------------------------------------------------------------------ linear algebra
+def tridiagonal_solve(diag, off, rhs):
+    """Solve symmetric tridiagonal systems ``H x = rhs`` (Thomas' algorithm).
+
+    The ``LDL'`` elimination without pivoting, stable for the symmetric positive
+    definite systems it is used on. The loop runs over time, each step on every system
+    and right-hand side at once (time-major copies keep each step's slice contiguous).
+
+    Parameters
+    ----------
+    diag : Tensor of shape (..., n)
+        ``H[t, t]``.
+    off : Tensor of shape (..., n - 1)
+        ``H[t, t + 1] = H[t + 1, t]``.
+    rhs : Tensor of shape (..., n, r)
+
+    Returns
+    -------
+    Tensor of shape (..., n, r)
+    """
+    n = diag.shape[-1]
+    d = diag.movedim(-1, 0).contiguous()
+    e = off.movedim(-1, 0).contiguous()
+    y = rhs.movedim(-2, 0).contiguous()
+    if y.data_ptr() == rhs.data_ptr():  # already time-major: do not overwrite the input
+        y = y.clone()
+    pivot = torch.empty_like(d)
+    pivot[0] = d[0]
+    for t in range(1, n):  # forward: L^-1
+        ratio = e[t - 1] / pivot[t - 1]
+        pivot[t] = d[t] - ratio * e[t - 1]
+        y[t] -= ratio[..., None] * y[t - 1]
+    y[n - 1] /= pivot[n - 1][..., None]
+    for t in range(n - 2, -1, -1):  # backward: (D L')^-1
+        y[t] -= e[t][..., None] * y[t + 1]
+        y[t] /= pivot[t][..., None]
+    return y.movedim(0, -2)
+
+
+# ------------------------------------------------------------------ panel helpers
+def batch_size(n_grid: int, n_steps: int, n_params: int) -> int:
+    """Series per batch so that a ``(G, batch, T, P + 2)`` tensor stays near 64 MiB."""
+    return max(1, _BATCH_ELEMENTS // max(1, n_grid * n_steps * (n_params + 2)))
+
+
+def subset(data: PanelData, rows: slice) -> PanelData:
+    """The series ``rows`` of a panel."""
+    return PanelData(data.y[rows], data.mask[rows], data.features[rows], data.scale[rows])
+
+
+def subset_params(params: PanelParams, rows: slice) -> PanelParams:
+    """The per-series parameters of the series ``rows`` (shared means unchanged)."""
+    return dataclasses.replace(params, **{k: getattr(params, k)[:, rows] for k in
+                                          ("z", "level0", "weight", "log_shapes", "gates")})
+
+
+class _State:
+    """The iterate in centred coordinates: level path ``x`` (G, S, T), weights ``w``
+    (G, S, K), log-shapes then gate logits ``ab`` (G, S, n), and the shared means."""
+
+    def __init__(self, params: PanelParams, sigma):
+        level0 = params.level0[..., None]
+        self.x = torch.cat([level0, level0 + sigma[..., None] * params.z.cumsum(-1)], -1)
+        self.w = params.weight.detach().clone()
+        self.ab = torch.cat([params.log_shapes, params.gates], -1).detach().clone()
+        self.n_shapes = params.log_shapes.shape[-1]
+        self.shared = [params.weight_mean.detach().clone(), params.shape_mean.detach().clone(),
+                       params.gate_mean.detach().clone()]
+
+    def params(self, x, w, ab, sigma, shared=None) -> PanelParams:
+        """The model's parameters (non-centred ``z``) at ``(x, w, ab)``."""
+        wm, sm, gm = self.shared if shared is None else shared
+        z = (x[..., 1:] - x[..., :-1]) / sigma[..., None]
+        return PanelParams(z=z, level0=x[..., 0], weight=w, log_shapes=ab[..., :self.n_shapes],
+                           gates=ab[..., self.n_shapes:], weight_mean=wm, shape_mean=sm,
+                           gate_mean=gm)
+
+    def write(self, params: PanelParams, sigma) -> None:
+        """Store the iterate into ``params`` (in place)."""
+        p = self.params(self.x, self.w, self.ab, sigma)
+        for name in ("z", "level0", "weight", "log_shapes", "gates", "weight_mean",
+                     "shape_mean", "gate_mean"):
+            setattr(params, name, getattr(p, name).detach().contiguous())
+
+
+def _grad(out, inputs, **kw):
+    return torch.autograd.grad(out, inputs, allow_unused=True, materialize_grads=True, **kw)
+
+
+# ------------------------------------------------------------------ derivatives
+def _prior_hessian(model, state, x, w, ab, sigma):
+    """Minus the (constant) Hessian of the log prior: tridiagonal in ``x`` (diag, off)
+    and diagonal in ``w`` and ``ab``."""
+    with torch.enable_grad():
+        leaves = [v.detach().requires_grad_(True) for v in (x, w, ab)]
+        lp = model.log_prior(state.params(*leaves, sigma)).sum()
+        gx, gw, gab = _grad(lp, leaves, create_graph=True)
+        t = x.shape[-1]
+        phase = torch.arange(t, device=x.device) % 3
+        hv = torch.stack([_grad((gx * (phase == k)).sum(), leaves[0], retain_graph=True)[0]
+                          for k in range(3)], -1)  # (G, S, T, 3): H @ probe k
+        diag = hv.gather(-1, phase.expand_as(x)[..., None]).squeeze(-1)
+        off = hv[..., 1:, :].gather(-1, phase[:-1].expand_as(x[..., 1:])[..., None]).squeeze(-1)
+        hw = _grad(gw.sum(), leaves[1], retain_graph=True)[0]
+        hab = _grad(gab.sum(), leaves[2])[0]
+    return -diag, -off, -hw, -hab
+
+
+def _gradients(model, state, data, x, w, ab, sigma):
+    """Gradient of the log likelihood in ``eta`` and ``ab`` with its second derivatives
+    (element by element in time), and the gradient of the log prior."""
+    with torch.enable_grad():
+        eta = model.eta(x, w, data.features).detach().requires_grad_(True)
+        abl = ab.detach().requires_grad_(True)
+        ll = model.log_likelihood(eta, state.params(x, w, abl, sigma), data).sum()
+        g_eta, g_ab = _grad(ll, [eta, abl], create_graph=True)
+        h_eta = _grad(g_eta.sum(), eta, retain_graph=True)[0]
+        cross, h_ab = [], []
+        for i in range(ab.shape[-1]):
+            he, ha = _grad(g_ab[..., i].sum(), [eta, abl], retain_graph=True)
+            cross.append(he)
+            h_ab.append(ha)
+        leaves = [v.detach().requires_grad_(True) for v in (x, w, ab)]
+        lp = model.log_prior(state.params(*leaves, sigma)).sum()
+        gpx, gpw, gpab = _grad(lp, leaves)
+    n = ab.shape[-1]
+    cross = torch.stack(cross, -1) if n else eta.new_zeros((*eta.shape, 0))
+    h_ab = torch.stack(h_ab, -2) if n else eta.new_zeros((*ab.shape, 0))
+    return (g_eta.detach(), g_ab.detach(), h_eta, cross, h_ab), (gpx, gpw, gpab)
+
+
+def _newton_step(model, state, data, x, w, ab, sigma, prior):
+    """The safeguarded Newton step ``(dx, dw, dab)`` of the negative log joint and the
+    directional derivative along it (negative), per ``(G, S)``."""
+    px, poff, pw, pab = prior
+    (g_eta, g_ab, h_eta, cross, h_ab), (gpx, gpw, gpab) = _gradients(
+        model, state, data, x, w, ab, sigma)
+    feats = data.features  # (S, T, K)
+    k = feats.shape[-1]
+    curv = (-h_eta).clamp_min(0.0)  # (G, S, T): zero where the law is not log-concave
+    gx = -(g_eta + gpx)
+    g_w = (feats.transpose(-1, -2) @ g_eta[..., None]).squeeze(-1)
+    gth = torch.cat([-(g_w + gpw), -(g_ab + gpab)], -1)
+    # [gx | C]: the gradient and the cross terms (G, S, T, 1 + P), solved in one go
+    rhs = torch.cat([gx[..., None], curv[..., None] * feats, -cross], -1)
+    c = rhs[..., 1:]
+    b_ww = c[..., :k].transpose(-1, -2) @ feats + torch.diag_embed(pw)
+    b_wa = feats.transpose(-1, -2) @ c[..., k:]
+    b_aa = -h_ab + torch.diag_embed(pab)
+    b = torch.cat([torch.cat([b_ww, b_wa], -1),
+                   torch.cat([b_wa.transpose(-1, -2), b_aa], -1)], -2)
+    sol = tridiagonal_solve(curv + px, poff, rhs)
+    m, big_m = sol[..., 0], sol[..., 1:]
+    ct = c.transpose(-1, -2)
+    schur = b - ct @ big_m
+    r = gth - (ct @ m[..., None]).squeeze(-1)
+    cov = _inverse(schur)  # at the mode: the covariance of theta, x integrated out
+    dth = (cov @ r[..., None]).squeeze(-1)
+    dx = m - (big_m @ dth[..., None]).squeeze(-1)
+    slope = -(gx * dx).sum(-1) - (gth * dth).sum(-1)
+    return -dx, -dth[..., :k], -dth[..., k:], slope, cov
+
+
+def _inverse(h, floor_ratio=None):
+    """The inverse of the symmetric ``h`` (..., P, P) with its eigenvalues taken in absolute
+    value and floored (a positive definite matrix that Newton's step can use)."""
+    if h.shape[-1] == 0:
+        return h
+    evals, evecs = torch.linalg.eigh(0.5 * (h + h.transpose(-1, -2)))
+    evals = evals.abs()
+    ratio = torch.finfo(evals.dtype).eps if floor_ratio is None else floor_ratio
+    floor = ratio * evals.amax(-1, keepdim=True).clamp_min(1.0)
+    inv = torch.where(evals > floor, 1.0 / evals.clamp_min(floor), 0.0 if floor_ratio else
+                      1.0 / floor)
+    return (evecs * inv[..., None, :]) @ evecs.transpose(-1, -2)
+
+
+def _objective(model, state, data, x, w, ab, sigma):
+    with torch.no_grad():
+        try:
+            return -model.log_joint(state.params(x, w, ab, sigma), sigma, data)
+        except ValueError:  # a trial step outside a law's support: the step is halved
+            return x.new_full(x.shape[:-1], torch.inf)
+
+
+def _newton_batch(model, state, data, rows, sigma, max_iter):
+    """Newton iterations on the series ``rows`` (shared means fixed); updates ``state``.
+    Returns the objective per ``(G, S_batch)`` and the iterations run."""
+    x, w, ab = state.x[:, rows], state.w[:, rows], state.ab[:, rows]
+    prior = _prior_hessian(model, state, x, w, ab, sigma)
+    f = _objective(model, state, data, x, w, ab, sigma)
+    done = torch.zeros_like(f, dtype=torch.bool)
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
+        dx, dw, dab, slope, cov = _newton_step(model, state, data, x, w, ab, sigma, prior)
+        done |= (-slope < _DECREMENT_TOL) | ~torch.isfinite(slope)
+        if bool(done.all()):
+            break
+        dx, dw, dab = (torch.where(done[..., None], 0.0, d) for d in (dx, dw, dab))
+        # a trust region on the log-shapes and gate logits: at most a factor e**2 a step
+        # (a full step where the law is flat in a shape could overflow its exp)
+        reach = dab.abs().amax(-1) if dab.shape[-1] else torch.zeros_like(f)
+        alpha = torch.where(done, 0.0, (_MAX_LOG_STEP / reach.clamp_min(1e-300)).clamp_max(1.0))
+        pending = ~done
+        for _ in range(_MAX_HALVINGS):
+            a3 = alpha[..., None]
+            fx, fw, fab = x + a3 * dx, w + a3 * dw, ab + a3 * dab
+            fn = _objective(model, state, data, fx, fw, fab, sigma)
+            ok = pending & torch.isfinite(fn) & (fn <= f + _ARMIJO * alpha * slope)
+            x, w, ab = (torch.where(ok[..., None], new, old)
+                        for new, old in ((fx, x), (fw, w), (fab, ab)))
+            f = torch.where(ok, fn, f)
+            pending &= ~ok
+            if not bool(pending.any()):
+                break
+            alpha = torch.where(pending, alpha / 2, alpha)
+        done |= pending  # no decrease along a descent direction: at the mode to rounding
+    state.x[:, rows], state.w[:, rows], state.ab[:, rows] = x, w, ab
+    # how the series' parameters answer a move of the shared means (their prior's
+    # precision L, for the profile Newton step of the shared means): sum_s L cov_s L
+    prec = torch.cat([prior[2], prior[3]], -1)  # (G, S, P)
+    response = (prec[..., :, None] * cov * prec[..., None, :]).sum(1)
+    return f, it, response
+
+
+def _update_shared(model, state, response, rows=slice(None)):
+    """One Newton step of the shared means on the profile of the log joint (every
+    series at its mode given them); returns the largest move.
+
+    At the series' modes, the gradient in the shared means is that of their prior terms;
+    the profile's curvature is their prior's minus ``response`` (``sum_s L cov_s L``:
+    the series' parameters follow the means they are shrunk to).
+    """
+    level0, ab = state.x[:, rows, 0], state.ab[:, rows]
+    with torch.enable_grad():
+        shared = [v.detach().requires_grad_(True) for v in state.shared]
+        p = PanelParams(z=level0.new_zeros((*level0.shape, 0)), level0=level0,
+                        weight=state.w[:, rows], log_shapes=ab[..., :state.n_shapes],
+                        gates=ab[..., state.n_shapes:], weight_mean=shared[0],
+                        shape_mean=shared[1], gate_mean=shared[2])
+        lp = model.log_prior(p).sum()
+        grads = _grad(lp, shared, create_graph=True)
+        # the shared terms are separable: the diagonal is their Hessian
+        hess = [_grad(g.sum(), v, retain_graph=True)[0] for g, v in zip(grads, shared,
+                                                                        strict=True)]
+    grad = torch.cat([g.detach() for g in grads], -1)  # (G, P)
+    curv = torch.diag_embed(-torch.cat([h.detach() for h in hess], -1)) - response
+    # a direction no series and no prior informs gets no step (pseudo-inverse)
+    step = (_inverse(curv, floor_ratio=1e-10) @ grad[..., None]).squeeze(-1)
+    sizes = [v.shape[-1] for v in state.shared]
+    state.shared = [v + d for v, d in zip(state.shared, step.split(sizes, -1), strict=True)]
+    return float(step.abs().max()) if step.numel() else 0.0
+
+
+# ------------------------------------------------------------------ driver
+def panel_mode(model, data: PanelData, params: PanelParams, sigma, *, max_iter: int = 200,
+               bar=None) -> list:
+    """Set ``params`` (in place) to the joint mode at every grid value, batch by batch.
+
+    Parameters
+    ----------
+    model : LocalLevelPanel
+    data : PanelData
+        ``S`` series of ``T`` steps.
+    params : PanelParams
+        Batch ``(G, S)``: the starting values, replaced by the mode.
+    sigma : Tensor of shape (G, 1)
+        The level's step at each grid value.
+    max_iter : int, default=200
+        Newton iterations per batch and pass, at most.
+    bar : tqdm progress bar or None
+        Advanced by one per batch and pass.
+
+    Returns
+    -------
+    list of float
+        The objective (negative log joint per observation, all grid values) after each pass.
+    """
+    state = _State(params, sigma)
+    g, s, t = state.x.shape
+    size = batch_size(g, t, state.w.shape[-1] + state.ab.shape[-1])
+    if s > size:  # the shared means first from one batch of series spread over the panel
+        sample = slice(0, s, -(-s // size))
+        _passes(model, state, subset(data, sample), [sample], sigma, max_iter, bar, sample)
+    batches = [slice(lo, min(s, lo + size)) for lo in range(0, s, size)]
+    losses = _passes(model, state, data, batches, sigma, max_iter, bar, slice(None))
+    state.write(params, sigma)
+    return losses
+
+
+def _passes(model, state, data, batches, sigma, max_iter, bar, rows):
+    """Newton on every batch, then a step of the shared means, until they settle."""
+    n_obs = float(data.mask.sum().clamp_min(1)) * state.x.shape[0]
+    losses = []
+    for _ in range(_MAX_PASSES):
+        total, response = 0.0, 0.0
+        for b in batches:
+            part = b if rows == slice(None) else slice(None)
+            f, _, resp = _newton_batch(model, state, subset(data, part), b, sigma, max_iter)
+            total, response = total + float(f.sum()), response + resp
+            if bar is not None:
+                bar.update(1)
+        losses.append(total / n_obs)
+        if _update_shared(model, state, response, rows) < _SHARED_TOL:
+            break
+    return losses
