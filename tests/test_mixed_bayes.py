@@ -177,3 +177,20 @@ def test_sbc_random_intercept_poisson():
     for j in range(2):
         counts = np.bincount(ranks[:, j] // 4, minlength=5)
         assert stats.chisquare(counts).pvalue > 1e-3, counts
+
+
+def test_negative_binomial_target_starts_at_finite_prior_medians():
+    # The NB concentration's prior has no closed-form quantile: the start takes the median
+    # of draws instead, and the potential there is finite.
+    from posheads.inference.mixed_bayes import GLMMTarget
+
+    x, y, g = _grouped(seed=3)
+    codes = np.unique(g, return_inverse=True)[1]
+    X = torch.as_tensor(np.c_[np.ones(len(y)), x])
+    effect = RandomEffect(name="patient", terms=("1",), Z=torch.ones(len(y), 1, dtype=X.dtype),
+                          codes=torch.as_tensor(codes), n_groups=int(codes.max()) + 1)
+    data = MixedData(X=X, effects=(effect,), y=torch.as_tensor(y))
+    target = GLMMTarget(SoftplusGLMM("negative_binomial"), data)
+    theta = target.init()
+    assert torch.isfinite(theta).all()
+    assert torch.isfinite(target.log_joint(theta)).all()

@@ -127,8 +127,8 @@ class GLMMTarget(Target):
             elif isinstance(prior, torch.distributions.Normal):
                 values[name] = torch.zeros(shape, dtype=self.data.X.dtype)
             else:  # a positive scale: its prior median (HalfNormal: 0.674 sd)
-                values[name] = torch.full(shape, float(prior.icdf(prior.mean.new_tensor(
-                    0.5))), dtype=self.data.X.dtype)
+                values[name] = torch.full(shape, _prior_median(prior),
+                                          dtype=self.data.X.dtype)
         return self.pack(values)
 
     def _split(self, theta):
@@ -231,3 +231,19 @@ class BayesianGLMM:
     def with_totals(self, totals):
         del totals
         return self
+
+
+def _prior_median(prior) -> float:
+    """The median of a positive scalar prior: its ``icdf`` where it has one, else the
+    median of 4,001 draws from a fixed generator (a family's shape prior, e.g. the NB
+    concentration's, has no closed-form quantile)."""
+    try:
+        return float(prior.icdf(prior.mean.new_tensor(0.5)))
+    except NotImplementedError:
+        state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(0)
+            draws = prior.sample((4001,)).reshape(4001, -1)[:, 0]
+        finally:
+            torch.random.set_rng_state(state)
+        return float(draws.median())
