@@ -231,17 +231,25 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
 _NO_OVERFLOW_SP = 36.0
 
 
+def _log_softplus_and_slope(eta, beta, switch):
+    """``(log s, d log s / d eta)`` with ``s = softplus_beta(eta)``, the second in ``s``'s
+    storage; None where ``s`` is not a normal float (the guarded path handles those rows)."""
+    s = F.softplus(eta, beta=beta, threshold=switch)
+    if bool((s < torch.finfo(s.dtype).tiny).any()):
+        return None
+    log_s = torch.log(s)
+    return log_s, s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta))
+
+
 def _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r):
     """The forward's value, keeping in ``ctx.slope`` (and ``ctx.slope_r`` with ``need_r``)
     the derivatives for ``eta`` (and ``r``) that the backward's in-place passes give, from
     the forward's softplus and logit; None (nothing kept) where ``s`` is not a normal float.
     """
-    s = F.softplus(eta, beta=beta, threshold=switch)
-    if bool((s < torch.finfo(s.dtype).tiny).any()):
+    pieces = _log_softplus_and_slope(eta, beta, switch)
+    if pieces is None:
         return None
-    log_s = torch.log(s)
-    dlog = s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta))
-    del s
+    log_s, dlog = pieces
     d = _nb_logit(log_s, r, exposure, inplace=True)
     sp_neg = F.softplus(-d, threshold=_NO_OVERFLOW_SP)
     sp_d = F.softplus(d, threshold=_NO_OVERFLOW_SP)
@@ -279,12 +287,10 @@ def _nb_fast_grads(eta, y, r, exposure, beta, switch, grad, need_r):
 def _nb_eta_r_grads(eta, y, r, exposure, grad, beta, switch):
     """Gradients for ``eta`` and ``r`` in place, at most four full-size tensors alive at once
     (the two results included); None where ``s`` is not a normal float."""
-    s = F.softplus(eta, beta=beta, threshold=switch)
-    if bool((s < torch.finfo(s.dtype).tiny).any()):
+    pieces = _log_softplus_and_slope(eta, beta, switch)
+    if pieces is None:
         return None
-    d = torch.log(s)
-    dlog = s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta))
-    del s
+    d, dlog = pieces
     d = _nb_logit(d, r, exposure, inplace=True)
     # dl/dr = digamma(y + r) - digamma(r) - softplus(d) - (dl/dd) / r
     dr = torch.add(y, r).digamma_()
