@@ -1,10 +1,12 @@
 # Fit one glmmTMB model for benchmarks/bench_mixed.py and print its figures as one JSON line.
 #
-# Usage: Rscript glmmtmb_fit.R TRAIN.csv TEST.csv FORMULA FAMILY FACTORS REPEATS
+# Usage: Rscript glmmtmb_fit.R TRAIN.csv TEST.csv FORMULA FAMILY FACTORS REPEATS [WARMUP]
 #   FORMULA  an lme4-style formula, e.g. "TICKS ~ YEAR + HEIGHT + (1|BROOD)"
 #   FAMILY   poisson or nbinom2 (log link: glmmTMB has no softplus link)
 #   FACTORS  comma-separated columns to read as factors ("" for none)
 #   REPEATS  fits to time (the median is reported; the library load is not timed)
+#   WARMUP   untimed fits before those (default 0): the first fit in a session pays for
+#            loading code lazily
 # Held-out rows are scored with the conditional modes of their groups (every test group is
 # seen in training): log p(y | mu) summed over the test rows.
 suppressMessages(library(glmmTMB))
@@ -15,12 +17,14 @@ form <- as.formula(args[3])
 family_name <- args[4]
 factors <- if (nchar(args[5]) > 0) strsplit(args[5], ",")[[1]] else character(0)
 repeats <- as.integer(args[6])
+warmup <- if (length(args) >= 7) as.integer(args[7]) else 0L
 for (f in factors) {
   levels <- sort(unique(c(train[[f]], test[[f]])))
   train[[f]] <- factor(train[[f]], levels = levels)
   test[[f]] <- factor(test[[f]], levels = levels)
 }
 family <- if (family_name == "poisson") poisson() else nbinom2()
+for (i in seq_len(warmup)) fit <- glmmTMB(form, family = family, data = train)
 times <- numeric(repeats)
 cpu <- numeric(repeats)  # user + system CPU seconds: steadier than wall time on a busy host
 for (i in seq_len(repeats)) {
