@@ -26,12 +26,15 @@ Five parts, each printed as a Markdown table (all figures from the same run):
     ``engine="torch"``, and Pyro's ``Trace_ELBO``, ``engine="pyro"``) against a plain-torch loop of
     the same network fitted by maximum likelihood: ``Linear`` layers, softplus, the skip
     term, the softplus-rate Poisson or NB negative log-likelihood, ``torch.optim.Adam``
-    with the same batch size and learning rate. Only the training epochs are timed (for
-    the estimator, the call to the SVI loop, seen through a wrapper); the two loops run
-    in turn, ``--repeats`` times, and the table shows the medians.
+    with the same batch size and learning rate (and, by default, the same fused Adam
+    kernel as the estimator's step: ``--plain-adam default`` for torch's default). Only
+    the training epochs are timed (for the estimator, the call to the SVI loop, seen
+    through a wrapper); the loops run in turn, ``--repeats`` times, and the table shows
+    the medians.
 
 Run: ``python benchmarks/bench_bnn.py [--parts nmes sim dead scale throughput] [--rows N]
-[--threads 2] [--throughput-rows N] [--repeats N] [--clock wall|cpu]``.
+[--threads 2] [--throughput-rows N] [--repeats N] [--clock wall|cpu]
+[--plain-adam fused|default]``.
 """
 
 from __future__ import annotations
@@ -340,11 +343,16 @@ def _plain_nll(out, y, likelihood: str):
     return -nb.log_prob(y).mean()
 
 
+#: The plain loop's Adam: ``fused=True``, the kernel the estimator's SVI step runs (like
+#: for like), or with ``--plain-adam default`` torch's default (one tensor at a time on CPU).
+_plain_adam = {"fused": True}
+
+
 def _plain_seconds(X, y, likelihood: str, steps: int, batch_size: int) -> float:
     """Seconds of ``steps`` Adam steps of the plain-torch loop on whole mini-batches."""
     torch.manual_seed(0)
     net = _PlainNet(X.shape[1], 32, 1 if likelihood == "poisson" else 2)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01, **_plain_adam)
     n, done = X.shape[0], 0
     start = _clock()
     while done < steps:
@@ -392,7 +400,8 @@ def throughput(rows: int, epochs: int, batch_size: int, repeats: int) -> None:
                           ", ".join(str(k) for k in sorted(threads))])
     print(f"SVI training throughput: {rows:,} rows x 10 features, batch {batch_size}, float32, "
           f"{epochs} epochs = {steps} steps, network (32,) softplus + skip; torch threads "
-          f"{torch.get_num_threads()}; median of {repeats} interleaved repeats")
+          f"{torch.get_num_threads()}; plain loop's Adam {_plain_adam or 'default'}; median of "
+          f"{repeats} interleaved repeats")
     _table(["head", "engine", "posheads rows/s (SVI, last_layer guide)",
             "plain torch rows/s (Adam, MLE)", "ratio (posheads / torch)", "posheads ms/step",
             "torch ms/step", "posheads SVI threads"], table)
@@ -412,7 +421,12 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="throughput clock; 'cpu' (process time) needs --threads 1")
+    parser.add_argument("--plain-adam", choices=["fused", "default"], default="fused",
+                        help="the plain loop's torch.optim.Adam: fused=True (the estimator's "
+                             "kernel) or torch's default")
     args = parser.parse_args(argv)
+    if args.plain_adam == "default":
+        _plain_adam.clear()
     if args.clock == "cpu":
         if args.threads != 1:
             parser.error("--clock cpu counts the CPU time of all threads: use --threads 1")

@@ -422,11 +422,12 @@ def test_engine_torch_needs_a_mean_field_guide():
         BayesianNeuralCountRegressor(**TINY, engine="torch", guide="lowrank").fit(X, y)
 
 
-@pytest.mark.parametrize("point", [True, False])
-def test_one_pass_gradient_matches_finite_differences_for_fixed_draws(point):
+@pytest.mark.parametrize(("point", "learn"), [(True, False), (False, False), (False, True)])
+def test_one_pass_gradient_matches_finite_differences_for_fixed_draws(point, learn):
     # with the normal draws fixed (same seed), the loss is a smooth function of the
     # variational parameters: its hand-written backward must match central differences
-    _, q, data = _elbo_pair("negative_binomial", False, point, seed=3)
+    # (with ``learn``, also through a learned layer scale into the Gaussian head)
+    _, q, data = _elbo_pair("negative_binomial", learn, point, seed=3)
 
     def loss():
         return q.negative_elbo(data["X"], data["y"], exposure=data["exposure"],
@@ -494,3 +495,47 @@ def test_svi_step_uses_the_gradient_of_the_one_pass_elbo(likelihood, learn, poin
                 torch.testing.assert_close(used, grad * (clip / float(grad.norm())),
                                            rtol=1e-6, atol=0.0)
         assert not torch.equal(q.loc.detach(), start[0])  # Adam moved the parameters
+
+
+def test_one_pass_backward_through_a_retained_graph_and_with_create_graph():
+    # the Gaussian head's backward reuses a buffer of its forward: a second backward
+    # through the retained graph, and a backward that records its own graph, must still
+    # give the gradient of a fresh pass
+    _, q, data = _elbo_pair("poisson", False, True, seed=4)
+
+    def loss():
+        return q.negative_elbo(data["X"], data["y"], exposure=data["exposure"],
+                               generator=torch.Generator().manual_seed(9))
+
+    params = [q.loc, q.scale_raw]
+    expected = torch.autograd.grad(loss(), params)
+    value = loss()
+    first = torch.autograd.grad(value, params, retain_graph=True)
+    second = torch.autograd.grad(value, params)
+    recorded = torch.autograd.grad(loss(), params, create_graph=True)
+    for got in (first, second, recorded):
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a.detach(), b, rtol=1e-12, atol=1e-12)
+    assert recorded[0].requires_grad  # a graph was recorded
+
+
+def test_svi_step_updates_as_torch_adam():
+    # the step calls torch's Adam in its functional form: the parameters must follow
+    # torch.optim.Adam (fused, the same learning-rate decay) fed the same gradients
+    from posheads.inference.bnn_elbo import MeanFieldSVI
+
+    _, q, data = _elbo_pair("negative_binomial", True, False, seed=5)
+    shadow = [p.detach().clone().requires_grad_() for p in (q.loc, q.scale_raw)]
+    reference = torch.optim.Adam(shadow, lr=0.05, fused=True)
+    state = MeanFieldSVI(q, learning_rate=0.05, gamma=0.5, clip_norm=1.0, seed=3)
+    for _ in range(4):
+        state.step(data, total_size=24)
+        for p, used in zip(shadow, (q.loc.grad, q.scale_raw.grad), strict=True):
+            p.grad = used.clone()
+        reference.step()
+        for group in reference.param_groups:
+            group["lr"] *= 0.5
+        for p, mine in zip(shadow, (q.loc, q.scale_raw), strict=True):
+            torch.testing.assert_close(mine.detach(), p.detach(), rtol=1e-14, atol=1e-15)
+    assert not torch.equal(shadow[0].detach(), _elbo_pair("negative_binomial", True, False,
+                                                          seed=5)[1].loc.detach())

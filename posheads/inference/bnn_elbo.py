@@ -9,8 +9,8 @@ loss Pyro's ``Trace_ELBO`` estimates for the same model and the same variational
 parameters, computed without tracing a site:
 
 * the network runs once on the batch, each Gaussian layer by the *local
-  reparameterisation trick* (Kingma, Salimans & Welling 2015, "Variational dropout and
-  the local reparameterization trick"): given its input ``u``, a layer's output
+  reparameterisation trick* (:func:`~.local_reparam.local_linear`; Kingma, Salimans &
+  Welling 2015): given its input ``u``, a layer's output
   ``u @ W.T + b`` under independent Gaussian weights is Gaussian with mean
   ``u @ M.T + m`` and variance ``u**2 @ (S**2).T + s**2``, so one normal draw per output
   replaces a draw per weight. Each row's outputs have exactly the distribution they have
@@ -34,7 +34,8 @@ not by arithmetic, so the step keeps them few: the closed-form terms and their g
 are computed without a graph (:meth:`MeanFieldBNN.closed_form`), the network reads the
 sites through leaf tensors that share memory with the flat parameters and accumulate
 their gradients in place in one flat buffer (no slicing nodes, no ``zero_grad``), the
-clip is one norm of that buffer, and fixed layer scales are computed once.
+clip is one norm of that buffer, fixed layer scales are computed once, and Adam is
+torch's fused kernel called through its functional form.
 :meth:`MeanFieldBNN.negative_elbo` stays an ordinary differentiable function of the
 parameters (one custom node for the closed-form terms), and the tests check that a step
 uses exactly its gradient.
@@ -50,10 +51,13 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to, constraints, transform_to
+from torch.optim.adam import adam
 
 from posheads.constraints import softplus_positive
+from posheads.ops import softplus
 
 from .common import check_real
+from .local_reparam import local_linear
 
 __all__ = ["MeanFieldBNN", "MeanFieldSVI"]
 
@@ -73,35 +77,6 @@ def _normal_prior(fn):
     if type(base) is dist.Normal:
         return base.loc.detach(), base.scale.detach()
     return None
-
-
-class _LocalLinear(torch.autograd.Function):
-    """``u @ M.T + m + sqrt(u**2 @ V.T + v) * eps`` with a hand-written backward.
-
-    The local reparameterisation of a layer with weights ``N(M, V)`` and biases
-    ``N(m, v)`` (``u`` of shape ``(n, in)``, ``eps`` ``(n, out)``). With ``r = eps / sd``
-    and ``g`` the output's gradient, the variance receives ``g * r / 2``, and the input
-    ``g @ M + 2 u * ((g * r / 2) @ V)``: one fused pass over ``u`` where autograd takes
-    several.
-    """
-
-    @staticmethod
-    def forward(ctx, u, w_loc, b_loc, w_var, b_var, eps):
-        u2 = u * u
-        sd = torch.addmm(b_var, u2, w_var.t()).sqrt_()
-        out = torch.addmm(b_loc, u, w_loc.t()).addcmul_(sd, eps)
-        ctx.save_for_backward(u, u2, w_loc, w_var, eps.div(sd))
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        u, u2, w_loc, w_var, r = ctx.saved_tensors
-        half_dvar = g * r  # twice the variance's gradient
-        grad_u = None
-        if ctx.needs_input_grad[0]:
-            grad_u = torch.addcmul(g @ w_loc, u, half_dvar @ w_var)
-        half_dvar = half_dvar * 0.5
-        return (grad_u, g.t() @ u, g.sum(0), half_dvar.t() @ u2, half_dvar.sum(0), None)
 
 
 class _Globals(torch.autograd.Function):
@@ -256,6 +231,8 @@ class MeanFieldBNN(torch.nn.Module):
         self.constant = constant
         self.scale_map = transform_to(softplus_positive())
         self.scale_beta = float(self.scale_map.beta)
+        self.scale_threshold = float(self.scale_map.threshold)
+        assert self.scale_map.low == 0  # closed_form maps the scales by softplus alone
         raw_scale = float(self.scale_map.inv(torch.tensor(init_scale, dtype=torch.float64)))
         locs = []
         for i in self.order:
@@ -320,7 +297,8 @@ class MeanFieldBNN(torch.nn.Module):
 
     # ---------------------------------------------------------------- the ELBO
     @torch.no_grad()
-    def closed_form(self, loc: torch.Tensor, scale_raw: torch.Tensor, var_out=None):
+    def closed_form(self, loc: torch.Tensor, scale_raw: torch.Tensor, var_out=None,
+                    pen_loc_out=None):
         """The closed-form part of ``log q - log p`` and its gradient (no graph).
 
         Parameters
@@ -329,6 +307,8 @@ class MeanFieldBNN(torch.nn.Module):
             Values of :attr:`loc` and :attr:`scale_raw`.
         var_out : Tensor, shape ``(d_gauss,)``, optional
             Where to write the variances.
+        pen_loc_out : Tensor, shape ``(d,)``, optional
+            Where to write ``pen_loc``.
 
         Returns
         -------
@@ -344,11 +324,11 @@ class MeanFieldBNN(torch.nn.Module):
             The Gaussians' variances ``sd**2`` and their derivatives ``2 sd sd'``.
         """
         z = loc - self.prior_loc
-        pen_loc = z * self.prior_precision
+        pen_loc = torch.mul(z, self.prior_precision, out=pen_loc_out)
         penalty = torch.add(z.dot(pen_loc), self.constant, alpha=2.0).mul_(0.5)
         if not scale_raw.numel():
             return penalty, pen_loc, None, None, None
-        sd = self.scale_map(scale_raw)
+        sd = softplus(scale_raw, self.scale_beta, self.scale_threshold)  # low is 0
         var = torch.mul(sd, sd, out=var_out) if var_out is not None else sd * sd
         # d softplus_beta(x) / dx = sigmoid(beta x) (exactly 1 on the linear branch, where
         # this differs from it by less than 1e-8)
@@ -447,8 +427,7 @@ class MeanFieldBNN(torch.nn.Module):
                 return torch.nn.functional.linear(u, values[w] * scale, values[b])
             eps = torch.randn((u.shape[0], loc_of[b].shape[0]), generator=generator,
                               dtype=u.dtype, device=u.device)
-            return _LocalLinear.apply(u, loc_of[w] * scale, loc_of[b],
-                                      var_of[w] * (scale * scale), var_of[b], eps)
+            return local_linear(u, loc_of[w], loc_of[b], var_of[w], var_of[b], eps, scale)
 
         model = self.model
         raw = model.propagate(X, linear, scales=self._column_scales(values))[1]
@@ -460,9 +439,11 @@ class MeanFieldBNN(torch.nn.Module):
 
 def _clip_(grad: torch.Tensor, max_norm: float) -> None:
     """Scale ``grad`` (all gradients, flat) in place by ``min(1, max_norm / (norm + 1e-6))``:
-    ``torch.nn.utils.clip_grad_norm_``'s rule, with no sync."""
-    norm = torch.linalg.vector_norm(grad)
-    grad.mul_(norm.add_(1e-6).reciprocal_().mul_(max_norm).clamp_(max=1.0))
+    ``torch.nn.utils.clip_grad_norm_``'s rule. The norm is read on the host (the step
+    reads its loss there anyway): two operations, and none when nothing is clipped."""
+    factor = max_norm / (float(torch.linalg.vector_norm(grad)) + 1e-6)
+    if factor < 1.0:
+        grad.mul_(factor)
 
 
 class MeanFieldSVI:
@@ -475,10 +456,12 @@ class MeanFieldSVI:
     A step builds no graph for the variational parameters themselves: the network reads
     the sites through fixed leaf tensors that share memory with :attr:`MeanFieldBNN.loc`
     (and with a buffer of the variances), whose gradients accumulate in place in one flat
-    buffer, and the closed-form penalty's gradient (:meth:`MeanFieldBNN.closed_form`) is
-    added to it; the chain rule through the scales is one product. The gradient is the
+    buffer, which the closed-form penalty's gradient (:meth:`MeanFieldBNN.closed_form`)
+    initialises; the chain rule through the scales is one product. The gradient is the
     one ``negative_elbo(...).backward()`` gives for the same draws (tested), at a fraction
-    of the per-step operations.
+    of the per-step operations. The update is ``torch.optim.Adam``'s (default betas and
+    eps, fused kernel where torch has one), called through ``torch.optim.adam.adam``:
+    the parameters follow ``torch.optim.Adam`` fed the same gradients (tested).
 
     Parameters
     ----------
@@ -506,14 +489,27 @@ class MeanFieldSVI:
         device = q.loc.device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(torch.randint(2**62, ())) if seed is None else int(seed))
-        # one fused kernel per tensor where torch has it (CPU and CUDA floating point)
-        fused = all(p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-                    and p.device.type in ("cpu", "cuda") for p in self.params)
-        self.optimizer = torch.optim.Adam(self.params, lr=self.learning_rate,
-                                          fused=fused or None)
+        # torch's Adam (default betas and eps) through its functional form: the same
+        # update as ``torch.optim.Adam(params, lr, fused=True)``, without the optimiser
+        # object's per-step bookkeeping; one fused kernel where torch has it (CPU and CUDA
+        # floating point), else torch's default implementation
+        self._fused = all(p.dtype in (torch.float16, torch.bfloat16, torch.float32,
+                                      torch.float64) and p.device.type in ("cpu", "cuda")
+                          for p in self.params) or None
+        self._lr = self.learning_rate
+        self._moments = ([torch.zeros_like(p) for p in self.params],
+                         [torch.zeros_like(p) for p in self.params])
+        # the step counts as torch.optim.Adam keeps them: on the device for the fused
+        # kernel, on the host otherwise
+        self._adam_steps = [torch.zeros((), dtype=torch.float32, device=p.device)
+                            if self._fused else torch.tensor(0.0) for p in self.params]
         # the flat gradient [loc | scale_raw | variances] and the sites' leaf views
         d, g = q.loc.numel(), q.scale_raw.numel()
         self._grad = q.loc.new_zeros(d + 2 * g)
+        # its parts, sliced once: the closed-form and total gradients, the variances'
+        self._flat_grad, self._loc_grad = self._grad[:d + g], self._grad[:d]
+        self._raw_grad, self._var_grad = self._grad[d:d + g], self._grad[d + g:]
+        self._grads = [grad for grad in (self._loc_grad, self._raw_grad) if grad.numel()]
         self._var = q.loc.new_zeros(g)
         self._sites = q.site_views(q.loc.detach(), self._var if g else None)
         grads = q.site_views(self._grad[:d], self._grad[d + g:] if g else None)
@@ -550,10 +546,11 @@ class MeanFieldSVI:
             X, y = X.index_select(0, idx), y.index_select(0, idx)
             exposure = None if exposure is None else exposure.index_select(0, idx)
             weights = None if weights is None else weights.index_select(0, idx)
-        q, grad = self.posterior, self._grad
-        d, g = q.loc.numel(), q.scale_raw.numel()
-        penalty, pen_loc, pen_raw, _, dvar = q.closed_form(q.loc, q.scale_raw,
-                                                           var_out=self._var)
+        q, g = self.posterior, self.posterior.scale_raw.numel()
+        # the closed-form gradient in ``loc`` goes straight into the buffer, where the
+        # network's gradient then accumulates
+        penalty, _, pen_raw, _, dvar = q.closed_form(q.loc, q.scale_raw, var_out=self._var,
+                                                     pen_loc_out=self._loc_grad)
         loss = q.loss_at(penalty, self._sites, X, y, exposure=exposure, weights=weights,
                          total_size=total_size, generator=self.generator)
         value = float(loss.detach())
@@ -563,24 +560,26 @@ class MeanFieldSVI:
             where = f"non-finite parameters of {bad}" if bad else "non-finite log-likelihood"
             raise ValueError(f"SVI loss is {value} at step {self.num_steps}: {where}; try a "
                              "smaller learning_rate or check the data")
-        grad.zero_()
+        if g:
+            self._var_grad.zero_()
         if loss.requires_grad:
             loss.backward()
         with torch.no_grad():
-            grad[:d].add_(pen_loc)
             if g:  # through sd: d loss / d raw = d loss / d var * dvar (+ the KL's)
-                raw_grad = torch.mul(grad[d + g:], dvar, out=grad[d:d + g])
-                if pen_raw is not None:
-                    raw_grad.add_(pen_raw)
+                if pen_raw is None:
+                    torch.mul(self._var_grad, dvar, out=self._raw_grad)
+                else:
+                    torch.addcmul(pen_raw, self._var_grad, dvar, out=self._raw_grad)
             if self.clip_norm is not None:
-                _clip_(grad[:d + g], self.clip_norm)
-        # the optimiser reads the gradients from the flat buffer (set again each step: a
-        # caller may have reset them)
-        q.loc.grad = grad[:d]
-        if g:
-            q.scale_raw.grad = grad[d:d + g]
-        self.optimizer.step()
-        for group in self.optimizer.param_groups:
-            group["lr"] *= self.gamma
+                _clip_(self._flat_grad, self.clip_norm)
+            # the gradients stay readable as ``.grad`` (set again each step: a caller may
+            # have reset them)
+            q.loc.grad = self._loc_grad
+            if g:
+                q.scale_raw.grad = self._raw_grad
+            adam(self.params, self._grads, *self._moments, [], self._adam_steps,
+                 fused=self._fused, amsgrad=False, beta1=0.9, beta2=0.999, lr=self._lr,
+                 weight_decay=0.0, eps=1e-8, maximize=False)
+        self._lr *= self.gamma
         self.losses.append(value)
         return value
