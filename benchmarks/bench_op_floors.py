@@ -20,7 +20,7 @@ median of the rounds' ratios.
 
 Usage::
 
-    python benchmarks/bench_op_floors.py [--n 10000000] [--repeat 15] [--device cpu]
+    python benchmarks/bench_op_floors.py [--n 10000000] [--repeat 15] [--device cpu] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import time
 
 import torch
-from bench_ops import _time_once, machine, make_inputs
+from bench_ops import CLOCK, _time_once, machine, make_inputs
 
 from posheads import ops
 from posheads.ops import _kernels as K
-from posheads.ops._compile import KERNEL_OPTIONS
+from posheads.ops._compile import kernel_options
 
 
 def _poisson_without_lgamma(eta, y, beta, switch, log_beta):
@@ -48,8 +49,21 @@ def _nb_without_lgamma(eta, y, r, beta, switch, log_beta):
 
 
 def _compile_kernel(fn):
-    """``fn`` compiled as posheads compiles its kernels."""
-    return torch.compile(fn, dynamic=True, fullgraph=True, options=KERNEL_OPTIONS)
+    """``fn`` compiled as posheads compiles its kernels (vector width and compiler flags
+    included), with the C++ settings applied around each call too, as
+    :func:`posheads.ops._compile.run` does (a kernel from inductor's on-disk cache is built
+    on its first call)."""
+    from torch._inductor import config
+
+    options = kernel_options()
+    kernel = torch.compile(fn, dynamic=True, fullgraph=True, options=options)
+    build = {k: v for k, v in options.items() if k.startswith("cpp.")}
+
+    def call(*args):
+        with config.patch(build):
+            return kernel(*args)
+
+    return call
 
 
 def rows(n, dtype, device, repeat):
@@ -89,7 +103,11 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="CPU timing: wall time, or this process's CPU time")
     args = parser.parse_args(argv)
+    if args.clock == "cpu":
+        CLOCK["fn"] = time.process_time
     device = torch.device(args.device)
     out = rows(args.n, torch.float32, device, args.repeat)
     print(f"{args.n:,} float32 elements on {device}; {args.repeat} alternating rounds\n")

@@ -59,7 +59,8 @@ Run ``python benchmarks/bench_ops.py --help`` for the options (``--ops`` measure
 the ops only); the output is a markdown table followed by the machine it ran on: the CPU
 model, and the SIMD width of ATen's CPU kernels (``torch.backends.cpu.get_cpu_capability()``),
 of inductor's default choice and of posheads' compiled kernels (inductor's
-``cpp.simdlen``, set to ATen's width by :func:`posheads.ops._compile.kernel_options`).
+``cpp.simdlen``, set to ATen's width by :func:`posheads.ops._compile.kernel_options`,
+and the compiler flags it adds for 512-bit kernels).
 """
 
 from __future__ import annotations
@@ -487,8 +488,10 @@ def vector_widths():
         return f"vector widths unknown ({err!r})"
     (cap, aten), (isa, default), (used, ours) = (
         widths["aten"], widths["inductor_default"], widths["kernels"])
+    march = widths.get("march")
+    flags = f", compiled with -march={march}" if march else ""
     return (f"SIMD: ATen {cap} ({aten or '?'}-bit), inductor default {isa} ({default}-bit), "
-            f"posheads kernels {used} ({ours}-bit)")
+            f"posheads kernels {used} ({ours}-bit{flags})")
 
 
 def machine(args):

@@ -21,6 +21,8 @@ allows more, the extra term is the conditioning of the function, written next to
 from __future__ import annotations
 
 import math
+import platform
+import sys
 
 import numpy as np
 import pytest
@@ -962,3 +964,52 @@ def test_log_prob_gradients_match_mpmath_at_extremes(beta):
         nb_tol = 16 * eps(F64) * float(rr * (yy + mu) / (mu * (rr + mu)) * tt * sig * logit)
         assert abs(g_p[i].item() - float(p_ref)) <= p_tol, (e, g_p[i].item(), float(p_ref))
         assert abs(g_nb[i].item() - float(nb_ref)) <= nb_tol, (e, g_nb[i].item(), float(nb_ref))
+
+
+# ----------------------------------------------------------------------------------------
+# The compiler flags of the CPU kernels (posheads/ops/_compile.py, kernel_options).
+
+
+def _prefers_512_here():
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    name = get_cpp_compiler().rsplit("/", 1)[-1]
+    return (sys.platform == "linux" and platform.machine() == "x86_64"
+            and any(known in name for known in ("g++", "gcc", "clang")))
+
+
+@pytest.mark.parametrize("simdlen", [512, 256, None])
+def test_kernel_options_ask_for_512_bit_loops_with_512_bit_kernels(simdlen, monkeypatch):
+    from torch._inductor import config
+
+    from posheads.ops import _compile
+
+    monkeypatch.setattr(_compile, "_simdlen", [simdlen])
+    with config.patch({"cpp.march": None}):
+        options = _compile.kernel_options()
+    assert options.get("cpp.simdlen") == simdlen
+    if simdlen == 512 and _prefers_512_here():
+        assert options["cpp.march"] == "native -mprefer-vector-width=512"
+    else:
+        assert "cpp.march" not in options
+    # a user's own setting is left alone
+    with config.patch({"cpp.march": "x86-64-v3"}):
+        assert "cpp.march" not in _compile.kernel_options(tables=True)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_compiled_bit_level_log_equals_its_eager_evaluation(dtype):
+    # The compiler flags change how the kernel's code is vectorised, not what it computes:
+    # the compiled bit-level log (posheads.ops._kernels.log_normal, checked against mpmath
+    # in tests/test_compiled.py) equals the same formula run eagerly, bit for bit, on
+    # every binade of normal floats, with both ends of its mantissa range.
+    from posheads.ops import _compile, _kernels
+
+    fi = torch.finfo(dtype)
+    s = magnitude_grid(dtype, 2000)
+    s = torch.cat([s[torch.isfinite(s) & (s >= fi.tiny)],
+                   torch.tensor([fi.tiny, fi.max, 0.7071067811865476, 1.4142135623730951,
+                                 1.0, 2.0, 0.5], dtype=dtype)])
+    kernel = torch.compile(_kernels.log_normal, dynamic=True, fullgraph=True,
+                           options=_compile.kernel_options())
+    assert torch.equal(kernel(s), _kernels.log_normal(s))

@@ -30,7 +30,16 @@ the derivative, which the backward multiplies by the incoming gradient in place.
 On the CPU, the kernels use the SIMD width of ATen's own kernels
 (``torch.backends.cpu.get_cpu_capability()``: 512 bits for AVX-512, 256 for AVX2), set
 as inductor's ``cpp.simdlen``, where inductor can build code of that width; otherwise
-inductor's default.
+inductor's default. With 512-bit kernels the C++ compiler is also told to prefer
+512-bit vectors in the loops it vectorises itself (:func:`kernel_options`): inductor
+writes some steps (a float's bits read as an integer, the table lookup) as short scalar
+loops over a temporary array, which GCC's tuning for Intel CPUs vectorises in 256-bit
+halves; an Intel core cannot feed a 512-bit load from two 256-bit stores, so each such
+load waits for the stores to reach the cache. AMD's Zen 4 splits a 512-bit load into
+two 256-bit halves, each fed from one store: there the flag should change the code but
+not the speed (not measured; figures in benchmarks/README.md, "Kernels: vector width").
+The C++ settings are applied again around each call, as inductor builds a kernel found
+in its on-disk cache on its first call, outside the options given to ``torch.compile``.
 
 Kernels are compiled with ``cpp.dynamic_threads``: the generated C++ loop is then always
 parallel, with OpenMP's thread count (``torch.set_num_threads``) read at run time.
@@ -51,6 +60,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
+import sys
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -104,26 +115,29 @@ def _settings_from_env() -> dict:
 
 _state = {**_settings_from_env(), "broken": set()}  # broken: device types that failed
 _backend_ok: dict[str, bool] = {}
-_cache: dict[str, object] = {}  # compiled kernels by name
+# by name: (compiled kernel, the C++ build settings of its options)
+_cache: dict[str, tuple[object, dict]] = {}
 _simdlen: list = []  # [the CPU kernels' vector width], found on the first CPU compile
 
 
 def cpu_vector_widths() -> dict:
     """Bits per SIMD vector on this CPU: ``"aten"`` (its capability, e.g. ``"AVX512"``,
     and width), ``"inductor_default"`` (inductor's own choice) and ``"kernels"`` (what
-    posheads' compiled kernels use, :func:`kernel_options`). Imports inductor."""
+    posheads' compiled kernels use, :func:`kernel_options`); ``"march"``: the kernels'
+    ``cpp.march`` (None: inductor's default). Imports inductor."""
     from torch._inductor import config, cpu_vec_isa
 
     capability = torch.backends.cpu.get_cpu_capability()
     with config.patch({"cpp.simdlen": None}):
         default = cpu_vec_isa.pick_vec_isa()
-    simdlen = kernel_options().get("cpp.simdlen")
-    with config.patch({"cpp.simdlen": simdlen}):
+    options = kernel_options()
+    with config.patch({"cpp.simdlen": options.get("cpp.simdlen")}):
         used = cpu_vec_isa.pick_vec_isa()
     return {
         "aten": (capability, _ATEN_BITS.get(capability)),
         "inductor_default": (str(default) or "none", default.bit_width() if default else 0),
         "kernels": (str(used) or "none", used.bit_width() if used else 0),
+        "march": options.get("cpp.march"),
     }
 
 
@@ -144,14 +158,45 @@ def _cpu_simdlen() -> int | None:
     return _simdlen[0]
 
 
+def _cpu_march(simdlen: int | None) -> str | None:
+    """inductor's ``cpp.march`` for kernels of ``simdlen`` bits: ``-march=native`` (its
+    default on x86-64 Linux) plus ``-mprefer-vector-width=512`` where the kernels are
+    512 bits wide (see the module docstring), else None (inductor's own choice).
+
+    inductor passes the setting on as ``-march=<value>``, the one way its options add a
+    compiler flag. Left alone where it does not apply: a user's own ``cpp.march``
+    (``TORCHINDUCTOR_CPP_MARCH``), other systems and CPUs (where inductor may use another
+    flag or none), and a compiler other than GCC or clang, the two that take the flag.
+    """
+    if simdlen != 512 or sys.platform != "linux" or platform.machine() != "x86_64":
+        return None
+    try:
+        from torch._inductor import config
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        if config.cpp.march is not None:
+            return None
+        name = os.path.basename(get_cpp_compiler())
+    except Exception:  # no compiler, or an inductor without these names: its default
+        return None
+    if not any(known in name for known in ("g++", "gcc", "clang")):
+        return None
+    return "native -mprefer-vector-width=512"
+
+
 def kernel_options(*, tables: bool = False) -> dict:
     """inductor's options of the kernels: :data:`KERNEL_OPTIONS` (and, for kernels that look
     a value up in a table, no bounds check on the index), with ``cpp.simdlen`` set to ATen's
-    vector width (:func:`_cpu_simdlen`; the C++ backend's setting, which Triton ignores)."""
+    vector width (:func:`_cpu_simdlen`) and, for 512-bit kernels, ``cpp.march`` asking the
+    compiler for 512-bit vectors in its own loops too (:func:`_cpu_march`). Both are the
+    C++ backend's settings, which Triton ignores."""
     options = dict(_TABLE_OPTIONS if tables else KERNEL_OPTIONS)
     simdlen = _cpu_simdlen()
     if simdlen is not None:
         options["cpp.simdlen"] = simdlen
+    march = _cpu_march(simdlen)
+    if march is not None:
+        options["cpp.march"] = march
     return options
 
 
@@ -211,6 +256,13 @@ def use_compile(enabled: bool = True, *, min_numel: int | dict | None = None) ->
         yield
     finally:
         set_compile(**previous)
+
+
+def _inductor_config():
+    """inductor's config module (imported on first use: importing inductor takes seconds)."""
+    from torch._inductor import config
+
+    return config
 
 
 def _warn_once(device_type: str, message: str) -> None:
@@ -292,12 +344,12 @@ def run(name: str, *args, tables: tuple = ()):
     device_type = _worth_it(tensors)
     if device_type is None:
         return None
-    kernel = _cache.get(name)
-    if kernel is None:
+    entry = _cache.get(name)
+    if entry is None:
         options = kernel_options(tables=bool(tables))
-        kernel = _cache[name] = torch.compile(
-            KERNELS[name], dynamic=True, fullgraph=True, options=options
-        )
+        kernel = torch.compile(KERNELS[name], dynamic=True, fullgraph=True, options=options)
+        entry = _cache[name] = (kernel, {k: v for k, v in options.items() if k.startswith("cpp.")})
+    kernel, build = entry
     shape = tensors[0].shape
     # Shapes are dynamic but ranks are not: contiguous inputs of one shape go in as 1-d
     # views, so that (n,), (n, k) and (b, n, k) batches share one compiled kernel.
@@ -305,7 +357,9 @@ def run(name: str, *args, tables: tuple = ()):
     if flat:
         args = tuple(a.view(-1) if isinstance(a, torch.Tensor) else a for a in args)
     try:
-        with torch.no_grad():
+        # The C++ settings again around the call: a kernel found in inductor's on-disk
+        # cache is built when first called, outside the options given to torch.compile.
+        with torch.no_grad(), _inductor_config().patch(build):
             out = kernel(*args, *tables)
     except Exception as err:  # a compile or run failure: never worse than eager
         _warn_once(device_type, f"torch.compile failed for posheads kernel {name!r} ({err!r}).")
