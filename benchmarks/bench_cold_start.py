@@ -44,7 +44,12 @@ ratios are steadier than wall times.
 Usage::
 
     python benchmarks/bench_cold_start.py [--repeat 7] [--cases a b c d floor deps]
-                                          [--rows 1000000]
+                                          [--rows 1000000] [--threads N]
+
+``--cases c`` runs the 1,000,000-row case alone. ``--threads N`` caps the children's
+thread pools (``OMP_NUM_THREADS`` and the BLAS libraries' variables): with one thread
+the in-process CPU times of the first and second fit, and their difference, are read
+without other threads' spinning, which on a loaded machine is steadier than wall time.
 """
 
 from __future__ import annotations
@@ -76,10 +81,12 @@ TITLES = {
 NMES_FEATURES = ("health", "chronic", "adl", "region", "age", "afam", "gender", "married",
                  "school", "income", "employed", "insurance", "medicaid")
 
-# A child of (b) and (c): imports, a first and a second fit, each timed in the process.
+# A child of (b) and (c): imports, a first and a second fit, each timed in the process
+# (wall time, and CPU time of the process: all its threads).
 FIT_CHILD = """
 import time, json, resource, warnings
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+cpu = time.process_time
 t0 = time.perf_counter()
 import numpy as np
 X, y = np.load({x!r}), np.load({y!r})
@@ -88,12 +95,13 @@ t1 = time.perf_counter()
 t2 = time.perf_counter()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    f2 = faults()
+    f2, c2 = faults(), cpu()
     {fit}
-    t3, f3 = time.perf_counter(), faults()
+    t3, f3, c3 = time.perf_counter(), faults(), cpu()
     {fit}
-    t4, f4 = time.perf_counter(), faults()
+    t4, f4, c4 = time.perf_counter(), faults(), cpu()
 print(json.dumps({{"load": t1 - t0, "import": t2 - t1, "first": t3 - t2, "second": t4 - t3,
+                  "cpu_first": c3 - c2, "cpu_second": c4 - c3,
                   "faults_first": f3 - f2, "faults_second": f4 - f3}}))
 """
 FITS = {
@@ -140,11 +148,17 @@ def prepare(workdir: str, rows: int, cases) -> dict:
     return paths
 
 
-def child_env(workdir: str) -> dict:
-    """The children's environment: byte-compiled modules cached under ``workdir``."""
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def child_env(workdir: str, threads: int | None = None) -> dict:
+    """The children's environment: byte-compiled modules cached under ``workdir``, and
+    thread pools of ``threads`` threads (if given)."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
+    if threads is not None:
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     return env
 
 
@@ -227,20 +241,24 @@ def table(runs: dict, rows: int) -> str:
         lines.append(f"| {TITLES[case].format(rows=rows)} | {w0:.2f} | {w1:.2f} | {w0 / w1:.2f} "
                      f"| {c0:.2f} | {c1:.2f} | {c0 / c1:.2f} |")
     lines += ["", "Inside the processes of (b) and (c), medians in s: imports; first fit; second "
-              "fit; first-fit penalty (first minus second, run by run); minor page faults "
-              "of the first and the second fit (4 KiB pages first touched).", "",
-              "| case | tool | imports | first fit | second fit | penalty | faults first "
-              "| faults second |",
-              "|---|---|---|---|---|---|---|---|"]
+              "fit; first-fit penalty (first minus second, run by run), in wall and in CPU "
+              "time; minor page faults of the first and the second fit (4 KiB pages first "
+              "touched).", "",
+              "| case | tool | imports | first fit | second fit | penalty | CPU first "
+              "| CPU second | CPU penalty | faults first | faults second |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for case in ("b", "c"):
         for tool in FITS:
             if (case, tool) not in runs:
                 continue
             r = runs[case, tool]
             penalty = statistics.median(x["first"] - x["second"] for x in r)
+            cpu = statistics.median(x["cpu_first"] - x["cpu_second"] for x in r)
             lines.append(f"| {case} | {tool} | {median(r, 'import'):.3f} "
                          f"| {median(r, 'first'):.3f} | {median(r, 'second'):.3f} "
-                         f"| {penalty:.3f} | {median(r, 'faults_first'):.0f} "
+                         f"| {penalty:.3f} | {median(r, 'cpu_first'):.3f} "
+                         f"| {median(r, 'cpu_second'):.3f} | {cpu:.3f} "
+                         f"| {median(r, 'faults_first'):.0f} "
                          f"| {median(r, 'faults_second'):.0f} |")
     return "\n".join(lines)
 
@@ -250,20 +268,27 @@ def parse_args(argv=None):
     parser.add_argument("--repeat", type=int, default=7, help="timed rounds (median reported)")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows of case (c)")
-    return parser.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of the children's thread pools (default: theirs)")
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="posheads-cold-") as workdir:
-        env = child_env(workdir)
+        env = child_env(workdir, args.threads)
         paths = prepare(workdir, args.rows, args.cases)
         load_before = os.getloadavg()[0]
         runs = run_rounds(commands(paths, workdir, args.cases), env, args.repeat, args.rows)
         load_after = os.getloadavg()[0]
     import torch
 
-    print(f"Fresh processes, median of {args.repeat} interleaved rounds after one untimed round.")
+    threads = "default threads" if args.threads is None else f"{args.threads} thread(s)"
+    print(f"Fresh processes ({threads}), median of {args.repeat} interleaved rounds after one "
+          "untimed round.")
     print()
     print(table(runs, args.rows))
     print()

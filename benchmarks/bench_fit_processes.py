@@ -15,12 +15,16 @@ time, ``time.perf_counter``) of
 
 from the same numpy arrays as ``bench_map.py``: NMES1988 (4,406 x 16) and the simulated
 1,000,000 x 50 set. It prints the median of each process and, per round, the ratio of
-posheads to the faster scikit-learn solver.
+posheads to the faster scikit-learn solver. Each child also reports the median CPU time
+of its fits (``time.process_time``, all its threads): with ``--threads 1`` that is the
+figure to compare on a loaded machine. ``--tools`` runs a subset (``posheads`` alone,
+to compare two versions of posheads, each run with its own ``PYTHONPATH``).
 
 Usage::
 
     python benchmarks/bench_fit_processes.py [--rounds 2] [--nmes-repeats 41] [--repeats 5]
-                                              [--skip-large]
+                                              [--skip-large] [--tools posheads ...]
+                                              [--threads N]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import time
 import warnings
 
 TOOLS = ("posheads", "lbfgs", "newton-cholesky")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def child(tool: str, data: str, repeats: int) -> None:
@@ -56,24 +61,30 @@ def child(tool: str, data: str, repeats: int) -> None:
 
         def make():
             return PoissonRegressor(alpha=0, solver=tool, max_iter=1000)
-    times = []
+    times, cpu = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs' convergence warning at its max_iter
         make().fit(X, y)
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             make().fit(X, y)
             times.append(time.perf_counter() - t0)
-    print(json.dumps({"median_ms": statistics.median(times) * 1e3}))
+            cpu.append(time.process_time() - c0)
+    print(json.dumps({"median_ms": statistics.median(times) * 1e3,
+                      "cpu_ms": statistics.median(cpu) * 1e3}))
 
 
-def run_child(tool: str, data: str, repeats: int) -> float:
+def run_child(tool: str, data: str, repeats: int, threads: int | None = None) -> dict:
+    """One child's medians: ``{"median_ms": wall, "cpu_ms": CPU}`` per fit."""
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", tool, "--data", data,
          "--repeats", str(repeats)],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, env=env,
     ).stdout
-    return json.loads(out.strip().splitlines()[-1])["median_ms"]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main(argv=None) -> None:
@@ -82,25 +93,39 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="fits per process, 1M rows")
     parser.add_argument("--nmes-repeats", type=int, default=41, help="fits per process, NMES")
     parser.add_argument("--skip-large", action="store_true", help="NMES1988 only")
+    parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of the children's pools (default: the libraries')")
     parser.add_argument("--child", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--data", choices=("nmes", "large"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.data, args.repeats)
         return
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{os.cpu_count()} CPUs, load average {load:.1f} at the start; default threads\n")
-    print("| data | round | posheads ms | lbfgs ms | newton-cholesky ms | ratio to the faster |")
-    print("|---|---|---|---|---|---|")
+    threads = "default threads" if args.threads is None else f"{args.threads} thread(s)"
+    print(f"{os.cpu_count()} CPUs, load average {load:.1f} at the start; {threads}\n")
+    tools = [tool for tool in TOOLS if tool in args.tools]
+    peers = [tool for tool in ("lbfgs", "newton-cholesky") if tool in tools]
+    ratio = "posheads" in tools and peers
+    head = " | ".join(f"{tool} ms (CPU ms)" for tool in tools)
+    print(f"| data | round | {head} |" + (" ratio to the faster |" if ratio else ""))
+    print("|---|---|" + "---|" * (len(tools) + bool(ratio)))
     sets = [("nmes", "NMES1988", args.nmes_repeats)]
     if not args.skip_large:
         sets.append(("large", "1M x 50 simulated", args.repeats))
     for data, label, repeats in sets:
         for r in range(args.rounds):
-            t = {tool: run_child(tool, data, repeats) for tool in TOOLS}
-            best = min(t["lbfgs"], t["newton-cholesky"])
-            print(f"| {label} | {r + 1} | {t['posheads']:.2f} | {t['lbfgs']:.2f} "
-                  f"| {t['newton-cholesky']:.2f} | {t['posheads'] / best:.2f} |", flush=True)
+            t = {tool: run_child(tool, data, repeats, args.threads) for tool in tools}
+            cells = " | ".join(f"{t[tool]['median_ms']:.2f} ({t[tool]['cpu_ms']:.2f})"
+                               for tool in tools)
+            line = f"| {label} | {r + 1} | {cells} |"
+            if ratio:
+                best = min(t[tool]["median_ms"] for tool in peers)
+                line += f" {t['posheads']['median_ms'] / best:.2f} |"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":
