@@ -35,12 +35,11 @@ class BayesianMixedMixin:
         from posheads import inference
 
         if self.inference == "nuts":
-            # plain NUTS with a diagonal mass matrix adapted in warm-up, from the prior
-            # median: the joint mode of a non-centred hierarchy (small z, large sd) is a
-            # poor metric for its posterior, and trees grow deep in it
-            return inference.NUTS(num_samples=self.num_samples, num_warmup=self.num_warmup,
-                                  num_chains=self.num_chains, init="median",
-                                  dense_mass=False)
+            # imported here: the NUTS machinery stays off the path of a MAP fit
+            from posheads.inference.mixed_nuts import glmm_nuts
+
+            return glmm_nuts(num_samples=self.num_samples, num_warmup=self.num_warmup,
+                             num_chains=self.num_chains)
         if self.inference == "svi":
             # the guide starts at the joint mode: from the prior median a mean-field
             # guide of a non-centred hierarchy can take thousands of steps to find the

@@ -5,8 +5,10 @@
 fit it through Pyro's trace-based potential; that costs a trace per evaluation, far more
 than the arithmetic of the model. :class:`GLMMTarget` is the same posterior written as
 one torch function of a flat vector (the same sites, priors, constraining maps and
-non-centred effects as the Pyro model), which NUTS and the Laplace engine differentiate
-by autograd. :class:`BayesianGLMM` implements the engines'
+non-centred effects as the Pyro model): the Laplace engine differentiates it by autograd,
+NUTS takes its potential and gradient with the chain rule written out
+(:class:`~posheads.inference.mixed_potential.GLMMPotential`). :class:`BayesianGLMM`
+implements the engines'
 :class:`~posheads.models.protocol.PosteriorModel` protocol around a ``SoftplusGLMM``: the
 target above for NUTS and Laplace, the Pyro model itself for SVI's guide, and vectorised
 draws of means, counts and pointwise log-likelihoods for
@@ -26,6 +28,8 @@ from torch.distributions import biject_to
 from posheads import ops
 from posheads.models.mixed import MixedData
 from posheads.models.target import Target
+
+from .mixed_potential import GLMMPotential
 
 __all__ = ["BayesianGLMM", "GLMMTarget", "draw_eta", "draw_factors", "draw_params"]
 
@@ -86,6 +90,11 @@ class GLMMTarget(Target):
         if data.y is None:
             raise ValueError("the data hold no targets y to condition on")
         model.family.check_target(data.y.detach().cpu().numpy(), proper=True)
+        zero = [e.name for e in data.effects if getattr(e, "part", None) is not None]
+        if zero:
+            raise ValueError(f"random-effect terms {zero} reach a zero part: the Bayesian "
+                             "engines fit group effects of the count part only "
+                             "(inference='ml' fits both)")
         self.model, self.data = model, data
         like = data.X.new_zeros(())
         fam = model.family
@@ -103,16 +112,19 @@ class GLMMTarget(Target):
                 sites.append((f"{e.name}_corr_chol", lkj, (e.q, e.q)))
             sites.append((f"{e.name}_z", torch.distributions.Normal(like, 1.0),
                           (e.n_groups, e.q)))
-        self._sites = []
+        #: (name, prior, bijection, constrained shape, unconstrained shape) per site
+        self.sites = []
         for name, prior, shape in sites:
             transform = biject_to(prior.support)
             free = transform.inverse_shape(torch.Size(shape))
             prior._validate_args = False  # values come from the support's bijection
-            self._sites.append((name, prior, transform, torch.Size(shape), free))
-        self.layout = [(name, shape) for name, _, _, shape, _ in self._sites]
-        self._sizes = [free.numel() for *_, free in self._sites]
+            self.sites.append((name, prior, transform, torch.Size(shape), free))
+        self.layout = [(name, shape) for name, _, _, shape, _ in self.sites]
+        self._sizes = [free.numel() for *_, free in self.sites]
         self.num_obs = float(data.n)
         self.work_size = int(data.X.numel() + sum(e.Z.numel() for e in data.effects))
+        # theta = 0 (unit SDs, identity correlations, shapes softplus(0)) is finite
+        self._potential = GLMMPotential(model, data, self.sites, data.X.new_zeros(self.dim))
 
     @property
     def dim(self) -> int:
@@ -121,7 +133,7 @@ class GLMMTarget(Target):
     def init(self):
         """Prior medians: coefficients and effects at 0, SDs at ``sd_scale * 0.67``."""
         values = {}
-        for name, prior, _, shape, _ in self._sites:
+        for name, prior, _, shape, _ in self.sites:
             if name.endswith("_corr_chol"):
                 values[name] = torch.eye(shape[0], dtype=self.data.X.dtype)
             elif isinstance(prior, torch.distributions.Normal):
@@ -134,7 +146,7 @@ class GLMMTarget(Target):
     def _split(self, theta):
         lead = theta.shape[:-1]
         parts = torch.split(theta, self._sizes, dim=-1)
-        return [(site, p.reshape(lead + site[4])) for site, p in zip(self._sites, parts,
+        return [(site, p.reshape(lead + site[4])) for site, p in zip(self.sites, parts,
                                                                      strict=True)]
 
     def unpack(self, theta):
@@ -143,7 +155,7 @@ class GLMMTarget(Target):
     def pack(self, values):
         lead = None
         out = []
-        for name, _, transform, shape, _ in self._sites:
+        for name, _, transform, shape, _ in self.sites:
             raw = transform.inv(torch.as_tensor(values[name]))
             lead = raw.shape[:raw.dim() - len(transform.inverse_shape(shape))] if lead is None \
                 else lead
@@ -175,6 +187,12 @@ class GLMMTarget(Target):
     def log_joint(self, theta, jacobian=True):
         values, log_prior = self._constrain(theta, jacobian)
         return log_prior + self._log_lik(values)
+
+    def potential_and_grad(self, theta):
+        """``U = -log_joint(theta)`` and ``dU/dtheta`` by
+        :class:`~posheads.inference.mixed_potential.GLMMPotential` (no autograd graph
+        over the data), detached."""
+        return self._potential(theta)
 
 
 class BayesianGLMM:
