@@ -31,6 +31,12 @@ windows; ``vs_naive`` and ``vs_best_sf`` divide a forecaster's mean CRPS by the 
 naive's and by the lowest of statsforecast's models on the same series and windows. The
 goal line gives the geometric means of ``count``'s ratios over the series.
 
+``--variants`` runs the study of structural variants instead (one series at a time, the
+same windows): ``CountForecaster`` with 1..all Fourier harmonics, each with and without a
+damped drift (a standardised time column whose future values grow by ``0.98**j``), each
+scored and given its Laplace evidence (:func:`variant_evidence`), so that choosing or
+averaging the variants by evidence can be compared with the default.
+
 Run ``python benchmarks/bench_forecast.py`` (one torch thread) or with ``--fast`` for a
 smoke test; ``--series JFK VanKilled`` runs some series (so that groups can run in
 parallel processes), ``--forecasters count AutoETS`` some forecasters; ``--out FILE.csv``
@@ -185,6 +191,98 @@ def run(fast: bool, only=None, names=None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def variant_evidence(est, tau: float = 3.0) -> np.ndarray:
+    """Log evidence of a one-series Laplace fit, up to a constant shared by all variants.
+
+    The fit's own evidence of each grid value of the level step profiles the weights; the
+    weights are integrated here under ``Normal(0, tau**2)`` (``eta`` scale) by the Laplace
+    approximation of their block (the Schur complement of the level path in the Hessian,
+    read off ``laplace_.state_cov``). The constant is the log prior of the grid value,
+    which cancels between variants at a common grid value. Returns ``(G,)``.
+    """
+    from posheads.estimators.forecasting.laplace import tridiagonal_elimination
+    from posheads.models.forecast_panel import PanelData, PanelParams
+
+    fit, model = est.laplace_, est.model_
+    feats = torch.as_tensor(est._features(0, est.panel_.covariates[0]))[None]
+    y = torch.as_tensor(est.panel_.values[0], dtype=torch.float64)[None]
+    data = PanelData(y, torch.ones_like(y), feats.double(), torch.as_tensor(est.scales_))
+    sigma, level = fit.sigma.double(), fit.level.double()
+    params = PanelParams(z=level.diff(dim=-1) / sigma[:, None, None], level0=level[..., 0],
+                         weight=fit.weight, log_shapes=fit.log_shapes, gates=fit.gates,
+                         weight_mean=fit.weight.mean(1), shape_mean=fit.log_shapes.mean(1),
+                         gate_mean=fit.gates.mean(1))
+    eta = model.eta(level, fit.weight, data.features).detach().requires_grad_(True)
+    lik = model.log_likelihood(eta, params, data)
+    (grad,) = torch.autograd.grad(lik.sum(), eta, create_graph=True)
+    (hess,) = torch.autograd.grad(grad.sum(), eta)
+    logdet, _ = tridiagonal_elimination((-hess).clamp_min(0.0).detach(), sigma)
+    joint = lik.detach().sum(-1) + model.log_prior(params)
+    out = joint - 0.5 * logdet - (y.shape[-1] - 1) * sigma.log()[:, None] - fit.log_post
+    k = fit.weight.shape[-1]
+    if k:
+        _, code_precision = model.prior_precisions(1)
+        schur = torch.linalg.inv(fit.state_cov[..., 1:, 1:].double())
+        schur = schur + (1.0 / tau**2 - code_precision) * torch.eye(k, dtype=schur.dtype)
+        out = out + ((-0.5 * (fit.weight / tau) ** 2).sum(-1) - k * np.log(tau)
+                     - 0.5 * torch.linalg.slogdet(schur)[1])
+    return out[:, 0].numpy()
+
+
+def run_variants(only) -> pd.DataFrame:
+    """Scores and evidence of every structural variant on every window of ``only``."""
+    rows = []
+    for case in cases(False, only):
+        if case.kinds is not None:
+            continue
+        for uid, g in case.frame.groupby("unique_id", sort=False):
+            n = len(g)
+            for w, t1 in enumerate(window_ends(n, case.horizon, case.n_windows)):
+                y = pd.Series(g.y.to_numpy()[:t1], index=pd.DatetimeIndex(
+                    g.ds.iloc[:t1], freq=case.freq), name=uid)
+                X = None if case.covariates is None else case.covariates[uid].to_numpy()
+                clock = (np.arange(t1) - (t1 - 1.0)) / t1
+                ahead = np.cumsum(0.98 ** np.arange(1, case.horizon + 1)) / t1
+                for terms in range(1, case.season_length // 2 + 1):
+                    for drift in (False, True):
+                        x_fit = None if X is None else X[:t1]
+                        x_future = None if X is None else X[t1:t1 + case.horizon]
+                        if drift:
+                            x_fit = np.column_stack([c for c in (x_fit, clock) if c is not None])
+                            x_future = np.column_stack(
+                                [c for c in (x_future, ahead) if c is not None])
+                        est = CountForecaster(fourier_terms=terms, num_samples=NUM_SAMPLES,
+                                              random_state=0).fit(y, x_fit)
+                        paths = est.sample_paths(case.horizon, NUM_SAMPLES, X_future=x_future)
+                        truth = g.y.to_numpy()[t1:t1 + case.horizon]
+                        rows.append({"unique_id": uid, "window": w, "terms": terms,
+                                     "drift": drift, "evidence": variant_evidence(est),
+                                     **score_paths(np.asarray(paths), truth, 0.9, seed=w)})
+                print(f"  {uid} w{w}: {len(rows)} variant fits", flush=True)
+    return pd.DataFrame(rows)
+
+
+def variant_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean CRPS per series of the default (all harmonics, no drift), of each drift
+    choice, and of choosing or averaging by evidence (over harmonics and drift, or over
+    drift only); the averaged CRPS is the evidence-weighted mean of the variants' CRPS
+    (an upper bound of the mixture's)."""
+    out = []
+    for (uid, w), g in rows.groupby(["unique_id", "window"], sort=False):
+        full = g[g.terms == g.terms.max()]
+        rec = {"unique_id": uid, "window": w, "default": full[~full.drift].crps.iloc[0],
+               "drift": full[full.drift].crps.iloc[0]}
+        for label, sub in (("all", g), ("drift_only", full)):
+            ev = np.stack(sub.evidence.to_numpy())  # (variants, G)
+            common = np.argmax(ev.min(0))  # the grid value where all variants have mass
+            weight = np.exp(ev[:, common] - ev[:, common].max())
+            weight /= weight.sum()
+            rec[f"choose_{label}"] = sub.crps.to_numpy()[weight.argmax()]
+            rec[f"average_{label}"] = float(weight @ sub.crps.to_numpy())
+        out.append(rec)
+    return pd.DataFrame(out).groupby("unique_id", sort=False).mean().drop(columns="window")
+
+
 ALL_SF = (*PROBABILISTIC_MODELS, "CrostonClassic", "CrostonSBA", "TSB", "ADIDA", "IMAPA")
 
 
@@ -244,9 +342,19 @@ def main(argv=None) -> int:
     parser.add_argument("--forecasters", nargs="+", default=None,
                         help="run these forecasters only (count, count-svi, AutoETS, ...)")
     parser.add_argument("--out", default=None, help="CSV file for the per-window scores")
+    parser.add_argument("--variants", action="store_true",
+                        help="the study of structural variants chosen by evidence")
     parser.add_argument("--table-from", nargs="+", default=None,
                         help="print the tables from CSVs written by --out, without running")
     args = parser.parse_args(argv)
+    if args.variants:
+        torch.set_num_threads(1)
+        rows = run_variants(args.series)
+        if args.out:
+            rows.to_pickle(args.out)
+        table = variant_table(rows).reset_index()
+        print(markdown(table, {c: 3 for c in table.columns[1:]}))
+        return 0
     if args.table_from:
         scores = pd.concat([pd.read_csv(f) for f in args.table_from], ignore_index=True)
     else:
