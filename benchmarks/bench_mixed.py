@@ -9,7 +9,10 @@ least two, so every held-out row's group was seen: conditional predictions):
 - ``epilepsy``: ``y ~ progabide + log(base/4) + log(age) + V4 + (1|subject)``, Poisson and
   negative binomial (MASS's epil: 59 patients, four counts each);
 - ``simulated``: a softplus-link NB model with a correlated random intercept and slope,
-  100,000 rows in 2,000 groups (``--rows``/``--groups`` to change).
+  100,000 rows in 2,000 groups (``--rows``/``--groups`` to change);
+- ``zip_simulated``: a softplus-link zero-inflated Poisson model with a random intercept
+  in the count part and another in the zero part (glmmTMB's ``ziformula = ~ (1|g)``),
+  5,000 rows in 200 groups.
 
 Reported per case: the median fit time (wall and CPU seconds: on a busy shared host the
 CPU time is the steadier figure) over ``--repeats`` interleaved rounds, each one
@@ -50,7 +53,8 @@ from posheads.datasets import load_epilepsy, load_grouseticks
 from posheads.estimators.mixed import MixedCountRegressor
 
 HERE = Path(__file__).resolve().parent
-R_FAMILY = {"poisson": "poisson", "negative_binomial": "nbinom2"}
+R_FAMILY = {"poisson": "poisson", "negative_binomial": "nbinom2",
+            "zero_inflated_poisson": "poisson"}
 
 
 def grouseticks():
@@ -91,6 +95,20 @@ def simulated(n_rows, n_groups, seed=0):
     return X, y.astype(float), groups, {"g": ["1", "x"]}
 
 
+def zip_simulated(n_rows=5_000, n_groups=200, seed=0):
+    """ZIP counts, softplus link; random intercepts in the count and the zero part."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, n_groups, n_rows)
+    x = rng.normal(size=n_rows)
+    u, v = rng.normal(0, 0.5, n_groups), rng.normal(0, 0.9, n_groups)
+    mean = np.logaddexp(0.0, 1.0 + 0.5 * x + u[g])
+    inflated = rng.random(n_rows) < 1.0 / (1.0 + np.exp(-(-0.5 + v[g])))
+    y = np.where(inflated, 0, rng.poisson(mean))
+    X = pd.DataFrame({"x": x})
+    groups = pd.DataFrame({"g": g.astype(str)})
+    return X, y.astype(float), groups, {"g": ["1"]}
+
+
 def split(groups, seed=0, share=0.2):
     """Boolean test mask: ``share`` of the rows of every group (of the first factor) with >= 2."""
     rng = np.random.default_rng(seed)
@@ -112,7 +130,14 @@ def r_formula(target, X, spec):
     return f"{target} ~ {fixed} + {' + '.join(bars)}"
 
 
-def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0):
+def zi_formula(zero):
+    """glmmTMB's ``ziformula`` of a zero part's spec (``"~0"``: no zero part)."""
+    if zero is None:
+        return "~0"
+    return "~ " + " + ".join(f"({' + '.join(t)} | {k})" for k, t in zero.items())
+
+
+def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0, zero=None):
     if shutil.which("Rscript") is None:
         return None
     frame = pd.concat([X.reset_index(drop=True), groups.reset_index(drop=True)], axis=1)
@@ -123,7 +148,7 @@ def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0):
         frame[test].to_csv(test_csv, index=False)
         cmd = ["Rscript", str(HERE / "glmmtmb_fit.R"), str(train_csv), str(test_csv),
                r_formula("y", X, spec), R_FAMILY[family], ",".join(groups.columns),
-               str(repeats), str(warmup)]
+               str(repeats), str(warmup), zi_formula(zero)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(f"  glmmTMB failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -134,15 +159,17 @@ def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0):
 class Posheads:
     """Fits of one case by ``MixedCountRegressor``; the first (untimed) call warms up."""
 
-    def __init__(self, X, y, groups, spec, test, family):
+    def __init__(self, X, y, groups, spec, test, family, zero=None):
         self.args = (X, y, groups, spec, test, family)
+        self.zero = zero
         start = time.perf_counter()
         self.model = self.fit()
         self.time_first = time.perf_counter() - start
 
     def fit(self):
         X, y, groups, spec, test, family = self.args
-        return MixedCountRegressor(family, random_effects=spec).fit(
+        return MixedCountRegressor(family, random_effects=spec,
+                                   zero_random_effects=self.zero).fit(
             X[~test], y[~test], groups=groups[~test])
 
     def timed(self):
@@ -162,14 +189,14 @@ class Posheads:
                 "sds": [float(v) for s in model.sd_.values() for v in s]}
 
 
-def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1):
+def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1, zero=None):
     """``rounds`` rounds of one posheads fit, then one glmmTMB fit (in a fresh R after
     ``warmup`` untimed fits): both see the same load. Medians over the rounds."""
-    ours = Posheads(X, y, groups, spec, test, family)
+    ours = Posheads(X, y, groups, spec, test, family, zero)
     mine, peer = [], []
     for _ in range(rounds):
         mine.append(ours.timed())
-        r = run_glmmtmb(X, y, groups, spec, test, family, 1, warmup=warmup)
+        r = run_glmmtmb(X, y, groups, spec, test, family, 1, warmup=warmup, zero=zero)
         if r is not None:
             peer.append(r)
     times, cpu = zip(*mine, strict=True)
@@ -183,7 +210,8 @@ def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", default=["grouseticks", "epilepsy", "simulated"])
+    parser.add_argument("--cases", nargs="+", default=["grouseticks", "epilepsy", "simulated",
+                                                       "zip_simulated"])
     parser.add_argument("--repeats", type=int, default=5,
                         help="interleaved rounds (one fit of each tool per round)")
     parser.add_argument("--rows", type=int, default=100_000)
@@ -195,7 +223,9 @@ def main(argv=None):
         "grouseticks": (grouseticks, ["negative_binomial"]),
         "epilepsy": (epilepsy, ["poisson", "negative_binomial"]),
         "simulated": (lambda: simulated(args.rows, args.groups), ["negative_binomial"]),
+        "zip_simulated": (zip_simulated, ["zero_inflated_poisson"]),
     }
+    zero_parts = {"zip_simulated": {"g": ["1"]}}
     header = ("case", "family", "tool", "fit s (median)", "CPU s (median)", "loglik",
               "held-out lpd", "lpd/row")
     print(" | ".join(header))
@@ -206,7 +236,8 @@ def main(argv=None):
         for family in fams:
             big = case == "simulated"  # one round; glmmTMB's warm-up would double it
             ours, peer = run_interleaved(X, y, groups, spec, test, family,
-                                         1 if big else args.repeats, warmup=0 if big else 1)
+                                         1 if big else args.repeats, warmup=0 if big else 1,
+                                         zero=zero_parts.get(case))
             for tool, r in (("posheads (softplus)", ours), ("glmmTMB (log)", peer)):
                 if r is None:
                     print(f"{case} | {family} | {tool} | not available")

@@ -13,7 +13,10 @@ correlation matrix), and the effects are non-centred: ``u_k = z_k @ Lambda_k.T``
 inner factor's levels uniquely, e.g. ``"site:patient"``). The likelihood is any
 :class:`~posheads.families.Family`: the family builds the distribution; each of its shapes
 is a parameter shared by all rows and each of its parts (a zero part's logits) has an
-intercept of its own (no group effects in the zero part).
+intercept of its own. A grouping factor may reach a part instead of ``eta``
+(:attr:`RandomEffect.part`, glmmTMB's ``ziformula = ~ (1 | g)``): the part's logits are
+then ``intercept + sum_k (Z_k * u_k[codes_k]).sum(-1)`` over those factors, whose effects
+are independent of the count part's.
 
 A :class:`SoftplusGLMM` has two faces:
 
@@ -61,6 +64,9 @@ class RandomEffect:
         The level of each row, ``0 <= codes < n_groups``.
     n_groups : int
         Number of levels ``G``.
+    part : str, optional
+        The family's part (e.g. ``"gate"``, the zero part's logits) whose linear
+        predictor the effects enter; ``None`` (default) for the count predictor ``eta``.
     """
 
     name: str
@@ -68,6 +74,7 @@ class RandomEffect:
     Z: torch.Tensor
     codes: torch.Tensor
     n_groups: int
+    part: str | None = None
 
     @property
     def q(self) -> int:
@@ -174,8 +181,19 @@ class SoftplusGLMM:
         return f"SoftplusGLMM({self.family.name!r})"
 
     # ------------------------------------------------------------ flat parameters
+    def check_effects(self, effects) -> None:
+        """``ValueError`` naming a factor whose :attr:`RandomEffect.part` the family lacks."""
+        parts = [p.name for p in self.family.parts]
+        for e in effects:
+            if e.part is not None and e.part not in parts:
+                raise ValueError(
+                    f"random-effect term {e.name!r} reaches the part {e.part!r}, but the "
+                    f"family {self.family.name!r} has "
+                    + (f"only the parts {parts}" if parts else "no zero part"))
+
     def layout(self, data: MixedData) -> dict:
         """Name -> shape of each block of the flat fixed-parameter vector, in order."""
+        self.check_effects(data.effects)
         out = {"coef": (data.X.shape[1],)}
         for p in self.family.parts:
             out[f"{p.name}_intercept"] = ()
@@ -215,17 +233,24 @@ class SoftplusGLMM:
         eta = data.X @ params["coef"]
         return eta if data.offset is None else eta + data.offset
 
-    def distribution(self, eta: torch.Tensor, params: dict, data: MixedData):
-        """The family's distribution at ``eta`` (any batch shape ending in ``n``)."""
+    def distribution(self, eta: torch.Tensor, params: dict, data: MixedData, parts=None):
+        """The family's distribution at ``eta`` (any batch shape ending in ``n``).
+
+        ``parts`` maps a part's name to its per-row logits (broadcasting with ``eta``);
+        a part it leaves out takes its intercept.
+        """
         shapes = {s.name: ops.softplus(params[s.name])
                   for s in self.family.shapes}
-        parts = {p.name: params[f"{p.name}_intercept"] for p in self.family.parts}
-        return self.family.build(eta, shapes=shapes, parts=parts, beta=self.beta,
+        logits = {p.name: params[f"{p.name}_intercept"] for p in self.family.parts}
+        logits.update(parts or {})
+        return self.family.build(eta, shapes=shapes, parts=logits, beta=self.beta,
                                  threshold=self.threshold, exposure=data.exposure)
 
-    def row_log_lik(self, eta: torch.Tensor, params: dict, data: MixedData) -> torch.Tensor:
-        """``log p(y_i | eta_i)`` of each row, the batch shape of ``eta``."""
-        return self.distribution(eta, params, data).log_prob(data.y)
+    def row_log_lik(self, eta: torch.Tensor, params: dict, data: MixedData,
+                    parts=None) -> torch.Tensor:
+        """``log p(y_i | eta_i)`` of each row, the batch shape of ``eta`` (``parts`` as
+        in :meth:`distribution`)."""
+        return self.distribution(eta, params, data, parts).log_prob(data.y)
 
     # ------------------------------------------------------------ Pyro face
     def __call__(self, data: MixedData):
@@ -243,6 +268,8 @@ class SoftplusGLMM:
             # the flat layout holds shapes before softplus
             params[s.name] = ops.softplus_inverse(r)
         eta = self.fixed_eta(params, data)
+        self.check_effects(data.effects)
+        parts = {}
         for e in data.effects:
             sd = pyro.sample(f"{e.name}_sd", dist.HalfNormal(like + self.sd_scale)
                              .expand([e.q]).to_event(1))
@@ -255,7 +282,11 @@ class SoftplusGLMM:
                 z = pyro.sample(f"{e.name}_z", dist.Normal(like, 1.0).expand([e.q])
                                 .to_event(1))
             u = z @ lam.transpose(-1, -2)
-            eta = eta + (e.Z * u[..., e.codes, :]).sum(-1)
+            term = (e.Z * u[..., e.codes, :]).sum(-1)
+            if e.part is None:
+                eta = eta + term
+            else:
+                parts[e.part] = parts.get(e.part, params[f"{e.part}_intercept"]) + term
         with pyro.plate("data", data.n):
-            pyro.sample("obs", self.distribution(eta, params, data), obs=data.y)
+            pyro.sample("obs", self.distribution(eta, params, data, parts), obs=data.y)
         return eta

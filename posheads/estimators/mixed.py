@@ -15,10 +15,14 @@ intercept per grouping column), or as lme4-style bar terms of a formula,
 ``"y ~ age + (1 | patient) + (1 + age | site)"``, parsed by the ``formulae`` package (the
 fixed part too; ``X`` is then one data frame holding every column). A nested factor is
 written ``(1 | site:patient)`` or coded uniquely. A group with a single row is allowed:
-its effect is shrunk towards 0 by the others.
+its effect is shrunk towards 0 by the others. A zero-inflated or hurdle family's zero
+part may have group effects of its own, independent of the count part's:
+``zero_random_effects={"patient": ["1"]}``, or ``zero_formula="~ (1 | patient)"``
+(glmmTMB's ``ziformula``); they are named ``"{part}|{factor}"`` (``"gate|patient"``) in
+the fitted attributes.
 
-Predictions: for a group seen in fitting the effect's conditional mode is used,
-``softplus(eta + z'u_hat)``; for a new level the population-level mean
+Predictions (:mod:`.mixed_expect`): for a group seen in fitting the effect's conditional
+mode is used, ``softplus(eta + z'u_hat)``; for a new level the population-level mean
 ``E[softplus(eta + z'u)]`` over ``u ~ N(0, Sigma)`` by Gauss-Hermite quadrature, which is
 larger than ``softplus(eta)`` because softplus is convex (see ``docs/mixed-models.md``).
 """
@@ -37,12 +41,15 @@ from sklearn.utils.validation import check_is_fitted
 from posheads import families
 from posheads.inference.mixed_laplace import row_derivatives
 from posheads.inference.mixed_ml import fit_mixed_ml
+from posheads.inference.mixed_zero import floor_curvature, row_derivatives_2
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
 
 from .mixed_bayes import ENGINES, BayesianMixedMixin
+from .mixed_expect import MixedExpectationMixin
 from .mixed_icc import MAX_ROWS
 from .mixed_predict import MixedPredictiveMixin
 from .mixed_summary import MixedSummaryMixin
+from .mixed_terms import bar_terms, factor_labels, grouping_frame, zero_part_spec
 
 __all__ = ["MixedCountRegressor", "SingularFitWarning"]
 
@@ -51,47 +58,8 @@ class SingularFitWarning(UserWarning):
     """A variance component collapsed to 0 (the fit is on the boundary)."""
 
 
-def _grouping_frame(groups, n):
-    """The grouping columns as a frame of ``n`` rows (``ValueError`` naming a bad one)."""
-    if groups is None:
-        raise ValueError("groups is required (a frame, dict of arrays or 1-d array of "
-                         "group labels), or give random-effect terms in formula=")
-    if isinstance(groups, pd.Series):
-        frame = groups.to_frame(groups.name if groups.name is not None else "group")
-    elif isinstance(groups, pd.DataFrame):
-        frame = groups
-    elif isinstance(groups, dict):
-        frame = pd.DataFrame({k: np.asarray(v) for k, v in groups.items()})
-    else:
-        a = np.asarray(groups)
-        if a.ndim == 1:
-            frame = pd.DataFrame({"group": a})
-        elif a.ndim == 2:
-            frame = pd.DataFrame(a, columns=[f"group{j}" for j in range(a.shape[1])])
-        else:
-            raise ValueError(f"groups must be 1-d or 2-d, got shape {a.shape}")
-    if len(frame) != n:
-        raise ValueError(f"groups has {len(frame)} rows but X has {n}")
-    for name in frame.columns:
-        if frame[name].isna().any():
-            raise ValueError(f"grouping column {name!r} holds missing values (NaN)")
-    return frame
-
-
-def _labels(frame, name):
-    """The labels of factor ``name``; ``"a:b"`` joins columns ``a`` and ``b``."""
-    cols = name.split(":")
-    for c in cols:
-        if c not in frame.columns:
-            raise ValueError(f"random-effect term {name!r}: no grouping column {c!r} "
-                             f"(have {list(frame.columns)})")
-    if len(cols) == 1:
-        return frame[cols[0]].astype(str).to_numpy()
-    return frame[cols].astype(str).agg(":".join, axis=1).to_numpy()
-
-
-class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummaryMixin,
-                          RegressorMixin, BaseEstimator):
+class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredictiveMixin,
+                          MixedSummaryMixin, RegressorMixin, BaseEstimator):
     """Softplus-link GLMM of any count family, by maximum marginal likelihood or a
     Bayesian engine.
 
@@ -105,6 +73,13 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
     formula : str, optional
         ``"y ~ fixed + (terms | factor) + ..."``; ``X`` is then a frame with every
         column and ``y``/``groups`` are not given.
+    zero_random_effects : dict of str to list of str, optional
+        Group effects of the family's zero part (the logits of a zero-inflated or
+        hurdle law's zero part), in the form of ``random_effects``; independent of the
+        count part's. Maximum likelihood (``inference="ml"``) only.
+    zero_formula : str, optional
+        The same as bar terms, glmmTMB's ``ziformula``: ``"~ (1 | patient)"``. The zero
+        part keeps one fixed intercept (no zero-part covariates).
     n_quadrature : int, default=1
         1: Laplace; more: adaptive Gauss-Hermite nodes (one random intercept only).
     fit_intercept : bool, default=True
@@ -137,7 +112,8 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
     feature_names_ : list of str
         Names of the fixed effects (``"Intercept"`` first when there is one).
     sd_ : dict of str to ndarray
-        Standard deviation of each factor's random terms.
+        Standard deviation of each factor's random terms (a zero part's factor is named
+        ``"{part}|{factor}"``, e.g. ``"gate|patient"``).
     corr_ : dict of str to ndarray
         Correlation matrix of each factor's random terms.
     random_effects_ : dict of str to DataFrame
@@ -169,12 +145,15 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
     """
 
     def __init__(self, family="poisson", *, random_effects=None, formula=None,
-                 n_quadrature=1, fit_intercept=True, beta=1.0, threshold=20.0,
+                 zero_random_effects=None, zero_formula=None, n_quadrature=1,
+                 fit_intercept=True, beta=1.0, threshold=20.0,
                  max_iter=500, tol=1e-9, inference="ml", num_samples=1000, num_warmup=500,
                  num_chains=1, num_steps=2000, random_state=None, verbose=0):
         self.family = family
         self.random_effects = random_effects
         self.formula = formula
+        self.zero_random_effects = zero_random_effects
+        self.zero_formula = zero_formula
         self.n_quadrature = n_quadrature
         self.fit_intercept = fit_intercept
         self.beta = beta
@@ -190,8 +169,8 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
         self.verbose = verbose
 
     # the grouping helpers, for the mixins
-    _grouping = staticmethod(_grouping_frame)
-    _labels_of = staticmethod(_labels)
+    _grouping = staticmethod(grouping_frame)
+    _labels_of = staticmethod(factor_labels)
 
     # ------------------------------------------------------------ design
     def _fixed_design(self, X, fitting):
@@ -225,19 +204,7 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
         return A, None
 
     def _parse_formula(self):
-        import formulae
-
-        desc = formulae.model_description(self.formula)
-        spec, fixed = {}, []
-        for term in desc.terms:
-            kind = type(term).__name__
-            if kind == "GroupSpecificTerm":
-                name = "1" if term.expr.name == "Intercept" else term.expr.name
-                spec.setdefault(term.factor.name, []).append(name)
-            elif kind == "Intercept":
-                fixed.append("1")
-            else:
-                fixed.append(term.name)
+        spec, fixed = bar_terms(self.formula)
         if not spec:
             raise ValueError(f"formula {self.formula!r} has no random-effect term "
                              "such as (1 | group)")
@@ -294,19 +261,24 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
             Xf, _ = self._fixed_design(X, True)
             if y is None:
                 raise ValueError("y is required (or give formula=)")
-            frame = _grouping_frame(groups, len(Xf))
+            frame = grouping_frame(groups, len(Xf))
             spec = self.random_effects or {str(c): ["1"] for c in frame.columns}
+        zero_spec = zero_part_spec(self.zero_formula, self.zero_random_effects, fam,
+                                   self.inference)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(y) != len(Xf):
             raise ValueError(f"y has {len(y)} rows but X has {len(Xf)}")
         fam.check_target(y)
-        effects, self.levels_ = [], {}
-        for name, terms in spec.items():
+        effects, self.levels_, self.effect_factors_ = [], {}, {}
+        part = fam.parts[0].name if zero_spec else None
+        for key, terms, where in ([(k, t, None) for k, t in spec.items()]
+                                  + [(k, t, part) for k, t in zero_spec.items()]):
+            name = key if where is None else f"{where}|{key}"
             terms = list(terms)
             if len(set(terms)) != len(terms) or not terms:
                 raise ValueError(f"random-effect terms of {name!r} must be distinct and "
                                  f"not empty, got {terms}")
-            levels, codes = np.unique(_labels(frame, name), return_inverse=True)
+            levels, codes = np.unique(factor_labels(frame, key), return_inverse=True)
             G, q = len(levels), len(terms)
             if G < 2:
                 raise ValueError(f"random-effect term of {name!r} has one level: its "
@@ -314,10 +286,12 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
             if G * q > len(y):  # an observation-level intercept (G = n) is allowed
                 raise ValueError(f"random-effect term of {name!r} has {G * q} effects for "
                                  f"{len(y)} rows: not identifiable")
-            Z = self._effect_design(frame if self.formula else X, name, terms, True)
+            Z = self._effect_design(frame if self.formula else X, key, terms, True)
             effects.append(RandomEffect(name, tuple(terms), torch.from_numpy(Z),
-                                        torch.from_numpy(codes.astype(np.int64)), G))
+                                        torch.from_numpy(codes.astype(np.int64)), G,
+                                        part=where))
             self.levels_[name] = levels
+            self.effect_factors_[name] = (key, where)
         self.random_terms_ = {e.name: list(e.terms) for e in effects}
         t = None if exposure is None else torch.as_tensor(
             np.asarray(exposure, dtype=np.float64))
@@ -341,21 +315,33 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
 
     def _conditional_cov(self, data) -> dict:
         """``Lambda H_g^{-1} Lambda'`` of each level: the engine's with one factor; with
-        several, each factor's block of ``H`` given the others at their modes."""
+        several, each factor's block of ``H`` given the others at their modes (with a zero
+        part's effects, the rows' curvature in the factor's own predictor)."""
         if self.fit_.mode_cov is not None:
             return {data.effects[0].name: self.fit_.mode_cov[0]}
         params = {k: torch.as_tensor(v) for k, v in self.fit_.params.items()}
         lams = self.model_.factors(params, data)
         eta = self.model_.fixed_eta(params, data)
+        parts = {}
         for e, u in zip(data.effects, self.fit_.modes, strict=True):
-            eta = eta + (e.Z * torch.as_tensor(u)[e.codes]).sum(-1)
-        _, _, d2 = row_derivatives(self.model_, eta, params, data)
-        W = (-d2).clamp_min(0)  # the curvature floored at 0, as the inner Newton solve
+            term = (e.Z * torch.as_tensor(u)[e.codes]).sum(-1)
+            if e.part is None:
+                eta = eta + term
+            else:
+                parts[e.part] = parts.get(e.part, params[f"{e.part}_intercept"]) + term
+        if parts:
+            (part, gate), = parts.items()
+            _, _, d2 = row_derivatives_2(self.model_, eta, gate, params, data, part)
+            W = floor_curvature(-d2)  # as the inner Newton solve floors it
+        else:
+            _, _, d2 = row_derivatives(self.model_, eta, params, data)
+            W = (-d2).clamp_min(0)  # the curvature floored at 0, as the inner Newton solve
         out = {}
         for e, lam in zip(data.effects, lams, strict=True):
             A = e.Z @ lam  # (n, q): d eta / d v
+            w = W if W.dim() == 1 else W[:, int(e.part is not None), int(e.part is not None)]
             H = torch.eye(e.q, dtype=A.dtype).repeat(e.n_groups, 1, 1).index_add(
-                0, e.codes, W[:, None, None] * A[:, :, None] * A[:, None, :])
+                0, e.codes, w[:, None, None] * A[:, :, None] * A[:, None, :])
             out[e.name] = (lam @ torch.linalg.inv(H) @ lam.T).numpy()
         return out
 
@@ -395,99 +381,3 @@ class MixedCountRegressor(BayesianMixedMixin, MixedPredictiveMixin, MixedSummary
         if self.inference != "ml":
             raise ValueError(f"{what} needs a maximum-likelihood fit (inference='ml'), "
                              f"this one is {self.inference!r}")
-
-    # ------------------------------------------------------------ prediction
-    def _eta_and_var(self, X, groups):
-        """Linear predictor ``(n,)`` with seen levels' modes, and the unseen levels' variance."""
-        check_is_fitted(self, "fit_")
-        Xf, _ = self._fixed_design(X, False)
-        n = len(Xf)
-        frame = None
-        if self.formula is not None:
-            frame = X
-        elif groups is not None:
-            frame = _grouping_frame(groups, n)
-        eta = Xf @ self.fit_.params["coef"]
-        var = np.zeros(n)  # variance of the unseen levels' contributions
-        for name, terms in self.random_terms_.items():
-            Z = self._effect_design(frame if self.formula else X, name, terms, False)
-            cov = self.sd_[name][:, None] * self.corr_[name] * self.sd_[name][None, :]
-            seen = np.zeros(n, dtype=bool)
-            if frame is not None and all(c in frame.columns for c in name.split(":")):
-                labels = _labels(frame, name)
-                pos = np.searchsorted(self.levels_[name], labels)
-                pos = np.clip(pos, 0, len(self.levels_[name]) - 1)
-                seen = self.levels_[name][pos] == labels
-                u = self.random_effects_[name].to_numpy()[pos]
-                eta = eta + np.where(seen, (Z * u).sum(1), 0.0)
-            var = var + np.where(seen, 0.0, np.einsum("ij,jk,ik->i", Z, cov, Z))
-        return Xf, eta, var
-
-    def _node_distribution(self, X, groups, exposure, n_nodes):
-        """The family's law at Gauss-Hermite nodes of each row's effect, and the weights."""
-        Xf, eta, var = self._eta_and_var(X, groups)
-        x, w = np.polynomial.hermite.hermgauss(n_nodes)
-        nodes = eta[None, :] + math.sqrt(2.0) * np.sqrt(var)[None, :] * x[:, None]
-        params = {k: torch.as_tensor(v) for k, v in self.fit_.params.items()}
-        t = None if exposure is None else torch.as_tensor(np.asarray(exposure, np.float64))
-        data = MixedData(torch.from_numpy(Xf), (), exposure=t)
-        law = self.model_.distribution(torch.from_numpy(nodes), params, data)
-        return law, w / math.sqrt(math.pi)
-
-    def predict(self, X, groups=None, exposure=None, n_nodes=32):
-        """Expected counts: seen levels use their effect, new levels are averaged over.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame, shape ``(n, p)``
-        groups : as in :meth:`fit`, optional
-            Without it (and without the formula's grouping columns in ``X``) every
-            row is predicted at the population level.
-        exposure : array-like, shape ``(n,)``, optional
-        n_nodes : int
-            Gauss-Hermite nodes of the population-level mean.
-
-        Returns
-        -------
-        ndarray, shape ``(n,)``
-
-        With a Bayesian engine the expectation is also averaged over (at most 400)
-        posterior draws, each with its own effects and ``Sigma``.
-        """
-        check_is_fitted(self, "levels_")
-        if self.inference != "ml":
-            return self._bayes_average(X, groups, exposure, n_nodes)
-        law, w = self._node_distribution(X, groups, exposure, n_nodes)
-        return (w[:, None] * law.mean.numpy()).sum(0)
-
-    def log_score(self, X, y, groups=None, exposure=None, n_nodes=32):
-        """Predictive log density of each row: ``log p(y_i | data)``.
-
-        A row of a level seen in the fit is scored at its conditional mode; a row of a new
-        level (or without ``groups``) under the population law, its probability averaged
-        over the random effects by Gauss-Hermite quadrature (the mean of the likelihood,
-        not the likelihood at the mean).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame, shape ``(n, p)``
-        y : array-like, shape ``(n,)``
-        groups, exposure, n_nodes : as in :meth:`predict`
-
-        Returns
-        -------
-        ndarray, shape ``(n,)``
-        """
-        check_is_fitted(self, "levels_")
-        y = np.asarray(y, dtype=np.float64).ravel()
-        families.get_family(self.family).check_target(y)
-        if self.inference != "ml":
-            n = len(self._fixed_design(X, False)[0])
-            if len(y) != n:
-                raise ValueError(f"y has {len(y)} rows but X has {n}")
-            return self._bayes_average(X, groups, exposure, n_nodes, y=y)
-        law, w = self._node_distribution(X, groups, exposure, n_nodes)
-        if len(y) != law.batch_shape[-1]:
-            raise ValueError(f"y has {len(y)} rows but X has {law.batch_shape[-1]}")
-        log_p = law.log_prob(torch.from_numpy(y)).numpy()
-        return np.logaddexp.reduce(log_p + np.log(w)[:, None], axis=0)

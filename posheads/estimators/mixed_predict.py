@@ -13,7 +13,8 @@
 * the effect of a new level from ``N(0, Sigma)`` at the drawn ``Sigma``, one effect per
   new level shared by its rows (a row without a grouping label is a level of its own);
 
-and then a count from the family at the resulting ``eta``.
+and then a count from the family at the resulting ``eta`` (and, with a zero part's
+effects, at the resulting logits of the zero part).
 """
 
 from __future__ import annotations
@@ -125,17 +126,19 @@ class MixedPredictiveMixin:
             None if groups is None else self._grouping(groups, len(Xf)))
         out = {}
         for name, terms in self.random_terms_.items():
-            Z = self._effect_design(frame if self.formula else X, name, terms, False)
+            factor, _ = self._factor_of(name)
+            Z = self._effect_design(frame if self.formula else X, factor, terms, False)
             labels = None
-            if frame is not None and all(c in frame.columns for c in name.split(":")):
-                labels = self._labels_of(frame, name)
+            if frame is not None and all(c in frame.columns for c in factor.split(":")):
+                labels = self._labels_of(frame, factor)
             out[name] = (Z, labels)
         return Xf, out
 
     def _draw_rows(self, values, Xf, terms, S, gen, exposure):
-        """``eta`` of every row under every draw ``(S, n)``, new levels' effects drawn."""
+        """``eta`` of every row under every draw ``(S, n)``, new levels' effects drawn;
+        the data; and a zero part's logits ``{part: (S, n)}`` where it has effects."""
         n = len(Xf)
-        effects, local = [], {}
+        effects, local, parts = [], {}, {}
         for name, (Z, labels) in terms.items():
             levels = self.levels_[name]
             if labels is None:
@@ -151,8 +154,13 @@ class MixedPredictiveMixin:
             z_new = torch.randn((S, n_new, q), generator=gen, dtype=lam.dtype)
             u = torch.cat([values[f"{name}_u"], z_new @ lam.transpose(-1, -2)], dim=1)
             codes = np.where(seen, pos, G + new_codes)
-            effects.append(RandomEffect(name, tuple(self.random_terms_[name]),
-                                        torch.as_tensor(Z, dtype=lam.dtype),
+            Zt = torch.as_tensor(Z, dtype=lam.dtype)
+            _, part = self._factor_of(name)
+            if part is not None:  # a zero part's effects: onto its logits
+                term = (Zt * u[:, torch.as_tensor(codes)]).sum(-1)
+                parts[part] = parts.get(part, values[f"{part}_intercept"].unsqueeze(-1)) + term
+                continue
+            effects.append(RandomEffect(name, tuple(self.random_terms_[name]), Zt,
                                         torch.as_tensor(codes, dtype=torch.int64), G + n_new))
             local[f"{name}_z"] = u  # draw_eta with an identity factor: z is u itself
             local[f"{name}_sd"] = torch.ones(S, q, dtype=lam.dtype)
@@ -162,7 +170,7 @@ class MixedPredictiveMixin:
             raise ValueError(f"exposure has shape {tuple(t.shape)}, expected ({n},)")
         data = MixedData(torch.as_tensor(Xf), tuple(effects), exposure=t)
         local["coef"] = values["coef"]
-        return draw_eta(local, data), data
+        return draw_eta(local, data), data, parts
 
     # ------------------------------------------------------------ public
     def sample_posterior_predictive(self, X, groups=None, n_samples=1000, exposure=None,
@@ -193,8 +201,8 @@ class MixedPredictiveMixin:
         gen.manual_seed(0 if seed is None else int(seed))
         Xf, terms = self._row_terms(X, groups)
         values = self._parameter_draws(S, gen)
-        eta, data = self._draw_rows(values, Xf, terms, S, gen, exposure)
-        law = self.model_.distribution(eta, draw_params(self.model_, values), data)
+        eta, data, parts = self._draw_rows(values, Xf, terms, S, gen, exposure)
+        law = self.model_.distribution(eta, draw_params(self.model_, values), data, parts)
         torch_seed = int(torch.randint(2**62, (1,), generator=gen))
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(torch_seed)
@@ -293,7 +301,8 @@ class MixedPredictiveMixin:
         with torch.no_grad():
             v_k, v_u, e_res = count_scale_variances(
                 self.model_, eta, s2, draw_params(self.model_, values),
-                None if t is None else torch.as_tensor(t))
+                None if t is None else torch.as_tensor(t),
+                parts=[self._factor_of(name)[1] for name in self.random_terms_])
         stats = {"icc": (v_k / (v_u + e_res)).numpy()}
         if len(s2) > 1:
             stats["icc share"] = (v_k / v_u).numpy()

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .mixed_structure import EffectsStructure
+from .mixed_zero import TwoPartRows, two_part_log_lik
 
 __all__ = ["EffectsStructure", "RowJets", "inner_mode", "marginal_log_lik", "row_derivatives"]
 
@@ -180,6 +181,11 @@ class _RowDerivatives:
         self.shapes = {s.name: params[s.name] for s in fam.shapes}
         self.last = (None, None)
 
+    @staticmethod
+    def floor(w):
+        """Negative curvatures set to 0."""
+        return w.clamp(min=0.0)
+
     def _P(self, eta):
         # the same eta (object) again -- the derivatives at the point whose value the
         # line search accepted -- shares the family's per-row pieces kept in P
@@ -215,7 +221,9 @@ def inner_mode(model, theta, data, structure, z0=None, *, max_iter=100, tol=1e-1
     and the steps converge quadratically); where it is not (rows whose curvature
     ``-d2l/deta2`` is negative far from the mode: a softplus-link NB row with ``y = 0`` and
     a large ``eta``, zero-inflated laws) the negative curvatures are floored at 0 for that
-    step, so every step ascends. Steps are halved until ``f`` does not decrease.
+    step (with effects in a zero part, each row's ``2 x 2`` curvature is floored to its
+    nearest positive semi-definite matrix, :mod:`.mixed_zero`), so every step ascends.
+    Steps are halved until ``f`` does not decrease.
 
     Returns
     -------
@@ -227,11 +235,20 @@ def inner_mode(model, theta, data, structure, z0=None, *, max_iter=100, tol=1e-1
     with torch.no_grad():
         eta0 = model.fixed_eta(params, data)
         A = structure.rows(model.factors(params, data))
-    rows = _RowDerivatives(model, params, data)
+    if structure.n_channels > 1:
+        rows = TwoPartRows(model, params, data, structure)
+
+        def predictors(z):
+            return rows.predictors(A, z)
+    else:
+        rows = _RowDerivatives(model, params, data)
+
+        def predictors(z):
+            return eta0 + structure.eta(A, z)
 
     def objective(z):
         with torch.no_grad():
-            eta = eta0 + structure.eta(A, z)
+            eta = predictors(z)
             return eta, rows.log_lik(eta) - 0.5 * float(z.dot(z))
 
     z = theta.new_zeros(structure.R) if z0 is None else z0.detach().clone()
@@ -246,7 +263,7 @@ def inner_mode(model, theta, data, structure, z0=None, *, max_iter=100, tol=1e-1
             try:
                 step = structure.solve(structure.hessian(A, -d2), g)
             except FloatingPointError:  # not definite here: the floored curvature ascends
-                step = structure.solve(structure.hessian(A, (-d2).clamp(min=0.0)), g)
+                step = structure.solve(structure.hessian(A, rows.floor(-d2)), g)
         t = 1.0
         while True:
             trial = z + t * step
@@ -280,6 +297,11 @@ def marginal_log_lik(model, theta, data, structure, z_hat, n_quadrature: int = 1
     -------
     Tensor, 0-d
     """
+    if structure.n_channels > 1:
+        if n_quadrature != 1:
+            raise ValueError("adaptive Gauss-Hermite quadrature (n_quadrature > 1) needs a "
+                             "single grouping factor with a random intercept only")
+        return two_part_log_lik(model, theta, data, structure, z_hat)
     params = model.unpack(theta, data)
     eta0 = model.fixed_eta(params, data)
     A = structure.rows(model.factors(params, data))

@@ -25,6 +25,11 @@ is sparse. :class:`EffectsStructure` never forms it densely over all ``R`` effec
   ``O(R_C^3)`` time for ``S``'s Cholesky, plus ``sum_g m_g^2`` products where ``m_g`` is
   the number of ``C`` effects that share a row with level ``g`` of ``B``.
 
+Effects may reach two linear predictors (:attr:`RandomEffect.part`: a zero part's
+logits as well as ``eta``, channels 0 and 1). Then ``w_i`` is the row's ``2 x 2``
+negated Hessian in ``(eta_i, gate_i)`` and the entry of ``H`` between two effects takes
+``w_i[c, c']`` of their channels: the structure (blocks, pairs) is the same.
+
 Every step is a torch operation (``index_add``, batched triangular solves, Cholesky), so
 the log-determinant and the solve are exact and differentiable by autograd.
 """
@@ -101,6 +106,12 @@ class EffectsStructure:
         if not effects:
             raise ValueError("a mixed model needs at least one grouping factor")
         self.effects = tuple(effects)
+        parts = {e.part for e in self.effects if e.part is not None}
+        if len(parts) > 1:
+            raise ValueError(f"group effects may reach one part besides eta, got {parts}")
+        #: the predictor each factor reaches: 0 for ``eta``, 1 for the part
+        self.channel = [0 if e.part is None else 1 for e in self.effects]
+        self.n_channels = 2 if parts else 1
         sizes = [e.n_groups * e.q for e in self.effects]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         self.R = int(self.offsets[-1])
@@ -135,6 +146,8 @@ class EffectsStructure:
         uniq, inverse = np.unique(keys.reshape(-1), return_inverse=True)
         pair_g, pair_c = uniq // self.R_C, uniq % self.R_C
         self.cpos = torch.as_tensor(cpos, device=dev)
+        self.chan_C = torch.as_tensor(np.concatenate(
+            [np.full(self.effects[k].q, self.channel[k]) for k in self.others]), device=dev)
         self.rest_index = (self.cpos.unsqueeze(2) * self.R_C + self.cpos.unsqueeze(1)).reshape(-1)
         self.pair_of = torch.as_tensor(inverse.reshape(-1), device=dev)
         self.pair_g = torch.as_tensor(pair_g, device=dev)
@@ -165,33 +178,45 @@ class EffectsStructure:
         """``A_k = Z_k @ Lambda_k`` per factor, shapes ``(n, q_k)``."""
         return [e.Z @ lam for e, lam in zip(self.effects, lams, strict=True)]
 
-    def eta(self, A: list, z: torch.Tensor) -> torch.Tensor:
-        """The effects' part of the linear predictor, shape ``(n,)``."""
-        return sum((a * zk[e.codes]).sum(-1)
-                   for a, e, zk in zip(A, self.effects, self.split(z), strict=True))
+    def eta(self, A: list, z: torch.Tensor, channel: int = 0) -> torch.Tensor:
+        """The effects' part of the linear predictor of ``channel`` (0: ``eta``, 1: the
+        part's logits), shape ``(n,)``."""
+        out = [(a * zk[e.codes]).sum(-1)
+               for a, e, zk, c in zip(A, self.effects, self.split(z), self.channel,
+                                      strict=True) if c == channel]
+        return sum(out) if out else A[0].new_zeros(A[0].shape[0])
 
     def gradient(self, A: list, d1: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``df/dz = A' d1 - z``, shape ``(R,)``."""
+        """``df/dz = A' d1 - z``, shape ``(R,)``; ``d1`` is ``(n,)``, or ``(n, 2)`` (in
+        ``eta`` and the part's logits) with two channels."""
         parts = [torch.zeros(e.n_groups, e.q, dtype=z.dtype, device=z.device)
-                 .index_add(0, e.codes, d1.unsqueeze(1) * a)
-                 for a, e in zip(A, self.effects, strict=True)]
+                 .index_add(0, e.codes, (d1 if d1.dim() == 1 else d1[:, c]).unsqueeze(1) * a)
+                 for a, e, c in zip(A, self.effects, self.channel, strict=True)]
         return torch.cat([p.reshape(-1) for p in parts]) - z
 
     # ------------------------------------------------------------ Hessian
     def hessian(self, A: list, w: torch.Tensor):
         """``H = I + A' diag(w) A``: ``(G, q, q)`` blocks for one factor, else a
-        :class:`JointHessian`."""
+        :class:`JointHessian`. ``w`` is ``(n,)``, or ``(n, 2, 2)`` with two channels."""
         aB, eB = A[self.block], self.effects[self.block]
-        outer = (w.view(-1, 1, 1) * aB.unsqueeze(2)) * aB.unsqueeze(1)
+        cB = self.channel[self.block]
+        wB = w if w.dim() == 1 else w[:, cB, cB]
+        outer = (wB.view(-1, 1, 1) * aB.unsqueeze(2)) * aB.unsqueeze(1)
         blocks = torch.zeros(eB.n_groups, eB.q, eB.q, dtype=aB.dtype, device=aB.device)
         blocks = blocks.index_add(0, eB.codes, outer) + torch.eye(eB.q, dtype=aB.dtype,
                                                                   device=aB.device)
         if self.blocked:
             return blocks
         aC = torch.cat([A[k] for k in self.others], dim=1)                   # (n, m)
-        waC = w.unsqueeze(1) * aC
+        if w.dim() == 1:
+            waC = w.unsqueeze(1) * aC
+            outer_C = waC.unsqueeze(2) * aC.unsqueeze(1)
+        else:  # each pair of columns weighs by its channels' entry of the row's w
+            waC = w[:, self.chan_C, cB] * aC
+            outer_C = (w[:, self.chan_C][:, :, self.chan_C] * aC.unsqueeze(2)
+                       * aC.unsqueeze(1))
         rest = torch.zeros(self.R_C * self.R_C, dtype=w.dtype, device=w.device)
-        rest = rest.index_add(0, self.rest_index, (waC.unsqueeze(2) * aC.unsqueeze(1)).reshape(-1))
+        rest = rest.index_add(0, self.rest_index, outer_C.reshape(-1))
         rest = rest.view(self.R_C, self.R_C) + torch.eye(self.R_C, dtype=w.dtype,
                                                            device=w.device)
         vals = (waC.unsqueeze(2) * aB.unsqueeze(1)).reshape(-1, eB.q)           # (n m, q_B)
