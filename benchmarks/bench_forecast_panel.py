@@ -13,7 +13,8 @@ reading and warm-up excluded), and reports the process's peak resident memory
 (``resource.getrusage``'s ``ru_maxrss``, Linux KiB) beside its resident memory just before
 the fit, so that the difference is what the fit and forecast added, and the CPU time of
 the fit and forecast (the process and its finished children: statsforecast's worker
-pool), the fairer figure on a busy host. Scores on the held-out
+pool), the fairer figure on a busy host (for ``count`` also split into fit and forecast),
+and the one-minute load average when it finished. Scores on the held-out
 days: mean CRPS over all series and steps (and per kind), and the coverage of the 90%
 interval (randomised PIT for count paths), by :mod:`forecast_scoring` (AutoETS: Gaussian law
 from its 80% and 95% intervals, sampled and rounded).
@@ -67,15 +68,22 @@ def _split(frame: pd.DataFrame):
     return frame[~last].reset_index(drop=True), frame[last].reset_index(drop=True)
 
 
-def count_forecast(train: pd.DataFrame, threads: int) -> dict:
-    """Fit ``CountForecaster()`` on the long frame; sample paths ``(n, h)`` per series."""
+def count_forecast(train: pd.DataFrame, threads: int, phases: dict | None = None) -> dict:
+    """Fit ``CountForecaster()`` on the long frame; sample paths ``(n, h)`` per series.
+
+    ``phases``, when given, receives the CPU seconds of the fit and of the forecast.
+    """
     import torch
 
     from posheads.estimators.forecasting import CountForecaster
 
     torch.set_num_threads(threads)
+    start = _cpu_seconds()
     est = CountForecaster(num_samples=NUM_SAMPLES, random_state=0).fit(train)
+    fitted = _cpu_seconds()
     paths = est.sample_paths(HORIZON, NUM_SAMPLES)  # (n, series, h)
+    if phases is not None:
+        phases.update(fit_cpu_seconds=fitted - start, forecast_cpu_seconds=_cpu_seconds() - fitted)
     return {uid: paths[:, s].astype(np.float64) for s, uid in enumerate(est.series_ids_)}
 
 
@@ -100,10 +108,11 @@ def worker(method: str, data: str, threads: int) -> dict:
     _ = count_forecast(warm, threads) if method == "count" else \
         statsforecast_forecast(warm, method, threads)
     rss_before = _rss_kib()
+    phases = {}
     cpu_start = _cpu_seconds()
     start = time.perf_counter()
     if method == "count":
-        paths = count_forecast(train, threads)
+        paths = count_forecast(train, threads, phases)
     else:
         out = statsforecast_forecast(train, method, threads)
     seconds = time.perf_counter() - start
@@ -125,6 +134,7 @@ def worker(method: str, data: str, threads: int) -> dict:
         "rss_before_mib": rss_before / 1024, "peak_rss_mib": peak / 1024,
         # the largest finished child (one of statsforecast's pool workers), Linux KiB
         "peak_child_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        **phases, "load_average": os.getloadavg()[0],
         "crps": float(crps.mean()), "coverage_90": float(cover.mean()),
         "crps_smooth": float(crps[kind == "smooth"].mean()),
         "crps_intermittent": float(crps[kind == "intermittent"].mean()),

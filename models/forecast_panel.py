@@ -32,7 +32,14 @@ from dataclasses import dataclass
 
 import torch
 
-from posheads.families import Family
+from posheads import ops
+from posheads.families import (
+    HURDLE_NEGATIVE_BINOMIAL,
+    HURDLE_POISSON,
+    NEGATIVE_BINOMIAL,
+    POISSON,
+    Family,
+)
 
 __all__ = ["FamilyNames", "LocalLevelPanel", "PanelData", "PanelParams"]
 
@@ -49,6 +56,11 @@ _SHAPE_SD = 1.0  # spread of series' log-shapes around their shared mean
 _GATE_SD = 1.5  # spread of series' gate logits around their shared mean
 _GATE_MEAN_SD = 3.0
 _WEIGHT_PRECISION_FLOOR = 1e-2  # a weight the data never informs: sd 10 on eta
+# Laws whose derivatives in (eta, log-shapes, gate logits) have closed forms here: whether
+# the count part is a negative binomial, and whether a hurdle (a zero part, then the
+# zero-truncated count) wraps it.
+_CLOSED_FORMS = ((POISSON, False, False), (NEGATIVE_BINOMIAL, True, False),
+                 (HURDLE_POISSON, False, True), (HURDLE_NEGATIVE_BINOMIAL, True, True))
 
 
 @dataclass
@@ -235,3 +247,92 @@ class LocalLevelPanel(FamilyNames):
         """Log joint density per ``(G, S)`` at ``sigma`` (``(G, 1)`` or ``(G, S)``)."""
         eta = self.eta(self.level(params, sigma), params.weight, data.features)
         return self.log_likelihood(eta, params, data).sum(-1) + self.log_prior(params)
+
+    # ------------------------------------------------------------ derivatives
+    def likelihood_derivatives(self, eta, params: PanelParams, data: PanelData):
+        """Closed-form first and second derivatives of the masked log-likelihood.
+
+        The law of ``y[t]`` depends on ``eta[t]`` and the series' log-shapes and gate
+        logits ``ab`` only, so the derivatives in ``eta`` are element by element. Written
+        through ``L = log mean`` (``L' = sigmoid / softplus`` in ``eta``, ``L'' = L' (beta
+        (1 - sigmoid) - L')``), with ``q = mean / (mean + r)`` for the negative binomial of
+        concentration ``r = exp(rho)`` and, for a hurdle, ``u = -log P(count = 0)`` (``r
+        softplus(L - rho)``, or the mean for Poisson) in the truncation ``-log(1 -
+        exp(-u))``; the zero part contributes ``-softplus(-g)`` at a zero and
+        ``-softplus(g)`` elsewhere.
+
+        Parameters
+        ----------
+        eta : Tensor (G, S, T)
+        params : PanelParams
+            Supplies ``log_shapes`` and ``gates``, ``(G, S, n)``.
+        data : PanelData
+
+        Returns
+        -------
+        tuple or None
+            ``(g_eta (G, S, T), g_ab (G, S, n), h_eta (G, S, T), cross (G, S, T, n),
+            h_ab (G, S, n, n))``: the gradient in ``eta`` and in ``ab`` (log-shapes, then
+            gate logits; summed over time), the second derivative in ``eta``, the mixed
+            ones in ``eta`` and ``ab``, and the Hessian in ``ab``; None for a law without
+            a closed form here (use autograd).
+        """
+        kind = [form[1:] for form in _CLOSED_FORMS if form[0] is self.family]
+        if not kind:
+            return None
+        nb, hurdle = kind[0]
+        y, mask = data.y, data.mask
+        with torch.no_grad():
+            _, log_s, sig, dlog = ops.softplus_derivatives(
+                eta, self.beta, ops.linear_switch(eta.dtype))
+            ddlog = dlog * (self.beta * (1.0 - sig) - dlog)  # L'' in eta
+            mu = data.scale[:, None] * log_s.exp()
+            if not nb:
+                f_l, f_ll, f_lr, f_rr = y - mu, -mu, None, None
+                u, u_l, u_ll = mu, mu, mu
+            else:
+                rho = params.log_shapes[..., :1]  # (G, S, 1)
+                r = rho.exp()
+                d = data.scale.log()[:, None] + log_s - rho  # logit of q
+                q, sp = torch.sigmoid(d), ops.softplus(d)
+                qq = q * (1.0 - q)
+                f_l, f_ll = y - (y + r) * q, -(y + r) * qq
+                f_lr = q * ((1.0 - q) * y - r * q)
+                dig = torch.digamma(y + r) - torch.digamma(r)
+                f_r = r * (dig - sp + q) - y * (1.0 - q)
+                f_rr = (f_r + y * (1.0 - q) + r * r * (torch.polygamma(1, y + r)
+                        - torch.polygamma(1, r)) + r * q * q - y * qq)
+                u = r * sp
+                u_l, u_ll, u_r = r * q, r * qq, u - r * q
+                u_lr, u_rr = r * q * q, u - r * q - r * q * q
+            if hurdle:  # the truncation -log(1 - exp(-u)) on the positive counts
+                a1 = -1.0 / torch.expm1(u)  # its first and second derivatives in u
+                a2 = -a1 * (1.0 - a1)
+                f_l, f_ll = f_l + a1 * u_l, f_ll + a2 * u_l * u_l + a1 * u_ll
+                if nb:
+                    f_lr = f_lr + a2 * u_l * u_r + a1 * u_lr
+                    f_r = f_r + a1 * u_r
+                    f_rr = f_rr + a2 * u_r * u_r + a1 * u_rr
+                pos = mask * (y > 0)
+            else:
+                pos = mask
+            g_eta = pos * f_l * dlog
+            h_eta = pos * (f_ll * dlog * dlog + f_l * ddlog)
+            g_ab, cross, h_ab = [], [], []
+            if nb:
+                g_ab.append((pos * f_r).sum(-1))
+                cross.append(pos * f_lr * dlog)
+                h_ab.append((pos * f_rr).sum(-1))
+            if hurdle:
+                g = params.gates[..., :1]
+                pg = torch.sigmoid(g)
+                zero = mask * (y == 0)
+                g_ab.append((zero * (1.0 - pg) - pos * pg).sum(-1))
+                cross.append(torch.zeros_like(eta))
+                h_ab.append(-(pg * (1.0 - pg)).squeeze(-1) * mask.sum(-1))
+            n = len(g_ab)
+            g_ab = torch.stack(g_ab, -1) if n else eta.new_zeros((*eta.shape[:-1], 0))
+            cross = torch.stack(cross, -1) if n else eta.new_zeros((*eta.shape, 0))
+            h_ab = torch.diag_embed(torch.stack(h_ab, -1)) if n else \
+                eta.new_zeros((*eta.shape[:-1], 0, 0))
+        return g_eta, g_ab, h_eta, cross, h_ab

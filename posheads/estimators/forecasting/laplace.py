@@ -161,7 +161,12 @@ def _curvature(model, params, sigma, data):
     """``W``: minus the second derivative of each count's log-likelihood in ``eta``
     (clamped at 0: a law that is not log-concave somewhere adds no information there),
     with the log-likelihood of each series, a batch of series at a time."""
-    from .laplace_newton import batch_size, subset, subset_params
+    from .laplace_newton import (
+        batch_size,
+        likelihood_derivatives_autograd,
+        subset,
+        subset_params,
+    )
 
     level = model.level(params, sigma).detach()
     g, s, t = level.shape
@@ -169,14 +174,14 @@ def _curvature(model, params, sigma, data):
     size = batch_size(g, t, params.weight.shape[-1] + 2)
     for lo in range(0, s, size):
         rows = slice(lo, lo + size)
-        part = subset_params(params, rows)
-        with torch.enable_grad():
-            eta = model.eta(level[:, rows], part.weight, data.features[rows])
-            eta = eta.detach().requires_grad_(True)
-            lik = model.log_likelihood(eta, part, subset(data, rows))
-            (grad,) = torch.autograd.grad(lik.sum(), eta, create_graph=True)
-            (h,) = torch.autograd.grad(grad.sum(), eta)
-        w[:, rows], ll[:, rows] = (-h).clamp_min(0.0), lik.detach().sum(-1)
+        part, sub = subset_params(params, rows), subset(data, rows)
+        eta = model.eta(level[:, rows], part.weight, data.features[rows]).detach()
+        derivatives = model.likelihood_derivatives(eta, part, sub)
+        if derivatives is None:  # no closed form: autograd
+            derivatives = likelihood_derivatives_autograd(model, eta, part, sub)
+        with torch.no_grad():
+            lik = model.log_likelihood(eta, part, sub)
+        w[:, rows], ll[:, rows] = (-derivatives[2]).clamp_min(0.0), lik.sum(-1)
     return level, w, ll
 
 
@@ -206,9 +211,10 @@ def state_covariance(model: LocalLevelPanel, w, features, sigma):
     weights ``b`` is ``[[A, B], [B', C]]``: ``A = W + Q / sigma**2`` plus the first level's
     prior precision at ``x_0`` (tridiagonal), ``B[t] = W[t] f[t]`` and
     ``C = sum_t W[t] f[t] f[t]' + P`` (``P`` the weights' prior precision). One forward
-    sweep of the ``LDL'`` factorisation of ``A`` gives ``Y = L^-1 B`` row by row, so
+    sweep of the ``LDL'`` factorisation of ``A`` gives ``Y = L^-1 B``, so
     ``B' A^-1 B = sum_t y_t y_t' / d_t``, ``(A^-1 B)_last = y_last / d_last`` and
-    ``(A^-1)_last,last = 1 / d_last``, with no ``(T, K)`` array kept. With the Schur
+    ``(A^-1)_last,last = 1 / d_last`` (a batch of series at a time, so that the ``(T, K)``
+    arrays stay bounded; :mod:`.laplace_newton`'s helpers). With the Schur
     complement ``S = C - B' A^-1 B`` and ``r = (A^-1 B)_last``:
     ``Cov(b) = S^-1``, ``Cov(x_last, b) = -S^-1 r``, ``Var(x_last) = 1 / d_last + r' S^-1 r``.
 
@@ -225,29 +231,19 @@ def state_covariance(model: LocalLevelPanel, w, features, sigma):
     Tensor (G, S, 1 + K, 1 + K)
         Covariance of ``(x_last, b)``, in float64.
     """
+    from .laplace_newton import batch_size
+
     w, f = w.double(), features.double()
     n_grid, n_series, n_steps = w.shape
     k = f.shape[-1]
     level0_prec, weight_prec = model.prior_precisions(n_series)
-    inv = (1.0 / sigma.double() ** 2)[:, None].expand(n_grid, n_series)
-    c_mat = weight_prec * torch.eye(k, dtype=w.dtype, device=w.device).expand(
-        n_grid, n_series, k, k)
-    d = y = None
-    for t in range(n_steps):
-        neighbours = float((t > 0) + (t < n_steps - 1))  # the walk's terms touching x_t
-        diag = neighbours * inv + w[..., t]
-        b_t = w[..., t, None] * f[None, :, t]  # (G, S, K)
-        if t == 0:
-            diag = diag + level0_prec
-            d, y = diag, b_t
-        else:
-            ratio = -inv / d  # the sub-diagonal -1 / sigma**2 over the last pivot
-            d = diag - inv**2 / d
-            y = b_t - ratio[..., None] * y
-        # C's data term W f f' and the Schur term y y' / d, one step at a time: no
-        # (G, S, T, K) array (a panel of a thousand long series)
-        c_mat = c_mat + (w[..., t, None, None] * f[None, :, t, :, None] * f[None, :, t, None, :]
-                         - y[..., :, None] * y[..., None, :] / d[..., None, None])
+    c_mat = w.new_empty(n_grid, n_series, k, k)
+    y, d = w.new_empty(n_grid, n_series, k), w.new_empty(n_grid, n_series)
+    size = batch_size(n_grid, n_steps, k)
+    for lo in range(0, n_series, size):  # batches of series: memory bounded
+        rows = slice(lo, lo + size)
+        c_mat[:, rows], y[:, rows], d[:, rows] = _schur_last(
+            w[:, rows], f[rows], sigma.double(), level0_prec, weight_prec)
     r = y / d[..., None]
     eye = torch.eye(k, dtype=w.dtype, device=w.device)
     cov_b = torch.linalg.solve(c_mat, eye.expand_as(c_mat))
@@ -260,6 +256,26 @@ def state_covariance(model: LocalLevelPanel, w, features, sigma):
     out[..., 1:, 0] = cross
     out[..., 1:, 1:] = cov_b
     return out
+
+
+def _schur_last(w, f, sigma, level0_prec, weight_prec):
+    """For :func:`state_covariance`, a batch of series: ``S = C - B' A^-1 B``, the last row
+    of ``L^-1 B`` and the last pivot of ``A = L D L'``."""
+    from .laplace_newton import feature_products, forward_substitute, ldl_pivots
+
+    n_steps, k = w.shape[-1], f.shape[-1]
+    inv = (1.0 / sigma**2)[:, None, None]
+    neighbours = torch.full((n_steps,), 2.0, dtype=w.dtype, device=w.device)
+    neighbours[0] = neighbours[-1] = float(n_steps > 1)  # the walk's terms touching x_t
+    diag = w + neighbours * inv
+    diag[..., 0] += level0_prec
+    pivot, ratio = ldl_pivots(diag, (-inv).expand_as(w[..., 1:]))
+    b = w[..., None] * f  # (G, S, T, K)
+    # F' W F first: b is then overwritten by L^-1 B (through the time-major view)
+    c_mat = feature_products(f, b) + weight_prec * torch.eye(k, dtype=w.dtype, device=w.device)
+    forward_substitute(ratio, b.movedim(-2, 0))
+    c_mat = c_mat - (b / pivot.permute(1, 2, 0)[..., None]).transpose(-1, -2) @ b
+    return c_mat, b[..., -1, :], pivot[-1]
 
 
 def state_cholesky(cov):
@@ -307,8 +323,16 @@ def fit_panel_laplace(model: LocalLevelPanel, data: PanelData, sigma_grid, *, ma
     -------
     LaplaceFit
     """
+    from .laplace_newton import batch_size
+
     sigma = data.y.new_tensor(np.asarray(sigma_grid, dtype=np.float64))
-    with intra_op_threads(data.y.numel() * len(sigma), data.y.device):
+    n_series, n_steps = data.y.shape
+    n_params = data.features.shape[-1] + 2
+    # Most of the work is loops over time on one step's slice of a batch (grid values x
+    # series x parameters): small kernels, run on one thread where that slice is small
+    # (a second thread would cost more to wake than it saves; see intra_op_threads).
+    size = min(n_series, batch_size(len(sigma), n_steps, n_params))
+    with intra_op_threads(len(sigma) * size * (n_params + 2), data.y.device):
         return _fit(model, data, sigma, max_iter, verbose)
 
 

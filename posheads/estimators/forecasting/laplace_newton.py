@@ -7,21 +7,27 @@ own parameters ``theta`` (seasonal and covariate weights, log-shapes, gate logit
 Hessian in ``(x, theta)`` is the block matrix ``[[Tri, C], [C^T, B]]``: ``Tri`` is
 tridiagonal (the count law's curvature ``W`` in ``eta`` on the diagonal plus the random
 walk's precision), ``C`` holds the ``T x P`` cross terms and ``B`` is ``P x P``. A Newton
-step eliminates ``x`` by the Schur complement of ``Tri``: ``P + 1`` tridiagonal solves
-(:func:`tridiagonal_solve`: ``O(T)`` work, one loop over time for the whole batch) and one
-``P x P`` solve, for every series and grid value of a batch at once. Work
-and memory are linear in ``T`` and in the number of series: the series are taken in
-batches of a bounded size, and only the iterate is kept for the whole panel.
+step eliminates ``x`` by the Schur complement of ``Tri``: with ``Tri = L D L'``
+(:func:`ldl_pivots`), one forward sweep of the gradient and the ``P`` cross terms
+(:func:`forward_substitute`) gives ``C' Tri^-1 C = Y' D^-1 Y`` as one batched product,
+then one ``P x P`` solve and one backward sweep of a single column
+(:func:`backward_substitute`) give the step in ``x`` -- every series and grid value of a
+batch at once, the only loops being over time. Work and memory are linear in ``T`` and
+in the number of series: the series are taken in batches of a bounded size, and only the
+iterate is kept for the whole panel. Within a batch, a series whose every grid value has
+converged drops out of the later iterations.
 
 Safeguards: ``W`` is clamped at 0 (where a law is not log-concave in ``eta``), so that the
 ``(x, weight)`` block is positive definite; the Schur complement's eigenvalues are taken
 in absolute value and floored, so that a shape or gate where the law is not concave still
 gets a descent direction; each series' step is halved until its objective decreases
-enough (Armijo). The derivatives of the count law come from autograd, element by element
-(the law of ``y[t]`` depends on ``eta[t]`` and the series' shapes and gates only); those
-of the prior from autograd as well, using that it is Gaussian in ``x`` (a random walk:
-tridiagonal precision, read off three Hessian-vector products) and separable in
-``theta``.
+enough (Armijo). The derivatives of the count law are element by element (the law of
+``y[t]`` depends on ``eta[t]`` and the series' shapes and gates only): in closed form
+where the model has them
+(:meth:`~posheads.models.forecast_panel.LocalLevelPanel.likelihood_derivatives`), else
+by autograd (:func:`likelihood_derivatives_autograd`); those of the prior by autograd,
+using that it is Gaussian in ``x`` (a random walk: tridiagonal precision, read off three
+Hessian-vector products) and separable in ``theta``.
 
 The shared means (``weight_mean``, ``shape_mean``, ``gate_mean``) are updated between
 passes over the batches, by Newton on their own terms of the log prior (block coordinate
@@ -36,7 +42,9 @@ import torch
 
 from posheads.models.forecast_panel import PanelData, PanelParams
 
-__all__ = ["batch_size", "panel_mode", "subset", "subset_params", "tridiagonal_solve"]
+__all__ = ["backward_substitute", "batch_size", "feature_products", "forward_substitute",
+           "ldl_pivots", "likelihood_derivatives_autograd", "panel_mode", "subset",
+           "subset_params", "tridiagonal_solve"]
 
 # Elements (grid values x series x steps x (parameters + 2)) of the largest tensor of one
 # batch: 2**23 doubles are 64 MiB; a Newton step holds a handful of them.
@@ -50,12 +58,84 @@ _MAX_LOG_STEP = 2.0  # the largest move of a log-shape or gate logit in one step
 
 
 # ------------------------------------------------------------------ linear algebra
+def ldl_pivots(diag, off):
+    """Pivots and multipliers of the ``LDL'`` factorisation of symmetric tridiagonal
+    matrices (no pivoting: the systems it is used on are positive definite).
+
+    ``H = L D L'`` with ``D = diag(pivot)`` and ``L`` unit lower bidiagonal, ``L[t, t - 1] =
+    ratio[t] = off[t - 1] / pivot[t - 1]``. Time comes first in the outputs, so that each
+    step of the loop over time (the only loop: every system at once) reads and writes
+    contiguous slices.
+
+    Parameters
+    ----------
+    diag : Tensor of shape (..., n)
+        ``H[t, t]``.
+    off : Tensor of shape (..., n - 1)
+        ``H[t, t + 1] = H[t + 1, t]``.
+
+    Returns
+    -------
+    (Tensor of shape (n, ...), Tensor of shape (n, ...))
+        ``pivot`` and ``ratio`` (``ratio[0] = 0``), time-major.
+    """
+    pivot = diag.movedim(-1, 0).clone(memory_format=torch.contiguous_format)
+    ratio = torch.zeros_like(pivot)
+    e, p, r = off.movedim(-1, 0).unbind(0), pivot.unbind(0), ratio.unbind(0)
+    for t in range(1, pivot.shape[0]):
+        torch.div(e[t - 1], p[t - 1], out=r[t])
+        p[t].addcmul_(r[t], e[t - 1], value=-1.0)
+    return pivot, ratio
+
+
+def forward_substitute(ratio, rhs):
+    """``L^-1 rhs`` for the unit bidiagonal ``L`` of :func:`ldl_pivots`.
+
+    Parameters
+    ----------
+    ratio : Tensor of shape (n, ...)
+        Time-major, from :func:`ldl_pivots`.
+    rhs : Tensor of shape (n, ..., r)
+        Time-major right-hand sides (overwritten: pass a copy you own).
+
+    Returns
+    -------
+    Tensor of shape (n, ..., r)
+        ``rhs`` itself, holding the result.
+    """
+    y, r = rhs.unbind(0), ratio[..., None].unbind(0)
+    for t in range(1, rhs.shape[0]):
+        y[t].addcmul_(r[t], y[t - 1], value=-1.0)
+    return rhs
+
+
+def backward_substitute(ratio, rhs):
+    """``L'^-1 rhs`` for the unit bidiagonal ``L`` of :func:`ldl_pivots`.
+
+    Parameters
+    ----------
+    ratio : Tensor of shape (n, ...)
+        Time-major, from :func:`ldl_pivots`.
+    rhs : Tensor of shape (n, ...)
+        Time-major, one right-hand side per system (overwritten).
+
+    Returns
+    -------
+    Tensor of shape (n, ...)
+        ``rhs`` itself, holding the result.
+    """
+    x, r = rhs.unbind(0), ratio.unbind(0)
+    for t in range(rhs.shape[0] - 2, -1, -1):
+        x[t].addcmul_(r[t + 1], x[t + 1], value=-1.0)
+    return rhs
+
+
 def tridiagonal_solve(diag, off, rhs):
     """Solve symmetric tridiagonal systems ``H x = rhs`` (Thomas' algorithm).
 
-    The ``LDL'`` elimination without pivoting, stable for the symmetric positive
-    definite systems it is used on. The loop runs over time, each step on every system
-    and right-hand side at once (time-major copies keep each step's slice contiguous).
+    :func:`ldl_pivots`, then ``L D L' x = rhs`` by :func:`forward_substitute`, a
+    division by the pivots and the backward sweep, every system and right-hand side at
+    once.
 
     Parameters
     ----------
@@ -69,23 +149,27 @@ def tridiagonal_solve(diag, off, rhs):
     -------
     Tensor of shape (..., n, r)
     """
-    n = diag.shape[-1]
-    d = diag.movedim(-1, 0).contiguous()
-    e = off.movedim(-1, 0).contiguous()
-    y = rhs.movedim(-2, 0).contiguous()
-    if y.data_ptr() == rhs.data_ptr():  # already time-major: do not overwrite the input
-        y = y.clone()
-    pivot = torch.empty_like(d)
-    pivot[0] = d[0]
-    for t in range(1, n):  # forward: L^-1
-        ratio = e[t - 1] / pivot[t - 1]
-        pivot[t] = d[t] - ratio * e[t - 1]
-        y[t] -= ratio[..., None] * y[t - 1]
-    y[n - 1] /= pivot[n - 1][..., None]
-    for t in range(n - 2, -1, -1):  # backward: (D L')^-1
-        y[t] -= e[t][..., None] * y[t + 1]
-        y[t] /= pivot[t][..., None]
-    return y.movedim(0, -2)
+    pivot, ratio = ldl_pivots(diag, off)
+    y = rhs.movedim(-2, 0).clone(memory_format=torch.contiguous_format)
+    y = forward_substitute(ratio, y) / pivot[..., None]
+    return backward_substitute(ratio[..., None], y).movedim(0, -2)
+
+
+def feature_products(feats, m):
+    """``F' m`` per grid value and series, without copying ``F`` for every grid value.
+
+    Parameters
+    ----------
+    feats : Tensor of shape (S, T, K)
+    m : Tensor of shape (G, S, T, R)
+
+    Returns
+    -------
+    Tensor of shape (G, S, K, R)
+    """
+    g, s, t, r = m.shape
+    cols = m.permute(1, 2, 0, 3).reshape(s, t, g * r)  # one product per series
+    return (feats.transpose(1, 2) @ cols).view(s, feats.shape[-1], g, r).permute(2, 0, 1, 3)
 
 
 # ------------------------------------------------------------------ panel helpers
@@ -160,24 +244,37 @@ def _prior_hessian(model, state, x, w, ab, sigma):
 def _gradients(model, state, data, x, w, ab, sigma):
     """Gradient of the log likelihood in ``eta`` and ``ab`` with its second derivatives
     (element by element in time), and the gradient of the log prior."""
+    eta = model.eta(x, w, data.features)
+    lik = model.likelihood_derivatives(eta, state.params(x, w, ab, sigma), data)
+    if lik is None:
+        lik = likelihood_derivatives_autograd(model, eta, state.params(x, w, ab, sigma), data)
     with torch.enable_grad():
-        eta = model.eta(x, w, data.features).detach().requires_grad_(True)
-        abl = ab.detach().requires_grad_(True)
-        ll = model.log_likelihood(eta, state.params(x, w, abl, sigma), data).sum()
-        g_eta, g_ab = _grad(ll, [eta, abl], create_graph=True)
-        h_eta = _grad(g_eta.sum(), eta, retain_graph=True)[0]
-        cross, h_ab = [], []
-        for i in range(ab.shape[-1]):
-            he, ha = _grad(g_ab[..., i].sum(), [eta, abl], retain_graph=True)
-            cross.append(he)
-            h_ab.append(ha)
         leaves = [v.detach().requires_grad_(True) for v in (x, w, ab)]
         lp = model.log_prior(state.params(*leaves, sigma)).sum()
         gpx, gpw, gpab = _grad(lp, leaves)
-    n = ab.shape[-1]
+    return lik, (gpx, gpw, gpab)
+
+
+def likelihood_derivatives_autograd(model, eta, params: PanelParams, data: PanelData):
+    """What :meth:`~posheads.models.forecast_panel.LocalLevelPanel.likelihood_derivatives`
+    returns, by autograd (any law): ``1 + n`` backward passes through the law."""
+    n = params.log_shapes.shape[-1] + params.gates.shape[-1]
+    with torch.enable_grad():
+        eta = eta.detach().requires_grad_(True)
+        abl = torch.cat([params.log_shapes, params.gates], -1).detach().requires_grad_(True)
+        part = dataclasses.replace(params, log_shapes=abl[..., :params.log_shapes.shape[-1]],
+                                   gates=abl[..., params.log_shapes.shape[-1]:])
+        ll = model.log_likelihood(eta, part, data).sum()
+        g_eta, g_ab = _grad(ll, [eta, abl], create_graph=True)
+        h_eta = _grad(g_eta.sum(), eta, retain_graph=True)[0]
+        cross, h_ab = [], []
+        for i in range(n):
+            he, ha = _grad(g_ab[..., i].sum(), [eta, abl], retain_graph=True)
+            cross.append(he)
+            h_ab.append(ha)
     cross = torch.stack(cross, -1) if n else eta.new_zeros((*eta.shape, 0))
-    h_ab = torch.stack(h_ab, -2) if n else eta.new_zeros((*ab.shape, 0))
-    return (g_eta.detach(), g_ab.detach(), h_eta, cross, h_ab), (gpx, gpw, gpab)
+    h_ab = torch.stack(h_ab, -2) if n else eta.new_zeros((*abl.shape, 0))
+    return g_eta.detach(), g_ab.detach(), h_eta.detach(), cross.detach(), h_ab.detach()
 
 
 def _newton_step(model, state, data, x, w, ab, sigma, prior):
@@ -190,24 +287,31 @@ def _newton_step(model, state, data, x, w, ab, sigma, prior):
     k = feats.shape[-1]
     curv = (-h_eta).clamp_min(0.0)  # (G, S, T): zero where the law is not log-concave
     gx = -(g_eta + gpx)
-    g_w = (feats.transpose(-1, -2) @ g_eta[..., None]).squeeze(-1)
-    gth = torch.cat([-(g_w + gpw), -(g_ab + gpab)], -1)
-    # [gx | C]: the gradient and the cross terms (G, S, T, 1 + P), solved in one go
-    rhs = torch.cat([gx[..., None], curv[..., None] * feats, -cross], -1)
-    c = rhs[..., 1:]
-    b_ww = c[..., :k].transpose(-1, -2) @ feats + torch.diag_embed(pw)
-    b_wa = feats.transpose(-1, -2) @ c[..., k:]
+    # [g_eta | C] with C = [W F | -cross] the cross terms (G, S, T, 1 + P): F' of it gives
+    # the weights' gradient and the blocks of B; then the gradient gx takes column 0
+    rhs = torch.cat([g_eta[..., None], curv[..., None] * feats, -cross], -1)
+    prod = feature_products(feats, rhs)  # (G, S, K, 1 + P)
+    gth = torch.cat([-(prod[..., 0] + gpw), -(g_ab + gpab)], -1)
+    b_ww = prod[..., 1:k + 1] + torch.diag_embed(pw)
+    b_wa = prod[..., k + 1:]
     b_aa = -h_ab + torch.diag_embed(pab)
     b = torch.cat([torch.cat([b_ww, b_wa], -1),
                    torch.cat([b_wa.transpose(-1, -2), b_aa], -1)], -2)
-    sol = tridiagonal_solve(curv + px, poff, rhs)
-    m, big_m = sol[..., 0], sol[..., 1:]
-    ct = c.transpose(-1, -2)
-    schur = b - ct @ big_m
-    r = gth - (ct @ m[..., None]).squeeze(-1)
+    rhs[..., 0] = gx
+    # Tri = L D L': with Y = L^-1 [gx | C], C' Tri^-1 C = Y_c' D^-1 Y_c and
+    # C' Tri^-1 gx = Y_c' D^-1 y_0, so only the gradient's column is swept back
+    pivot, ratio = ldl_pivots(curv + px, poff)
+    y = rhs
+    forward_substitute(ratio, y.movedim(-2, 0))  # in place, through the time-major view
+    yd = y / pivot.permute(1, 2, 0)[..., None]  # D^-1 Y
+    full = yd.transpose(-1, -2) @ y  # (G, S, 1 + P, 1 + P): Y' D^-1 Y
+    schur = b - full[..., 1:, 1:]
+    r = gth - full[..., 1:, 0]
     cov = _inverse(schur)  # at the mode: the covariance of theta, x integrated out
     dth = (cov @ r[..., None]).squeeze(-1)
-    dx = m - (big_m @ dth[..., None]).squeeze(-1)
+    v = yd[..., 0] - (yd[..., 1:] @ dth[..., None]).squeeze(-1)  # D^-1 (y_0 - Y_c dth)
+    backward_substitute(ratio, v.movedim(-1, 0))
+    dx = v
     slope = -(gx * dx).sum(-1) - (gth * dth).sum(-1)
     return -dx, -dth[..., :k], -dth[..., k:], slope, cov
 
@@ -234,6 +338,54 @@ def _objective(model, state, data, x, w, ab, sigma):
             return x.new_full(x.shape[:-1], torch.inf)
 
 
+class _Active:
+    """The series ``act`` of a batch: their iterate, objective, flags, prior and data.
+
+    The objective of a subset is evaluated afresh: the shared means' log prior is spread
+    evenly over the series evaluated together, so its share differs from the batch's.
+    """
+
+    def __init__(self, model, state, sigma, act, x, w, ab, f, done, prior, data):
+        self.x, self.w, self.ab = x[:, act], w[:, act], ab[:, act]
+        self.done = done[:, act]
+        self.prior = tuple(p[:, act] for p in prior)
+        self.data = PanelData(data.y[act], data.mask[act], data.features[act], data.scale[act])
+        self.f = f if act.numel() == f.shape[1] else \
+            _objective(model, state, self.data, self.x, self.w, self.ab, sigma)
+
+
+def _iterate(model, state, part, sigma):
+    """One safeguarded Newton iteration on ``part`` (updated in place); returns the
+    covariance of the series' parameters at the iterate it started from."""
+    x, w, ab, f, done, data = part.x, part.w, part.ab, part.f, part.done, part.data
+    dx, dw, dab, slope, cov = _newton_step(model, state, data, x, w, ab, sigma, part.prior)
+    done = done | (-slope < _DECREMENT_TOL) | ~torch.isfinite(slope)
+    if bool(done.all()):
+        part.done = done
+        return cov
+    dx, dw, dab = (torch.where(done[..., None], 0.0, d) for d in (dx, dw, dab))
+    # a trust region on the log-shapes and gate logits: at most a factor e**2 a step
+    # (a full step where the law is flat in a shape could overflow its exp)
+    reach = dab.abs().amax(-1) if dab.shape[-1] else torch.zeros_like(f)
+    alpha = torch.where(done, 0.0, (_MAX_LOG_STEP / reach.clamp_min(1e-300)).clamp_max(1.0))
+    pending = ~done
+    for _ in range(_MAX_HALVINGS):
+        a3 = alpha[..., None]
+        fx, fw, fab = x + a3 * dx, w + a3 * dw, ab + a3 * dab
+        fn = _objective(model, state, data, fx, fw, fab, sigma)
+        ok = pending & torch.isfinite(fn) & (fn <= f + _ARMIJO * alpha * slope)
+        x, w, ab = (torch.where(ok[..., None], new, old)
+                    for new, old in ((fx, x), (fw, w), (fab, ab)))
+        f = torch.where(ok, fn, f)
+        pending &= ~ok
+        if not bool(pending.any()):
+            break
+        alpha = torch.where(pending, alpha / 2, alpha)
+    part.x, part.w, part.ab, part.f = x, w, ab, f
+    part.done = done | pending  # no decrease along a descent direction: at the mode
+    return cov
+
+
 def _newton_batch(model, state, data, rows, sigma, max_iter):
     """Newton iterations on the series ``rows`` (shared means fixed); updates ``state``.
     Returns the objective per ``(G, S_batch)`` and the iterations run."""
@@ -241,31 +393,27 @@ def _newton_batch(model, state, data, rows, sigma, max_iter):
     prior = _prior_hessian(model, state, x, w, ab, sigma)
     f = _objective(model, state, data, x, w, ab, sigma)
     done = torch.zeros_like(f, dtype=torch.bool)
+    cov, compacted = None, False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
-        dx, dw, dab, slope, cov = _newton_step(model, state, data, x, w, ab, sigma, prior)
-        done |= (-slope < _DECREMENT_TOL) | ~torch.isfinite(slope)
+        # only the series with a grid value still moving take a step (a converged one
+        # would take a zero step): later iterations cost what their few series cost
+        act = (~done).any(0).nonzero().squeeze(-1)
+        part = _Active(model, state, sigma, act, x, w, ab, f, done, prior, data)
+        out = _iterate(model, state, part, sigma)
+        if cov is None:
+            cov = out.new_zeros((*f.shape, out.shape[-1], out.shape[-1]))
+        cov[:, act] = out
+        x[:, act], w[:, act], ab[:, act] = part.x, part.w, part.ab
+        done[:, act] = part.done
+        if act.numel() == f.shape[1]:
+            f = part.f
+        else:
+            compacted = True
         if bool(done.all()):
             break
-        dx, dw, dab = (torch.where(done[..., None], 0.0, d) for d in (dx, dw, dab))
-        # a trust region on the log-shapes and gate logits: at most a factor e**2 a step
-        # (a full step where the law is flat in a shape could overflow its exp)
-        reach = dab.abs().amax(-1) if dab.shape[-1] else torch.zeros_like(f)
-        alpha = torch.where(done, 0.0, (_MAX_LOG_STEP / reach.clamp_min(1e-300)).clamp_max(1.0))
-        pending = ~done
-        for _ in range(_MAX_HALVINGS):
-            a3 = alpha[..., None]
-            fx, fw, fab = x + a3 * dx, w + a3 * dw, ab + a3 * dab
-            fn = _objective(model, state, data, fx, fw, fab, sigma)
-            ok = pending & torch.isfinite(fn) & (fn <= f + _ARMIJO * alpha * slope)
-            x, w, ab = (torch.where(ok[..., None], new, old)
-                        for new, old in ((fx, x), (fw, w), (fab, ab)))
-            f = torch.where(ok, fn, f)
-            pending &= ~ok
-            if not bool(pending.any()):
-                break
-            alpha = torch.where(pending, alpha / 2, alpha)
-        done |= pending  # no decrease along a descent direction: at the mode to rounding
+    if compacted:  # the whole batch's objective, for the losses
+        f = _objective(model, state, data, x, w, ab, sigma)
     state.x[:, rows], state.w[:, rows], state.ab[:, rows] = x, w, ab
     # how the series' parameters answer a move of the shared means (their prior's
     # precision L, for the profile Newton step of the shared means): sum_s L cov_s L
