@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from posheads.estimators.forecasting.laplace import state_covariance
-from posheads.estimators.forecasting.laplace_newton import (
+from posheads.estimators.forecasting.laplace_newton import likelihood_derivatives_autograd
+from posheads.estimators.forecasting.tridiagonal import (
     backward_substitute,
     feature_products,
     forward_substitute,
     ldl_pivots,
-    likelihood_derivatives_autograd,
 )
 from posheads.families import get_family
 from posheads.models.forecast_panel import LocalLevelPanel, PanelData, PanelParams

@@ -13,7 +13,7 @@ import torch
 
 from posheads.estimators.forecasting import CountForecaster, laplace_newton
 from posheads.estimators.forecasting.laplace import default_sigma_grid, tridiagonal_elimination
-from posheads.estimators.forecasting.laplace_newton import tridiagonal_solve
+from posheads.estimators.forecasting.tridiagonal import tridiagonal_solve
 
 
 def _panel(seed=0, lengths=(90, 60, 75), means=(3.0, 20.0, 60.0)):

@@ -261,7 +261,7 @@ def state_covariance(model: LocalLevelPanel, w, features, sigma):
 def _schur_last(w, f, sigma, level0_prec, weight_prec):
     """For :func:`state_covariance`, a batch of series: ``S = C - B' A^-1 B``, the last row
     of ``L^-1 B`` and the last pivot of ``A = L D L'``."""
-    from .laplace_newton import feature_products, forward_substitute, ldl_pivots
+    from .tridiagonal import feature_products, forward_substitute, ldl_pivots
 
     n_steps, k = w.shape[-1], f.shape[-1]
     inv = (1.0 / sigma**2)[:, None, None]

@@ -42,9 +42,10 @@ import torch
 
 from posheads.models.forecast_panel import PanelData, PanelParams
 
-__all__ = ["backward_substitute", "batch_size", "feature_products", "forward_substitute",
-           "ldl_pivots", "likelihood_derivatives_autograd", "panel_mode", "subset",
-           "subset_params", "tridiagonal_solve"]
+from .tridiagonal import backward_substitute, feature_products, forward_substitute, ldl_pivots
+
+__all__ = ["batch_size", "likelihood_derivatives_autograd", "panel_mode", "subset",
+           "subset_params"]
 
 # Elements (grid values x series x steps x (parameters + 2)) of the largest tensor of one
 # batch: 2**23 doubles are 64 MiB; a Newton step holds a handful of them.
@@ -57,122 +58,8 @@ _MAX_HALVINGS = 30
 _MAX_LOG_STEP = 2.0  # the largest move of a log-shape or gate logit in one step
 
 
-# ------------------------------------------------------------------ linear algebra
-def ldl_pivots(diag, off):
-    """Pivots and multipliers of the ``LDL'`` factorisation of symmetric tridiagonal
-    matrices (no pivoting: the systems it is used on are positive definite).
-
-    ``H = L D L'`` with ``D = diag(pivot)`` and ``L`` unit lower bidiagonal, ``L[t, t - 1] =
-    ratio[t] = off[t - 1] / pivot[t - 1]``. Time comes first in the outputs, so that each
-    step of the loop over time (the only loop: every system at once) reads and writes
-    contiguous slices.
-
-    Parameters
-    ----------
-    diag : Tensor of shape (..., n)
-        ``H[t, t]``.
-    off : Tensor of shape (..., n - 1)
-        ``H[t, t + 1] = H[t + 1, t]``.
-
-    Returns
-    -------
-    (Tensor of shape (n, ...), Tensor of shape (n, ...))
-        ``pivot`` and ``ratio`` (``ratio[0] = 0``), time-major.
-    """
-    pivot = diag.movedim(-1, 0).clone(memory_format=torch.contiguous_format)
-    ratio = torch.zeros_like(pivot)
-    e, p, r = off.movedim(-1, 0).unbind(0), pivot.unbind(0), ratio.unbind(0)
-    for t in range(1, pivot.shape[0]):
-        torch.div(e[t - 1], p[t - 1], out=r[t])
-        p[t].addcmul_(r[t], e[t - 1], value=-1.0)
-    return pivot, ratio
-
-
-def forward_substitute(ratio, rhs):
-    """``L^-1 rhs`` for the unit bidiagonal ``L`` of :func:`ldl_pivots`.
-
-    Parameters
-    ----------
-    ratio : Tensor of shape (n, ...)
-        Time-major, from :func:`ldl_pivots`.
-    rhs : Tensor of shape (n, ..., r)
-        Time-major right-hand sides (overwritten: pass a copy you own).
-
-    Returns
-    -------
-    Tensor of shape (n, ..., r)
-        ``rhs`` itself, holding the result.
-    """
-    y, r = rhs.unbind(0), ratio[..., None].unbind(0)
-    for t in range(1, rhs.shape[0]):
-        y[t].addcmul_(r[t], y[t - 1], value=-1.0)
-    return rhs
-
-
-def backward_substitute(ratio, rhs):
-    """``L'^-1 rhs`` for the unit bidiagonal ``L`` of :func:`ldl_pivots`.
-
-    Parameters
-    ----------
-    ratio : Tensor of shape (n, ...)
-        Time-major, from :func:`ldl_pivots`.
-    rhs : Tensor of shape (n, ...)
-        Time-major, one right-hand side per system (overwritten).
-
-    Returns
-    -------
-    Tensor of shape (n, ...)
-        ``rhs`` itself, holding the result.
-    """
-    x, r = rhs.unbind(0), ratio.unbind(0)
-    for t in range(rhs.shape[0] - 2, -1, -1):
-        x[t].addcmul_(r[t + 1], x[t + 1], value=-1.0)
-    return rhs
-
-
-def tridiagonal_solve(diag, off, rhs):
-    """Solve symmetric tridiagonal systems ``H x = rhs`` (Thomas' algorithm).
-
-    :func:`ldl_pivots`, then ``L D L' x = rhs`` by :func:`forward_substitute`, a
-    division by the pivots and the backward sweep, every system and right-hand side at
-    once.
-
-    Parameters
-    ----------
-    diag : Tensor of shape (..., n)
-        ``H[t, t]``.
-    off : Tensor of shape (..., n - 1)
-        ``H[t, t + 1] = H[t + 1, t]``.
-    rhs : Tensor of shape (..., n, r)
-
-    Returns
-    -------
-    Tensor of shape (..., n, r)
-    """
-    pivot, ratio = ldl_pivots(diag, off)
-    y = rhs.movedim(-2, 0).clone(memory_format=torch.contiguous_format)
-    y = forward_substitute(ratio, y) / pivot[..., None]
-    return backward_substitute(ratio[..., None], y).movedim(0, -2)
-
-
-def feature_products(feats, m):
-    """``F' m`` per grid value and series, without copying ``F`` for every grid value.
-
-    Parameters
-    ----------
-    feats : Tensor of shape (S, T, K)
-    m : Tensor of shape (G, S, T, R)
-
-    Returns
-    -------
-    Tensor of shape (G, S, K, R)
-    """
-    g, s, t, r = m.shape
-    cols = m.permute(1, 2, 0, 3).reshape(s, t, g * r)  # one product per series
-    return (feats.transpose(1, 2) @ cols).view(s, feats.shape[-1], g, r).permute(2, 0, 1, 3)
-
-
 # ------------------------------------------------------------------ panel helpers
+
 def batch_size(n_grid: int, n_steps: int, n_params: int) -> int:
     """Series per batch so that a ``(G, batch, T, P + 2)`` tensor stays near 64 MiB."""
     return max(1, _BATCH_ELEMENTS // max(1, n_grid * n_steps * (n_params + 2)))
