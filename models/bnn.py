@@ -302,12 +302,16 @@ class BayesianCountMLP(PyroModule):
         ----------
         X : Tensor, shape ``(n, in_features)``
         linear : callable
-            ``linear(prefix, u, scale)`` returns ``u @ (scale * W).T + b`` (shape
+            ``linear(prefix, u, scale, x)`` returns ``[u, x] @ (scale * W).T + b`` (shape
             ``(*S, n, out)``) for the layer whose sites are ``f"{prefix}.weight"`` and
             ``f"{prefix}.bias"`` (``"hidden.{i}"`` and ``"head.proj"``); ``u`` has shape
-            ``(*S, n, in)`` or ``(n, in)``, ``scale`` (the layer scales ``tau`` of the
-            weight's columns) shape ``(*S, 1, 1)`` or ``(*S, 1, in)``. Scaling the
-            weight rather than ``u`` spares a pass over the activations.
+            ``(*S, n, k)`` or ``(n, k)``; ``x`` is None, or for the head with the skip
+            term the inputs ``X`` (shape ``(n, in_features)``, read as the last columns
+            of the layer's input, next to ``u``, for every draw); ``scale`` (the layer
+            scales ``tau`` of the weight's columns) has shape ``(*S, 1, 1)`` or
+            ``(*S, 1, in)``. Scaling the weight rather than ``u`` spares a pass over the
+            activations; passing ``X`` apart lets an engine skip the concatenation and
+            the gradient of the data.
         layer_scale : Tensor, shape ``(*S, L + 1)``
             The scales ``tau`` (see :meth:`layer_scale_value`).
         scales : list of Tensor, optional
@@ -325,21 +329,20 @@ class BayesianCountMLP(PyroModule):
             scales = self.column_scales(layer_scale)
         hidden, h = [], X
         for i in range(len(scales) - 1):
-            h = self.act(linear(f"hidden.{i}", h, scales[i]))
+            h = self.act(linear(f"hidden.{i}", h, scales[i], None))
             hidden.append(h)
         if not hidden:
-            feats = X
-        elif self.skip:
-            feats = torch.cat([h, X.expand(*h.shape[:-1], X.shape[-1])], dim=-1)
-        else:
-            feats = h
-        out = linear("head.proj", feats, scales[-1])
+            out = linear("head.proj", X, scales[-1], None)
+        else:  # the skip columns passed apart: no concatenated array, no gradient for X
+            out = linear("head.proj", h, scales[-1], X if self.skip else None)
         return hidden, {name: out[..., j] for j, name in enumerate(self.raw_names)}
 
     def _affine(self, params: dict):
         """``linear`` of :meth:`propagate` for the weights in ``params``."""
-        def linear(prefix, u, scale):
+        def linear(prefix, u, scale, x):
             w, b = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
+            if x is not None:
+                u = torch.cat([u, x.expand(*u.shape[:-1], x.shape[-1])], dim=-1)
             return torch.matmul(u, (w * scale).transpose(-1, -2)) + b.unsqueeze(-2)
         return linear
 

@@ -539,3 +539,103 @@ def test_svi_step_updates_as_torch_adam():
             torch.testing.assert_close(mine.detach(), p.detach(), rtol=1e-14, atol=1e-15)
     assert not torch.equal(shadow[0].detach(), _elbo_pair("negative_binomial", True, False,
                                                           seed=5)[1].loc.detach())
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "negative_binomial", "zero_inflated_poisson"])
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+def test_batch_likelihood_matches_scipy_and_the_family_distribution(likelihood, beta):
+    # the one-pass ELBO's log-likelihood (its eta part plus the data-only row constants)
+    # is the family's log-density summed over the rows: SciPy's, and the gradient of the
+    # head's distribution, across the float64 range of eta (underflowing softplus included)
+    from scipy import special, stats
+
+    from posheads.heads import FamilyHead
+    from posheads.inference.bnn_likelihood import batch_likelihood
+
+    head = FamilyHead(3, family=likelihood, beta=beta, validate=False).double()
+    eta = torch.tensor([-300.0, -60.0, -25.0, -19.0, -1.0, 0.0, 0.7, 3.0, 25.0, 80.0],
+                       dtype=torch.float64)
+    n = eta.numel()
+    rng = np.random.default_rng(0)
+    y = torch.as_tensor(rng.poisson(3.0, n), dtype=torch.float64)
+    t = torch.as_tensor(rng.uniform(0.5, 2.0, n))
+    w = torch.as_tensor(rng.uniform(0.5, 1.5, n))
+    extra = {name: torch.as_tensor(rng.normal(0.0, 1.0, n)) for name in head.raw_names[1:]}
+    lik = batch_likelihood(head)
+    for exposure, weights in ((None, None), (t, w)):
+        e = eta.clone().requires_grad_()
+        raw = {"eta": e, **extra}
+        rows = lik.row_constants(y, exposure)
+        got = lik.log_lik(raw, y, exposure, weights)
+        if rows is not None:
+            got = got + (rows.sum() if weights is None else rows.dot(weights))
+        (g_got,) = torch.autograd.grad(got, e)
+        e_ref = eta.clone().requires_grad_()
+        ll = head.distribution({**raw, "eta": e_ref}, exposure).log_prob(y)
+        ref = ll.sum() if weights is None else ll.dot(weights)
+        (g_ref,) = torch.autograd.grad(ref, e_ref)
+        torch.testing.assert_close(got.detach(), ref.detach(), rtol=1e-12, atol=1e-8)
+        torch.testing.assert_close(g_got, g_ref, rtol=1e-9, atol=1e-12)
+        if likelihood == "poisson":  # y log mu - mu - lgamma(y + 1), mu = t softplus_beta(eta)
+            z = beta * eta.numpy()
+            # log softplus(z) = z - exp(z) / 2 + ... below z = -30 (exp(z) / 2 < 1e-13)
+            log_mu = np.where(z < -30, z, np.log(np.logaddexp(0.0, np.maximum(z, -30))))
+            log_mu = log_mu - np.log(beta) + (0.0 if exposure is None else np.log(t.numpy()))
+            lp = y.numpy() * log_mu - np.exp(log_mu) - special.gammaln(y.numpy() + 1.0)
+            expected = lp.sum() if weights is None else lp @ w.numpy()
+            assert float(got.detach()) == pytest.approx(expected, rel=1e-12, abs=1e-8)
+            # and SciPy where its mean does not underflow
+            mu = np.exp(log_mu)
+            keep = mu > 0
+            assert np.allclose(lp[keep], stats.poisson.logpmf(y.numpy()[keep], mu[keep]),
+                               rtol=1e-12, atol=1e-12)
+    assert type(lik).__name__ != "BatchLikelihood" or likelihood == "zero_inflated_poisson"
+
+
+def test_skip_columns_passed_apart_match_the_concatenated_input():
+    # local_linear reading [u, x] with x apart: the same draw and the same gradients as
+    # the concatenated input, and no gradient asked of x
+    from posheads.inference.local_reparam import local_linear
+
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    u, x = rand(7, 4).requires_grad_(), rand(7, 3)
+    w_loc, b_loc = rand(2, 7).requires_grad_(), rand(2).requires_grad_()
+    w_var, b_var = rand(2, 7).exp().requires_grad_(), rand(2).exp().requires_grad_()
+    scale, eps = rand(1, 7).exp().requires_grad_(), rand(7, 2)
+    params = (u, w_loc, b_loc, w_var, b_var, scale)
+    apart = local_linear(u, w_loc, b_loc, w_var, b_var, eps, scale, x)
+    joined = local_linear(torch.cat([u, x], 1), w_loc, b_loc, w_var, b_var, eps, scale)
+    torch.testing.assert_close(apart, joined, rtol=1e-14, atol=1e-14)
+    cot = rand(7, 2)
+    for a, b in zip(torch.autograd.grad(apart, params, cot),
+                    torch.autograd.grad(joined, params, cot), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="x is data"):
+        local_linear(u, w_loc, b_loc, w_var, b_var, eps, scale, x.requires_grad_())
+
+
+def test_svi_step_constants_follow_the_data():
+    # the step computes the likelihood's data-only terms once per data set: on new or
+    # changed data its loss is still the one-pass ELBO of that data
+    from posheads.inference.bnn_elbo import MeanFieldSVI
+
+    _, q, data = _elbo_pair("poisson", False, True)
+    state = MeanFieldSVI(q, learning_rate=1e-3, seed=7)
+    for change in ("none", "new", "in place"):
+        if change == "new":
+            data = {**data, "y": data["y"] + 3.0}
+        elif change == "in place":
+            data["y"].mul_(2.0)
+        idx = data["subsample"]
+        batch = {k: v.index_select(0, idx) for k, v in data.items() if k != "subsample"}
+        with torch.no_grad():
+            expected = float(q.negative_elbo(batch["X"], batch["y"],
+                                             exposure=batch["exposure"],
+                                             weights=batch["weights"], total_size=24,
+                                             generator=torch.Generator().manual_seed(7)))
+        state.generator.manual_seed(7)
+        assert state.step(data, total_size=24) == pytest.approx(expected, rel=1e-12)

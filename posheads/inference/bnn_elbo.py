@@ -16,8 +16,10 @@ parameters, computed without tracing a site:
   replaces a draw per weight. Each row's outputs have exactly the distribution they have
   when the weights themselves are drawn; only the correlation *between* rows is lost,
   which the expected log-likelihood (a sum over rows) does not see;
-* the likelihood is the head's family distribution (``model.head.distribution``), the
-  same code the Pyro model calls;
+* the likelihood is the head's family log-density (:mod:`~.bnn_likelihood`: for the
+  Poisson and NB2 heads its fused form without a distribution object, the data-only
+  terms computed once per data set; for any other head its family distribution, the
+  same code the Pyro model calls);
 * a Gaussian site under a Gaussian prior contributes its KL divergence in closed form;
   a point site its log prior; any other Gaussian site (a learned layer scale under its
   half-normal prior) a one-draw Monte Carlo ``log q - log p``.
@@ -56,6 +58,7 @@ from torch.optim.adam import adam
 from posheads.constraints import softplus_positive
 from posheads.ops import softplus
 
+from .bnn_likelihood import batch_likelihood
 from .common import check_real
 from .local_reparam import local_linear
 
@@ -244,6 +247,7 @@ class MeanFieldBNN(torch.nn.Module):
         self.scale_raw = torch.nn.Parameter(self.loc.new_full((gauss,), raw_scale))
         self.index = {name: i for i, name in enumerate(self.sites)}
         self._scale_cache = None
+        self.likelihood = batch_likelihood(model.head)
 
     # ------------------------------------------------------------ the posterior
     def constrained(self, i: int, u: torch.Tensor) -> torch.Tensor:
@@ -393,10 +397,13 @@ class MeanFieldBNN(torch.nn.Module):
         return cache[2]
 
     def loss_at(self, penalty, sites, X, y, *, exposure=None, weights=None, total_size=None,
-                generator=None) -> torch.Tensor:
+                generator=None, constant=None) -> torch.Tensor:
         """:meth:`negative_elbo` for given site tensors (see :meth:`site_views`) and
         closed-form penalty: the other sites' ``log q - log p`` (a log prior, or one
-        reparameterised draw) and the network's expected log-likelihood."""
+        reparameterised draw) and the network's expected log-likelihood. ``constant``
+        (shape ``()``, optional) is the batch's weighted sum of the likelihood's
+        :meth:`~.bnn_likelihood.BatchLikelihood.row_constants`, when the caller has them
+        (computed here otherwise)."""
         n = len(self.order)
         site_vars = iter(sites[n:])
         values, loc_of, var_of = {}, {}, {}
@@ -421,20 +428,35 @@ class MeanFieldBNN(torch.nn.Module):
                 penalty = penalty + log_q - self.priors[i].log_prob(x).sum()
                 values[name] = x
 
-        def linear(prefix, u, scale):
+        def linear(prefix, u, scale, x):
             w, b = f"{prefix}.weight", f"{prefix}.bias"
             if w not in loc_of:
+                if x is not None:
+                    u = torch.cat([u, x], dim=-1)
                 return torch.nn.functional.linear(u, values[w] * scale, values[b])
             eps = torch.randn((u.shape[0], loc_of[b].shape[0]), generator=generator,
                               dtype=u.dtype, device=u.device)
-            return local_linear(u, loc_of[w], loc_of[b], var_of[w], var_of[b], eps, scale)
+            return local_linear(u, loc_of[w], loc_of[b], var_of[w], var_of[b], eps, scale, x)
 
         model = self.model
         raw = model.propagate(X, linear, scales=self._column_scales(values))[1]
-        log_lik = model.head.distribution(raw, exposure).log_prob(y)
-        log_lik = log_lik.sum() if weights is None else log_lik.dot(weights)
+        log_lik = self.likelihood.log_lik(raw, y, exposure, weights)
+        if constant is None:
+            constant = self.batch_constant(y, exposure, weights)
+        if constant is not None:
+            log_lik = log_lik + constant
         factor = 1.0 if total_size is None else total_size / X.shape[0]
         return torch.sub(penalty, log_lik, alpha=factor)
+
+    def batch_constant(self, y, exposure=None, weights=None, rows=None):
+        """The weighted sum of the likelihood's data-only terms over a batch, shape ``()``
+        (None where it has none); ``rows`` holds them per row when already computed."""
+        if rows is None:
+            with torch.no_grad():
+                rows = self.likelihood.row_constants(y, exposure)
+        if rows is None:
+            return None
+        return rows.sum() if weights is None else rows.dot(weights)
 
 
 def _clip_(grad: torch.Tensor, max_norm: float) -> None:
@@ -516,11 +538,25 @@ class MeanFieldSVI:
         for leaf, grad in zip(self._sites, grads, strict=True):
             leaf.requires_grad_()
             leaf.grad = grad
+        self._constants = None  # see _row_constants
         self.losses: list[float] = []
 
     @property
     def num_steps(self) -> int:
         return len(self.losses)
+
+    def _row_constants(self, y, exposure):
+        """The likelihood's data-only terms of every row of the data set ``(y, exposure)``
+        (shape ``(n,)``, or None), computed once per data set (and again if it changes)
+        and then gathered with each batch."""
+        versions = (y._version, None if exposure is None else exposure._version)
+        cache = self._constants
+        if cache is None or cache[0] is not y or cache[1] is not exposure \
+                or cache[2] != versions:
+            with torch.no_grad():
+                rows = self.posterior.likelihood.row_constants(y, exposure)
+            cache = self._constants = (y, exposure, versions, rows)
+        return cache[3]
 
     def step(self, kwargs: dict, *, total_size: int | None = None) -> float:
         """One Adam step on the batch in ``kwargs`` (the model's keyword arguments).
@@ -541,18 +577,21 @@ class MeanFieldSVI:
         X, y = kwargs["X"], kwargs["y"]
         exposure, weights = kwargs.get("exposure"), kwargs.get("weights")
         idx = kwargs.get("subsample")
+        rows = self._row_constants(y, exposure)
         if idx is not None:
             total_size = X.shape[0] if total_size is None else total_size
             X, y = X.index_select(0, idx), y.index_select(0, idx)
             exposure = None if exposure is None else exposure.index_select(0, idx)
             weights = None if weights is None else weights.index_select(0, idx)
+            rows = None if rows is None else rows.index_select(0, idx)
         q, g = self.posterior, self.posterior.scale_raw.numel()
+        constant = None if rows is None else q.batch_constant(y, exposure, weights, rows)
         # the closed-form gradient in ``loc`` goes straight into the buffer, where the
         # network's gradient then accumulates
         penalty, _, pen_raw, _, dvar = q.closed_form(q.loc, q.scale_raw, var_out=self._var,
                                                      pen_loc_out=self._loc_grad)
         loss = q.loss_at(penalty, self._sites, X, y, exposure=exposure, weights=weights,
-                         total_size=total_size, generator=self.generator)
+                         total_size=total_size, generator=self.generator, constant=constant)
         value = float(loss.detach())
         if not math.isfinite(value):
             bad = [name for i, name in enumerate(q.sites)

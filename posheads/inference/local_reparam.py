@@ -15,13 +15,13 @@ import torch
 __all__ = ["local_linear"]
 
 
-def local_linear(u, w_loc, b_loc, w_var, b_var, eps, scale):
+def local_linear(u, w_loc, b_loc, w_var, b_var, eps, scale, x=None):
     """One draw of a Gaussian linear layer's outputs, by the local reparameterisation.
 
     Parameters
     ----------
     u : Tensor, shape ``(n, in)``
-        The layer's input.
+        The layer's input (with ``x``: its first ``in - p`` columns).
     w_loc, w_var : Tensor, shape ``(out, in)``
         Means ``M`` and variances ``V`` of the weights (before the column scales).
     b_loc, b_var : Tensor, shape ``(out,)``
@@ -30,6 +30,10 @@ def local_linear(u, w_loc, b_loc, w_var, b_var, eps, scale):
         Standard normal draws.
     scale : Tensor, shape ``(1, 1)`` or ``(1, in)``
         Column scales ``c`` of the weights: the weights are ``W * c``.
+    x : Tensor, shape ``(n, p)``, optional
+        The input's last ``p`` columns, data that needs no gradient (a skip connection's
+        inputs): the layer reads ``[u, x]`` without that array being built, and its
+        backward computes no gradient for ``x``.
 
     Returns
     -------
@@ -37,7 +41,9 @@ def local_linear(u, w_loc, b_loc, w_var, b_var, eps, scale):
         ``u @ (M * c).T + m + sqrt(u**2 @ (V * c**2).T + v) * eps``, differentiable in
         every argument but ``eps``.
     """
-    return _LocalLinear.apply(u, w_loc, b_loc, w_var, b_var, eps, scale)
+    if x is not None and x.requires_grad:
+        raise ValueError("local_linear: x is data and must not require grad")
+    return _LocalLinear.apply(u, w_loc, b_loc, w_var, b_var, eps, scale, x)
 
 
 class _LocalLinear(torch.autograd.Function):
@@ -57,20 +63,31 @@ class _LocalLinear(torch.autograd.Function):
     autograd's graph of the same expression allocates several. A second backward through
     a retained graph recomputes ``u**2``; a backward that records its own graph
     (``create_graph``) computes out of place. The scales are applied inside, so the graph
-    has no nodes for them.
+    has no nodes for them. A skip connection's data columns ``x`` (the input is ``[u, x]``)
+    enter by two more products (``x @ M_x.T`` and ``x**2 @ V_x.T``) instead of a
+    concatenated input, and get no gradient.
     """
 
     @staticmethod
-    def forward(ctx, u, w_loc, b_loc, w_var, b_var, eps, scale):
+    def forward(ctx, u, w_loc, b_loc, w_var, b_var, eps, scale, x=None):
         c2 = scale * scale
         w_loc_c, w_var_c = w_loc * scale, w_var * c2
         u2 = u * u
-        sd = torch.addmm(b_var, u2, w_var_c.t()).sqrt_()
-        out = torch.addmm(b_loc, u, w_loc_c.t()).addcmul_(sd, eps)
+        k = u.shape[-1]
+        var = torch.addmm(b_var, u2, w_var_c[:, :k].t())
+        out = torch.addmm(b_loc, u, w_loc_c[:, :k].t())
+        x2 = None
+        if x is not None:  # the data columns: two more products, no (n, in) array
+            x2 = x * x
+            var.addmm_(x2, w_var_c[:, k:].t())
+            out.addmm_(x, w_loc_c[:, k:].t())
+        sd = var.sqrt_()
+        out.addcmul_(sd, eps)
         # the unscaled weights only for a learned scale's gradient
         extra = (w_loc, w_var) if ctx.needs_input_grad[6] else ()
         ctx.save_for_backward(u, w_loc_c, w_var_c, eps.div(sd), scale, c2, *extra)
         ctx.u2 = u2  # not saved through autograd: the backward reuses its memory
+        ctx.x, ctx.x2 = x, x2
         return out
 
     @staticmethod
@@ -78,9 +95,16 @@ class _LocalLinear(torch.autograd.Function):
         u, w_loc_c, w_var_c, r, scale, c2, *unscaled = ctx.saved_tensors
         u2 = ctx.u2 if ctx.u2 is not None else u * u
         ctx.u2 = None
+        x, x2 = ctx.x, ctx.x2
         d = g * r  # twice the variance's gradient
-        g_wv = torch.mm(d.t(), u2).mul_(0.5)  # in the scaled variances V * c**2
+        g_wv = torch.mm(d.t(), u2)  # in the scaled variances V * c**2 (times 2)
         g_wl = torch.mm(g.t(), u)  # in the scaled means M * c
+        k = u.shape[-1]
+        if x is not None:  # the data columns' weights
+            g_wv = torch.cat([g_wv, torch.mm(d.t(), x2)], dim=1)
+            g_wl = torch.cat([g_wl, torch.mm(g.t(), x)], dim=1)
+            w_loc_c, w_var_c = w_loc_c[:, :k], w_var_c[:, :k]
+        g_wv.mul_(0.5)
         grad_c = None
         if ctx.needs_input_grad[6]:  # a learned layer scale
             w_loc, w_var = unscaled
@@ -93,4 +117,4 @@ class _LocalLinear(torch.autograd.Function):
             else:  # in u2's memory (read above): u * (d @ V) + g @ M
                 grad_u = torch.mm(d, w_var_c, out=u2).mul_(u).addmm_(g, w_loc_c)
         return (grad_u, g_wl.mul_(scale), g.sum(0), g_wv.mul_(c2), d.sum(0).mul_(0.5), None,
-                grad_c)
+                grad_c, None)
