@@ -459,7 +459,7 @@ def test_one_pass_gradient_matches_finite_differences_for_fixed_draws(point, lea
 def test_svi_step_uses_the_gradient_of_the_one_pass_elbo(likelihood, learn, point):
     # the step's graph-free gradient (leaf views, closed-form penalty added by hand) is
     # the autograd gradient of negative_elbo for the same draws; the clip rescales it
-    from posheads.inference.bnn_elbo import MeanFieldSVI
+    from posheads.inference.bnn_svi import MeanFieldSVI
 
     _, q, data = _elbo_pair(likelihood, learn, point)
     idx = data["subsample"]
@@ -522,7 +522,7 @@ def test_one_pass_backward_through_a_retained_graph_and_with_create_graph():
 def test_svi_step_updates_as_torch_adam():
     # the step calls torch's Adam in its functional form: the parameters must follow
     # torch.optim.Adam (fused, the same learning-rate decay) fed the same gradients
-    from posheads.inference.bnn_elbo import MeanFieldSVI
+    from posheads.inference.bnn_svi import MeanFieldSVI
 
     _, q, data = _elbo_pair("negative_binomial", True, False, seed=5)
     shadow = [p.detach().clone().requires_grad_() for p in (q.loc, q.scale_raw)]
@@ -621,7 +621,7 @@ def test_skip_columns_passed_apart_match_the_concatenated_input():
 def test_svi_step_constants_follow_the_data():
     # the step computes the likelihood's data-only terms once per data set: on new or
     # changed data its loss is still the one-pass ELBO of that data
-    from posheads.inference.bnn_elbo import MeanFieldSVI
+    from posheads.inference.bnn_svi import MeanFieldSVI
 
     _, q, data = _elbo_pair("poisson", False, True)
     state = MeanFieldSVI(q, learning_rate=1e-3, seed=7)

@@ -401,7 +401,8 @@ class BayesianNeuralCountRegressor(PersistMixin, RegressorMixin, BaseEstimator):
         """SVI on the one-pass ELBO of the mean-field posterior (the same schedule as the
         Pyro path), then draws from it or NUTS started at its median."""
         from posheads.inference import NUTS
-        from posheads.inference.bnn_elbo import MeanFieldBNN, MeanFieldSVI
+        from posheads.inference.bnn_elbo import MeanFieldBNN
+        from posheads.inference.bnn_svi import MeanFieldSVI
         from posheads.inference.common import Plateau, epoch_batches
         from posheads.inference.svi import run_steps
         from posheads.models.bnn import init_locations, local_params
