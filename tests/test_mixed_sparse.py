@@ -182,3 +182,41 @@ def test_pair_limit_names_the_factor(monkeypatch):
     monkeypatch.setattr(mixed_structure, "PAIR_LIMIT", 100)
     with pytest.raises(ValueError, match=r"products for the Schur complement \(levels of 'f0'"):
         EffectsStructure(effects)
+
+
+@pytest.mark.parametrize(("G", "n_sites"), [(13, 5), (4, 20)])
+@pytest.mark.parametrize("merge", [True, False])
+def test_count_and_zero_part_on_one_grouping_match_the_dense_hessian(G, n_sites, merge):
+    # (1 + x | g) in eta, (1 | g) in the zero part, (1 | site) crossed: with merge, g's
+    # count and zero effects are one block of 3 per level (the eliminated unit, or in the
+    # Schur complement when site has more effects); rows weigh by a 2 x 2 w_i
+    rng = np.random.default_rng(9)
+    n = 160
+    x = rng.normal(size=n)
+    codes = rng.integers(0, G, n)
+    codes[:G] = np.arange(G)
+    site = rng.integers(0, n_sites, n)
+    site[:n_sites] = np.arange(n_sites)
+    ones = torch.ones(n, 1, dtype=f64)
+    effects = (RandomEffect("g", ("1", "x"), torch.tensor(np.c_[np.ones(n), x]),
+                            torch.tensor(codes), G),
+               RandomEffect("site", ("1",), ones, torch.tensor(site), n_sites),
+               RandomEffect("zi|g", ("1",), ones, torch.tensor(codes), G, part="gate"))
+    st = EffectsStructure(effects, merge=merge)
+    assert st.units == ([(0, 2), (1,)] if merge else [(0,), (1,), (2,)])
+    lams = [np.array([[0.7, 0.0], [0.2, 0.4]]), np.array([[0.6]]), np.array([[0.9]])]
+    dense = _dense_A(effects, lams)
+    cols = np.cumsum([0] + [e.n_groups * e.q for e in effects])
+    A_eta, A_gate = dense.copy(), dense.copy()
+    A_eta[:, cols[2]:] = 0.0   # the zero factor's columns reach gate only
+    A_gate[:, :cols[2]] = 0.0
+    M = rng.normal(size=(n, 2, 2))
+    w = M @ M.transpose(0, 2, 1) + 0.1 * np.eye(2)
+    J = np.stack([A_eta, A_gate], axis=1)                               # (n, 2, R)
+    H = np.eye(st.R) + np.einsum("iar,iab,ibs->rs", J, w, J)
+    Hs = st.hessian(st.rows([torch.tensor(lam) for lam in lams]), torch.tensor(w))
+    _, ref = np.linalg.slogdet(H)
+    assert abs(float(st.logdet(Hs)) - ref) < 1e-10 * abs(ref)
+    g = rng.normal(size=st.R)
+    np.testing.assert_allclose(st.solve(Hs, torch.tensor(g)).numpy(), np.linalg.solve(H, g),
+                               rtol=1e-10, atol=1e-12)

@@ -175,6 +175,49 @@ def test_no_zero_effects_fit_unchanged():
                                rtol=0, atol=1e-8)
 
 
+def test_one_block_per_level_matches_the_schur_path():
+    # (1 | g) in both parts: one 2 x 2 block per level, the same Laplace value and
+    # gradient as eliminating the count factor and keeping the zero factor in S
+    rng = np.random.default_rng(7)
+    G = 15
+    x, codes, y = _simulate_zip(rng, 200, G, **TRUTH)
+    data, model = _data(x, codes, y, G), SoftplusGLMM("zip")
+    values = []
+    for merge in (True, False):
+        s = EffectsStructure(data.effects, merge=merge)
+        assert s.blocked == merge and s.dense_size == (2 if merge else G)
+        theta = _theta(model, data, **TRUTH).requires_grad_(True)
+        z, ok = inner_mode(model, theta, data, s)
+        assert ok
+        value = marginal_log_lik(model, theta, data, s, z)
+        grad, = torch.autograd.grad(value, theta)
+        values.append((float(value.detach()), grad.numpy(), z.numpy()))
+    (v1, g1, z1), (v2, g2, z2) = values
+    assert abs(v1 - v2) < 1e-10
+    np.testing.assert_allclose(g1, g2, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(z1, z2, rtol=0, atol=1e-9)
+
+
+def test_many_levels_in_both_parts_stay_linear():
+    # 10,000 levels of ~3 rows, (1 | g) in both parts: 20,000 effects. Two factors would
+    # put 10,000 in a dense Schur complement (refused beyond dense_limit); one unit keeps
+    # 2 x 2 blocks, so the largest dense matrix does not grow with the levels
+    rng = np.random.default_rng(8)
+    G = 10_000
+    x, codes, y = _simulate_zip(rng, 3 * G, G, **TRUTH)
+    codes[:G] = np.arange(G)  # every level occurs
+    data, model = _data(x, codes, y, G), SoftplusGLMM("zip")
+    s = EffectsStructure(data.effects)
+    assert s.blocked and s.R == 2 * G and s.R_C == 0 and s.dense_size == 2
+    with pytest.raises(ValueError, match="dense_limit=8000"):
+        EffectsStructure(data.effects, merge=False)
+    theta0 = _theta(model, data, **TRUTH)  # a start near the estimate: fewer iterations
+    fit = fit_mixed_ml(model, data, theta0=theta0, compute_cov=False)
+    assert fit.converged and np.isfinite(fit.log_lik)
+    assert fit.z.shape == (2 * G,)
+    assert [m.shape for m in fit.modes] == [(G, 1), (G, 1)]
+
+
 @pytest.fixture(scope="module")
 def zip_frame():
     rng = np.random.default_rng(0)

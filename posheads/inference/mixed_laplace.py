@@ -12,8 +12,9 @@ derivatives in ``eta``), the Laplace approximation is
     log p(y | theta) ~ f(z_hat) - log det(H) / 2.
 
 :class:`~.mixed_structure.EffectsStructure` holds how ``z`` reaches the rows and factorises
-``H`` without forming it densely: batched ``q x q`` blocks for one grouping factor, a block
-elimination (Schur complement) of the largest factor for several.
+``H`` without forming it densely: batched ``q x q`` blocks for one grouping (its count and
+zero-part factors together), a block elimination (Schur complement) of the largest for
+several.
 
 :func:`inner_mode` finds ``z_hat`` by damped Newton steps without autograd history, with
 the exact Hessian wherever it is definite (quadratic convergence).

@@ -182,9 +182,9 @@ def fit_mixed_ml(model, data, *, n_quadrature: int = 1, theta0=None, max_iter: i
     log_sd_bounds : (float, float)
         Bounds of the log standard deviations.
     dense_limit : int
-        With several grouping factors, the largest number of effects of the factors other
-        than the largest one (their Schur complement is dense; see
-        :mod:`.mixed_structure`).
+        With several groupings, the largest number of effects of the groupings other
+        than the largest one (their Schur complement is dense; a count and a zero-part
+        factor on one grouping are one block per level; see :mod:`.mixed_structure`).
 
     Returns
     -------
@@ -276,7 +276,7 @@ def _maximise(model, data, n_quadrature, theta0, max_iter, tol, compute_cov, log
     modes = [(zk @ lam.T).detach().cpu().numpy()
              for zk, lam in zip(structure.split(z), lams, strict=True)]
     mode_cov = None
-    if structure.blocked and structure.n_channels == 1:
+    if len(structure.effects) == 1 and structure.n_channels == 1:
         A = structure.rows(lams)
         eta = model.fixed_eta(params_t, data) + structure.eta(A, z)
         _, _, d2 = row_derivatives(model, eta, params_t, data)

@@ -30,6 +30,13 @@ logits as well as ``eta``, channels 0 and 1). Then ``w_i`` is the row's ``2 x 2`
 negated Hessian in ``(eta_i, gate_i)`` and the entry of ``H`` between two effects takes
 ``w_i[c, c']`` of their channels: the structure (blocks, pairs) is the same.
 
+Factors on the same grouping (identical level codes: a count and a zero-part factor on
+``g``, glmmTMB's ``(1 | g)`` in both formulas) form one *unit* whose effects of a level
+are one block of ``q = sum q_k`` (a row's Jacobian into ``(eta, gate)`` is
+``[[a_count, 0], [0, a_zero]]``, so the block is ``I + sum_i A_i' w_i A_i``). The units
+take the place of the factors above: one unit is block-diagonal, and the Schur
+complement is left to genuinely crossed or nested groupings.
+
 Every step is a torch operation (``index_add``, batched triangular solves, Cholesky), so
 the log-determinant and the solve are exact and differentiable by autograd.
 """
@@ -98,11 +105,26 @@ class EffectsStructure:
     ----------
     effects : tuple of RandomEffect
     dense_limit : int
-        Largest number of effects of the factors other than the largest one (the dense
-        Schur complement's size) with several factors.
+        Largest number of effects of the units other than the largest one (the dense
+        Schur complement's size) with several units.
+    merge : bool
+        Whether factors on the same grouping (identical level codes) form one unit, one
+        block per level (default); ``False`` keeps each factor its own unit, so a count
+        and a zero-part factor on one grouping go through the Schur complement.
+
+    Attributes
+    ----------
+    units : list of tuple of int
+        The factors of each unit, in the order of their first factor.
+    block : int
+        The unit eliminated block by block (the one with the most effects).
+    R_C : int
+        Number of effects of the other units (the Schur complement's side).
+    dense_size : int
+        Side of the largest dense matrix factorised: the block unit's ``q_B`` or ``R_C``.
     """
 
-    def __init__(self, effects, dense_limit: int = 8000):
+    def __init__(self, effects, dense_limit: int = 8000, merge: bool = True):
         if not effects:
             raise ValueError("a mixed model needs at least one grouping factor")
         self.effects = tuple(effects)
@@ -115,39 +137,56 @@ class EffectsStructure:
         sizes = [e.n_groups * e.q for e in self.effects]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         self.R = int(self.offsets[-1])
-        self.blocked = len(self.effects) == 1
-        self.block = int(np.argmax(sizes))
-        self.R_C = self.R - sizes[self.block]
+        self.units = _units(self.effects, merge)
+        self._unit_maps()
+        usizes = [sum(sizes[k] for k in u) for u in self.units]
+        self.blocked = len(self.units) == 1
+        self.block = int(np.argmax(usizes))
+        self.R_C = self.R - usizes[self.block]
+        self.dense_size = max(self.unit_q[self.block], self.R_C)
         if self.R_C > dense_limit:
             raise ValueError(
                 f"several grouping factors: the factors other than the largest have "
                 f"{self.R_C} effects; their Schur complement is dense, at most "
                 f"dense_limit={dense_limit}")
+        self.pos_B = self.unit_pos[self.block]
         if not self.blocked:
             self._pairs()
 
+    def _unit_maps(self):
+        """Per unit: its number of columns, their channels and flat positions in ``z``."""
+        dev = self.effects[0].codes.device
+        self.unit_q, self.unit_chan, self.unit_pos = [], [], []
+        for u in self.units:
+            G = self.effects[u[0]].n_groups
+            pos = np.concatenate([self.offsets[k] + np.arange(G)[:, None] * self.effects[k].q
+                                  + np.arange(self.effects[k].q) for k in u], axis=1)
+            self.unit_q.append(pos.shape[1])
+            self.unit_chan.append(torch.as_tensor(np.concatenate(
+                [np.full(self.effects[k].q, self.channel[k]) for k in u]), device=dev))
+            self.unit_pos.append(torch.as_tensor(pos.reshape(-1), device=dev))
+
     def _pairs(self):
         """Index maps of the block elimination (numpy, once)."""
-        b, eB = self.block, self.effects[self.block]
+        b = self.block
+        eB = self.effects[self.units[b][0]]
         dev = eB.codes.device
-        self.others = [k for k in range(len(self.effects)) if k != b]
-        c_off = np.concatenate([[0], np.cumsum([self.effects[k].n_groups * self.effects[k].q
-                                                for k in self.others])])
-        # flat positions of B's and C's effects in z
-        self.pos_B = torch.arange(self.offsets[b], self.offsets[b + 1], device=dev)
-        self.pos_C = torch.cat([torch.arange(self.offsets[k], self.offsets[k + 1], device=dev)
-                                for k in self.others])
-        # each row's C positions, (n, m) with m = sum of the other factors' q
+        self.others = [j for j in range(len(self.units)) if j != b]
+        c_off = np.concatenate([[0], np.cumsum([self.effects[self.units[j][0]].n_groups
+                                                * self.unit_q[j] for j in self.others])])
+        # flat positions of C's effects in z, unit by unit
+        self.pos_C = torch.cat([self.unit_pos[j] for j in self.others])
+        # each row's C positions, (n, m) with m = sum of the other units' q
         cpos = np.concatenate([
-            c_off[j] + self.effects[k].codes.cpu().numpy()[:, None] * self.effects[k].q
-            + np.arange(self.effects[k].q) for j, k in enumerate(self.others)], axis=1)
+            c_off[i] + self.effects[self.units[j][0]].codes.cpu().numpy()[:, None]
+            * self.unit_q[j] + np.arange(self.unit_q[j]) for i, j in enumerate(self.others)],
+            axis=1)
         gB = eB.codes.cpu().numpy()
         keys = gB[:, None].astype(np.int64) * self.R_C + cpos
         uniq, inverse = np.unique(keys.reshape(-1), return_inverse=True)
         pair_g, pair_c = uniq // self.R_C, uniq % self.R_C
         self.cpos = torch.as_tensor(cpos, device=dev)
-        self.chan_C = torch.as_tensor(np.concatenate(
-            [np.full(self.effects[k].q, self.channel[k]) for k in self.others]), device=dev)
+        self.chan_C = torch.cat([self.unit_chan[j] for j in self.others])
         self.rest_index = (self.cpos.unsqueeze(2) * self.R_C + self.cpos.unsqueeze(1)).reshape(-1)
         self.pair_of = torch.as_tensor(inverse.reshape(-1), device=dev)
         self.pair_g = torch.as_tensor(pair_g, device=dev)
@@ -196,36 +235,35 @@ class EffectsStructure:
 
     # ------------------------------------------------------------ Hessian
     def hessian(self, A: list, w: torch.Tensor):
-        """``H = I + A' diag(w) A``: ``(G, q, q)`` blocks for one factor, else a
+        """``H = I + A' diag(w) A``: ``(G, q, q)`` blocks for one unit, else a
         :class:`JointHessian`. ``w`` is ``(n,)``, or ``(n, 2, 2)`` with two channels."""
-        aB, eB = A[self.block], self.effects[self.block]
-        cB = self.channel[self.block]
-        wB = w if w.dim() == 1 else w[:, cB, cB]
-        outer = (wB.view(-1, 1, 1) * aB.unsqueeze(2)) * aB.unsqueeze(1)
-        blocks = torch.zeros(eB.n_groups, eB.q, eB.q, dtype=aB.dtype, device=aB.device)
-        blocks = blocks.index_add(0, eB.codes, outer) + torch.eye(eB.q, dtype=aB.dtype,
-                                                                  device=aB.device)
+        b = self.block
+        aB, chB = self._unit_rows(A, b), self.unit_chan[b]
+        eB, qB = self.effects[self.units[b][0]], self.unit_q[b]
+        blocks = torch.zeros(eB.n_groups, qB, qB, dtype=aB.dtype, device=aB.device)
+        blocks = blocks.index_add(0, eB.codes, _outer(w, aB, aB, chB, chB)) + torch.eye(
+            qB, dtype=aB.dtype, device=aB.device)
         if self.blocked:
             return blocks
-        aC = torch.cat([A[k] for k in self.others], dim=1)                   # (n, m)
-        if w.dim() == 1:
-            waC = w.unsqueeze(1) * aC
-            outer_C = waC.unsqueeze(2) * aC.unsqueeze(1)
-        else:  # each pair of columns weighs by its channels' entry of the row's w
-            waC = w[:, self.chan_C, cB] * aC
-            outer_C = (w[:, self.chan_C][:, :, self.chan_C] * aC.unsqueeze(2)
-                       * aC.unsqueeze(1))
+        aC = torch.cat([self._unit_rows(A, j) for j in self.others], dim=1)     # (n, m)
+        # each pair of columns weighs by its channels' entry of the row's w
+        outer_C = _outer(w, aC, aC, self.chan_C, self.chan_C)
         rest = torch.zeros(self.R_C * self.R_C, dtype=w.dtype, device=w.device)
         rest = rest.index_add(0, self.rest_index, outer_C.reshape(-1))
         rest = rest.view(self.R_C, self.R_C) + torch.eye(self.R_C, dtype=w.dtype,
                                                            device=w.device)
-        vals = (waC.unsqueeze(2) * aB.unsqueeze(1)).reshape(-1, eB.q)           # (n m, q_B)
-        cross = torch.zeros(len(self.pair_g), eB.q, dtype=w.dtype, device=w.device)
+        vals = _outer(w, aC, aB, self.chan_C, chB).reshape(-1, qB)              # (n m, q_B)
+        cross = torch.zeros(len(self.pair_g), qB, dtype=w.dtype, device=w.device)
         cross = cross.index_add(0, self.pair_of, vals)
         return JointHessian(blocks, cross, rest)
 
+    def _unit_rows(self, A: list, j: int) -> torch.Tensor:
+        """The rows' ``A`` columns of unit ``j``, shape ``(n, q_j)``."""
+        u = self.units[j]
+        return A[u[0]] if len(u) == 1 else torch.cat([A[k] for k in u], dim=1)
+
     def cholesky(self, H):
-        """Cholesky factor of ``H``: of the blocks for one factor, else a
+        """Cholesky factor of ``H``: of the blocks for one unit, else a
         :class:`JointFactor`; raises ``FloatingPointError`` if ``H`` is not definite."""
         if self.blocked:
             L, info = torch.linalg.cholesky_ex(H)
@@ -245,7 +283,9 @@ class EffectsStructure:
         """``H^{-1} g``, shape ``(R,)``."""
         L = self.cholesky(H)
         if self.blocked:
-            return torch.cholesky_solve(g.view(L.shape[0], -1, 1), L).reshape(-1)
+            qB = L.shape[-1]
+            x = torch.cholesky_solve(g[self.pos_B].view(-1, qB, 1), L).reshape(-1)
+            return torch.zeros_like(g).index_add(0, self.pos_B, x)
         qB = L.blocks.shape[-1]
         yB = torch.linalg.solve_triangular(L.blocks, g[self.pos_B].view(-1, qB, 1),
                                            upper=False).squeeze(2)            # L^{-1} g_B
@@ -265,3 +305,26 @@ class EffectsStructure:
             return 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum()
         return 2.0 * (L.blocks.diagonal(dim1=-2, dim2=-1).log().sum()
                       + L.schur.diagonal().log().sum())
+
+
+def _units(effects, merge: bool) -> list:
+    """The factors grouped by identical level codes (each its own with ``merge=False``)."""
+    units = []
+    for k, e in enumerate(effects):
+        for u in units if merge else ():
+            f = effects[u[0]]
+            if f.n_groups == e.n_groups and torch.equal(f.codes, e.codes):
+                u.append(k)
+                break
+        else:
+            units.append([k])
+    return [tuple(u) for u in units]
+
+
+def _outer(w, a, b, chan_a, chan_b):
+    """Each row's ``a_i b_i'`` weighed by ``w``, shape ``(n, q_a, q_b)``: ``w_i`` itself
+    (``w`` of shape ``(n,)``) or the entry of the row's ``2 x 2`` ``w_i`` (``(n, 2, 2)``)
+    between the two columns' channels."""
+    if w.dim() == 1:
+        return (w.view(-1, 1, 1) * a.unsqueeze(2)) * b.unsqueeze(1)
+    return w[:, chan_a][:, :, chan_b] * a.unsqueeze(2) * b.unsqueeze(1)
