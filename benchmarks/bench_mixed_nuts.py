@@ -5,7 +5,8 @@ Both samplers draw from the posterior of the same :class:`~posheads.models.mixed
 
 - posheads: the engine ``MixedCountRegressor(inference="nuts")`` runs
   (:func:`posheads.inference.mixed_nuts.glmm_nuts`) on
-  :class:`~posheads.inference.mixed_bayes.BayesianGLMM`;
+  :func:`~posheads.inference.mixed_nuts.nuts_model` (fixed effects in the design's
+  orthogonal basis, a data-dominated random intercept centred);
 - Pyro: ``pyro.infer.NUTS(model)`` with its defaults (``init_to_uniform``, diagonal mass
   matrix adapted in warm-up, step size adapted) and ``pyro.infer.MCMC`` on the Pyro face of
   the same ``SoftplusGLMM``.
@@ -48,8 +49,7 @@ import torch
 from bench_mixed import epilepsy, grouseticks
 from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
-from posheads.inference.mixed_bayes import BayesianGLMM
-from posheads.inference.mixed_nuts import glmm_nuts
+from posheads.inference.mixed_nuts import glmm_nuts, nuts_model
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
 
 
@@ -105,7 +105,7 @@ def run_posheads(glmm, data, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         post = glmm_nuts(num_samples=args.samples, num_warmup=args.warmup,
-                         num_chains=args.chains).fit(BayesianGLMM(glmm), data, seed=args.seed,
+                         num_chains=args.chains).fit(nuts_model(glmm, data), data, seed=args.seed,
                                                      verbose=0)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     samples = {k: v.reshape(-1, *v.shape[2:]) for k, v in post.samples.items()}

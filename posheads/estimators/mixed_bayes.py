@@ -57,7 +57,12 @@ class BayesianMixedMixin:
         if self.inference == "laplace":
             self.posterior_ = self._marginal_laplace(data)
         else:
-            post = config.fit(BayesianGLMM(self.model_), data,
+            model = BayesianGLMM(self.model_)
+            if self.inference == "nuts":
+                from posheads.inference.mixed_nuts import nuts_model
+
+                model = nuts_model(self.model_, data)  # NUTS's coordinates
+            post = config.fit(model, data,
                               seed=torch_seed(self.random_state), verbose=self.verbose)
             for k in [k for k, v in post.samples.items() if not v.is_floating_point()]:
                 del post.samples[k]  # a plate's subsample indices (SVI's guide)
