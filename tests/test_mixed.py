@@ -17,6 +17,8 @@ from posheads.inference.mixed_laplace import EffectsStructure, inner_mode, margi
 from posheads.inference.mixed_ml import fit_mixed_ml
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
 
+from ._laplace_check import assert_gradient_matches_differences
+
 
 def _softplus(x):
     return np.logaddexp(0.0, x)
@@ -109,19 +111,7 @@ def test_gradient_through_the_mode_matches_finite_differences():
                          torch.tensor(rng.integers(0, 4, 120)), 4)
     data = MixedData(data.X, (*data.effects, other), data.y)
     theta = torch.tensor([1.9, 0.7, 1.2, -0.3, -0.9, 0.2, -1.0], dtype=torch.float64)
-    st = EffectsStructure(data.effects)
-
-    def value(t):
-        z, ok = inner_mode(model, t, data, st)
-        assert ok
-        return marginal_log_lik(model, t, data, st, z)
-
-    th = theta.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(value(th), th)
-    h = 1e-5
-    fd = [(float(value(theta + h * e)) - float(value(theta - h * e))) / (2 * h)
-          for e in torch.eye(len(theta), dtype=torch.float64)]
-    np.testing.assert_allclose(grad.numpy(), fd, rtol=1e-5, atol=1e-6)
+    assert_gradient_matches_differences(model, data, theta)
 
 
 @pytest.mark.slow

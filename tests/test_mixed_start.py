@@ -11,9 +11,11 @@ import torch
 from scipy import stats
 
 from posheads import families
-from posheads.inference.mixed_laplace import EffectsStructure, RowJets, inner_mode, marginal_log_lik
+from posheads.inference.mixed_laplace import RowJets
 from posheads.inference.mixed_ml import MOMENT_SD_RANGE, fit_mixed_ml, moment_start, start_theta
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
+
+from ._laplace_check import assert_gradient_matches_differences
 
 F64 = torch.float64
 
@@ -88,19 +90,7 @@ def test_zero_inflated_gradient_through_the_mode_matches_finite_differences():
     model = SoftplusGLMM("zero_inflated_poisson")
     assert list(model.layout(data)) == ["coef", "gate_intercept", "g_log_sd"]
     theta = torch.tensor([1.4, 0.6, -1.2, math.log(0.6)], dtype=F64)
-    st = EffectsStructure(data.effects)
-
-    def value(t):
-        z, ok = inner_mode(model, t, data, st)
-        assert ok
-        return marginal_log_lik(model, t, data, st, z)
-
-    th = theta.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(value(th), th)
-    h = 1e-5
-    fd = [(float(value(theta + h * e)) - float(value(theta - h * e))) / (2 * h)
-          for e in torch.eye(len(theta), dtype=F64)]
-    np.testing.assert_allclose(grad.numpy(), fd, rtol=1e-5, atol=1e-6)
+    assert_gradient_matches_differences(model, data, theta)
 
 
 def test_moment_sds_land_near_a_known_truth_and_the_fit_is_the_same():

@@ -17,6 +17,8 @@ from posheads.inference.mixed_laplace import EffectsStructure, inner_mode, margi
 from posheads.inference.mixed_ml import fit_mixed_ml
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
 
+from ._laplace_check import assert_gradient_matches_differences, laplace_value
+
 
 def _softplus(x):
     return np.logaddexp(0.0, x)
@@ -96,13 +98,6 @@ def _theta(model, data, coef, gate, sd_count, sd_zero, count=True):
     return model.pack(p, data)
 
 
-def _laplace(model, data, theta):
-    s = EffectsStructure(data.effects)
-    z, ok = inner_mode(model, theta, data, s)
-    assert ok
-    return marginal_log_lik(model, theta, data, s, z)
-
-
 def test_reference_laplace_and_quadrature():
     # the one-node reference is the Laplace value; many nodes converge on the integral
     rng = np.random.default_rng(1)
@@ -120,7 +115,7 @@ def test_laplace_matches_reference_and_gradient():
     x, codes, y = _simulate_zip(rng, 90, G, **TRUTH)
     data, model = _data(x, codes, y, G), SoftplusGLMM("zip")
     theta = _theta(model, data, **TRUTH)
-    value = float(_laplace(model, data, theta).detach())
+    value = float(laplace_value(model, data, theta).detach())
     args = (x, codes, y, G, *TRUTH.values())
     # the engine's Laplace value is the one-node quadrature, to the reference's accuracy
     assert value == pytest.approx(_reference(*args, nodes=1), abs=1e-6)
@@ -128,15 +123,7 @@ def test_laplace_matches_reference_and_gradient():
     exact = _reference(*args, nodes=40)
     assert abs(value - exact) < 0.05 * G
     # the gradient through the inner solve against central differences
-    th = theta.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(_laplace(model, data, th), th)
-    for k in range(len(theta)):
-        h = 1e-5
-        e = torch.zeros_like(theta)
-        e[k] = h
-        fd = (float(_laplace(model, data, theta + e).detach())
-              - float(_laplace(model, data, theta - e).detach())) / (2 * h)
-        assert float(grad[k]) == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    assert_gradient_matches_differences(model, data, theta)
 
 
 def test_recovery_of_zero_part_sd():
@@ -325,15 +312,7 @@ def test_gradient_other_families(family):
     x, codes, y = _simulate_zip(rng, 60, G, **TRUTH)
     data, model = _data(x, codes, y, G), SoftplusGLMM(family)
     theta = start_theta(model, data) + 0.1
-    th = theta.clone().requires_grad_(True)
-    grad, = torch.autograd.grad(_laplace(model, data, th), th)
-    h = 1e-5
-    for k in range(len(theta)):
-        e = torch.zeros_like(theta)
-        e[k] = h
-        fd = (float(_laplace(model, data, theta + e).detach())
-              - float(_laplace(model, data, theta - e).detach())) / (2 * h)
-        assert float(grad[k]) == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    assert_gradient_matches_differences(model, data, theta)
 
 
 def test_count_scale_variances_with_zero_part():

@@ -32,6 +32,7 @@ from posheads.models.mixed import MixedData
 from posheads.models.target import Target
 
 from .mixed_potential import GLMMPotential
+from .mixed_structure import orthogonal_design
 
 __all__ = ["BayesianGLMM", "GLMMTarget", "OrthogonalFixedTarget", "draw_eta", "draw_factors",
            "draw_params"]
@@ -235,13 +236,11 @@ class OrthogonalFixedTarget(GLMMTarget):
         n, p = data.X.shape
         #: ``T`` (shape ``(p, p)``) and its inverse, or None where ``b`` is kept
         self.basis = None
-        if n > p:
-            R = torch.linalg.qr(data.X.detach(), mode="r")[1]
-            d = R.diagonal().abs()
-            if float(d.min()) > 1e-10 * float(d.max()):
-                T = R / math.sqrt(n)
-                self.basis = (T, torch.linalg.solve_triangular(
-                    T, torch.eye(p, dtype=T.dtype), upper=True))
+        orthogonal = orthogonal_design(data.X)
+        if orthogonal is not None:
+            T = orthogonal[1]
+            self.basis = (T, torch.linalg.solve_triangular(
+                T, torch.eye(p, dtype=T.dtype, device=T.device), upper=True))
         self._p = p
         self.centre = None
         if centre is not None:

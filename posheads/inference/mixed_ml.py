@@ -29,6 +29,7 @@ from sklearn.exceptions import ConvergenceWarning
 from .common import intra_op_threads
 from .mixed_laplace import EffectsStructure, inner_mode, marginal_log_lik, row_derivatives
 from .mixed_start import MOMENT_SD_RANGE, moment_start, start_theta
+from .mixed_structure import orthogonal_design
 
 __all__ = ["MOMENT_SD_RANGE", "MixedFit", "fit_mixed_ml", "moment_start", "start_theta"]
 
@@ -208,18 +209,14 @@ class _Reparam:
     rows' curvature. Rank-deficient ``X`` is left as it is."""
 
     def __init__(self, model, data):
-        n, p = data.X.shape
-        self.p, self.T = p, None
+        self.p, self.T = data.X.shape[1], None
         self.data = data
-        if n <= p:
+        basis = orthogonal_design(data.X)
+        if basis is None:
             return
-        Q, T = torch.linalg.qr(data.X)
-        d = T.diagonal().abs()
-        if float(d.min()) <= 1e-10 * float(d.max()):
-            return
-        scale = math.sqrt(n)
-        self.T = (T / scale).detach().cpu().numpy().astype(np.float64)
-        self.data = dataclasses.replace(data, X=Q * scale)
+        Q, T = basis
+        self.T = T.cpu().numpy().astype(np.float64)
+        self.data = dataclasses.replace(data, X=Q)
 
     def forward(self, theta: np.ndarray) -> np.ndarray:
         """``b -> c`` in the flat vector (``coef`` is its first block)."""
