@@ -250,8 +250,11 @@ class OrthogonalFixedTarget(GLMMTarget):
             if self.basis is not None:
                 # the columns of X constant within every group (the intercept, group-level
                 # covariates): their part of eta is each group's level, A c
-                first = torch.zeros(effect.n_groups, dtype=torch.long)
-                first[effect.codes.flip(0)] = torch.arange(n - 1, -1, -1)
+                codes = effect.codes
+                first = torch.full((effect.n_groups,), n, dtype=torch.long,
+                                   device=codes.device).scatter_reduce(
+                    0, codes, torch.arange(n, device=codes.device), reduce="amin"
+                ).clamp_(max=n - 1)  # a level without rows: any row (A is only a basis)
                 W = data.X.index_select(0, first)  # (G, p): each group's first row
                 within = (data.X == W.index_select(0, effect.codes)).all(0)
                 A = W * within @ self.basis[1]
