@@ -281,8 +281,6 @@ def test_draws_and_summary_carry_zero_part(zip_fit):
     ({"family": "zip", "zero_formula": "~ x + (1 | g)"}, "covariates"),
     ({"family": "zip", "zero_formula": "~ (1 | g)", "zero_random_effects": {"g": ["1"]}},
      "once"),
-    ({"family": "zip", "zero_random_effects": {"g": ["1"]}, "inference": "nuts"},
-     "inference='ml'"),
     ({"family": "zip", "zero_random_effects": {"h": ["1"]}}, "'h'"),
 ])
 def test_bad_zero_part_input(zip_frame, kwargs, match):

@@ -76,7 +76,7 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
     zero_random_effects : dict of str to list of str, optional
         Group effects of the family's zero part (the logits of a zero-inflated or
         hurdle law's zero part), in the form of ``random_effects``; independent of the
-        count part's. Maximum likelihood (``inference="ml"``) only.
+        count part's. Every engine fits them.
     zero_formula : str, optional
         The same as bar terms, glmmTMB's ``ziformula``: ``"~ (1 | patient)"``. The zero
         part keeps one fixed intercept (no zero-part covariates).
@@ -263,8 +263,7 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
                 raise ValueError("y is required (or give formula=)")
             frame = grouping_frame(groups, len(Xf))
             spec = self.random_effects or {str(c): ["1"] for c in frame.columns}
-        zero_spec = zero_part_spec(self.zero_formula, self.zero_random_effects, fam,
-                                   self.inference)
+        zero_spec = zero_part_spec(self.zero_formula, self.zero_random_effects, fam)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(y) != len(Xf):
             raise ValueError(f"y has {len(y)} rows but X has {len(Xf)}")

@@ -160,7 +160,9 @@ class BayesianMixedMixin:
 
         The ``posterior`` group holds ``coef`` (dims ``chain, draw, term``), each factor's
         ``{k}_sd`` (``{k}_term``), ``{k}_corr`` (``{k}_term, {k}_term_``) and
-        ``{k}_effect`` -- the group effects ``u`` on the count part's linear predictor,
+        ``{k}_effect`` -- the group effects ``u`` on the linear predictor of the
+        factor's part (the count part's ``eta``, or for ``"{part}|{k}"`` the zero part's
+        logits),
         dims ``(chain, draw, k, {k}_term)`` with the level labels and term names as
         coordinates -- beside the engine's own sites (the non-centred ``{k}_z``); and, as
         :meth:`posheads.posterior.Posterior.to_inference_data` gives them, the pointwise

@@ -240,8 +240,9 @@ class MixedPredictiveMixin:
         """Posterior-averaged ``E[y]`` (``y`` None) or ``log p(y)`` of each row ``(n,)``.
 
         Each draw's seen levels use the draw's effects; new levels are integrated out
-        over ``N(0, Sigma)`` of the draw by Gauss-Hermite quadrature; then the draws
-        (at most ``max_draws``, evenly spaced) are averaged.
+        over ``N(0, Sigma)`` of the draw by Gauss-Hermite quadrature (with a zero part's
+        effects, the tensor product of an axis for ``eta`` and one for the part's
+        logits); then the draws (at most ``max_draws``, evenly spaced) are averaged.
         """
         from scipy.special import logsumexp
 
@@ -251,8 +252,13 @@ class MixedPredictiveMixin:
                                        * self.posterior_.num_chains), gen)
         S, n = len(values["coef"]), len(Xf)
         eta = values["coef"] @ torch.as_tensor(Xf).T
-        var = torch.zeros(S, n, dtype=eta.dtype)
+        # per predictor (None: eta; else a part's logits): mean and new levels' variance
+        pred = {None: [eta, torch.zeros(S, n, dtype=eta.dtype)]}
         for name, (Z, labels) in terms.items():
+            _, part = self._factor_of(name)
+            if part not in pred:
+                pred[part] = [values[f"{part}_intercept"].unsqueeze(-1).expand(S, n),
+                              torch.zeros(S, n, dtype=eta.dtype)]
             Z = torch.as_tensor(Z, dtype=eta.dtype)
             lam = values[f"{name}_sd"].unsqueeze(-1) * values[f"{name}_corr_chol"]
             cov = lam @ lam.transpose(-1, -2)
@@ -261,19 +267,42 @@ class MixedPredictiveMixin:
                 pos, seen_np = level_positions(self.levels_[name], labels)
                 seen = torch.as_tensor(seen_np)
                 u = values[f"{name}_u"][:, torch.as_tensor(pos)]  # (S, n, q)
-                eta = eta + torch.where(seen, (Z * u).sum(-1), 0.0)
+                pred[part][0] = pred[part][0] + torch.where(seen, (Z * u).sum(-1), 0.0)
             s2 = torch.einsum("iq,sqr,ir->si", Z, cov, Z)
-            var = var + torch.where(seen, 0.0, s2)
+            pred[part][1] = pred[part][1] + torch.where(seen, 0.0, s2)
         x, w = np.polynomial.hermite.hermgauss(n_nodes)
-        nodes = eta + math.sqrt(2.0) * var.sqrt() * torch.as_tensor(x).view(-1, 1, 1)
+        x, w = torch.as_tensor(x), w / math.sqrt(math.pi)
+
+        def nodes(mean, var):  # (K, S, n)
+            return mean + math.sqrt(2.0) * var.sqrt() * x.view(-1, 1, 1)
+
+        eta_mv = pred.pop(None)
+        zero = next(iter(pred.items()), None)  # a zero part with effects (at most one)
+        if zero is not None:
+            w = np.outer(w, w).ravel()  # eta's nodes outer the part's
         t = None if exposure is None else torch.as_tensor(np.asarray(exposure, np.float64))
-        law = self.model_.distribution(nodes, draw_params(self.model_, values),
-                                       MixedData(torch.as_tensor(Xf), (), exposure=t))
-        logw = np.log(w / math.sqrt(math.pi))[:, None, None]
+        data = MixedData(torch.as_tensor(Xf), (), exposure=t)
+        params = draw_params(self.model_, values)
+        # draws in chunks: the laws over nodes x draws x rows stay ~16 MiB
+        step = max(1, 2_000_000 // max(1, len(w) * n))
+        out = []
+        for a in range(0, S, step):
+            sl = slice(a, a + step)
+            eta, parts = nodes(eta_mv[0][sl], eta_mv[1][sl]), {}
+            if zero is not None:
+                part, (mean, var) = zero
+                parts[part] = nodes(mean[sl], var[sl]).repeat(n_nodes, 1, 1)
+                eta = eta.repeat_interleave(n_nodes, dim=0)
+            law = self.model_.distribution(eta, {k: v[sl] for k, v in params.items()},
+                                           data, parts)
+            if y is None:
+                out.append(np.einsum("j,jsn->n", w, law.mean.numpy()))
+            else:
+                log_p = law.log_prob(torch.as_tensor(y)).numpy() + np.log(w)[:, None, None]
+                out.append(logsumexp(log_p.reshape(-1, n), axis=0))
         if y is None:
-            return np.einsum("j,jsn->n", w / math.sqrt(math.pi), law.mean.numpy()) / S
-        log_p = law.log_prob(torch.as_tensor(y)).numpy() + logw
-        return logsumexp(log_p.reshape(-1, n), axis=0) - math.log(S)
+            return np.sum(out, axis=0) / S
+        return logsumexp(np.stack(out), axis=0) - math.log(S)
 
     # ------------------------------------------------------------ count-scale ICC
     def _icc_table(self, coverage, n_draws=200):

@@ -79,9 +79,9 @@ def bar_terms(formula: str):
     return spec, fixed
 
 
-def zero_part_spec(zero_formula, zero_random_effects, family, inference) -> dict:
+def zero_part_spec(zero_formula, zero_random_effects, family) -> dict:
     """The zero part's ``{factor: [terms]}`` (``{}`` without one), checked against the
-    family (which must have a zero part) and the engine (maximum likelihood only)."""
+    family (which must have a zero part)."""
     if zero_formula is not None and zero_random_effects is not None:
         raise ValueError("give the zero part's group effects once: zero_formula= or "
                          "zero_random_effects=, not both")
@@ -98,7 +98,4 @@ def zero_part_spec(zero_formula, zero_random_effects, family, inference) -> dict
         raise ValueError(f"zero-part random-effect term(s) {sorted(spec)}: the family "
                          f"{family.name!r} has no zero part (use a zero-inflated or "
                          "hurdle family)")
-    if spec and inference != "ml":
-        raise ValueError(f"zero-part random-effect term(s) {sorted(spec)} need "
-                         "inference='ml'; the Bayesian engines do not take them yet")
     return spec

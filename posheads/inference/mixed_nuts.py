@@ -54,7 +54,8 @@ def centred_factor(data) -> str | None:
     """
     best, name = 1.0, None
     for e in data.effects:
-        if e.q != 1 or not bool((e.Z == 1).all()) or e.n_groups < 3:
+        if e.q != 1 or e.part is not None or not bool((e.Z == 1).all()) or \
+                e.n_groups < 3:
             continue
         n_g = torch.zeros(e.n_groups, dtype=data.y.dtype).index_add_(
             0, e.codes, torch.ones_like(data.y))

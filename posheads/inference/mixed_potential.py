@@ -13,7 +13,8 @@ is written out once:
 * the linear predictor ``eta = offset + X coef + sum_k (Z_k * u_k[codes_k]).sum(-1)``
   with ``u_k = z_k Lambda_k^T``: ``dl/dcoef = X^T a``, and with
   ``B_k[g] = sum_{i in g} a_i Z_k[i]`` (shape ``(G_k, q_k)``, one ``index_add``),
-  ``dl/dz_k = B_k Lambda_k`` and ``dl/dLambda_k = B_k^T z_k``;
+  ``dl/dz_k = B_k Lambda_k`` and ``dl/dLambda_k = B_k^T z_k``; a factor that reaches a
+  zero part enters that part's logits instead, and ``a`` is then the rows' slope in them;
 * the ``Normal`` sites on the real line (``coef``, the parts' intercepts, every ``z_k``):
   ``log p = -((x - m) / s)^2 / 2 - log s - log(2 pi) / 2``;
 * the SDs (``HalfNormal`` on ``exp``) and the NB concentration (inverse gamma on
@@ -204,22 +205,27 @@ class GLMMPotential:
         eta = torch.mv(self.data.X, self._block(theta, "coef"))
         if self.data.offset is not None:
             eta = eta + self.data.offset
-        lams = []
+        lams, extra = [], {}
         for e, Z, col in self.effects:
             sd = values[f"{e.name}_sd"].detach()
             z = self._block(theta, f"{e.name}_z").reshape(e.n_groups, e.q)
             if e.q == 1:
                 lam = sd.reshape(1, 1)
                 gathered = (z[:, 0] * sd).index_select(0, e.codes)
-                eta = eta + (gathered if col is None else gathered * col)
+                term = gathered if col is None else gathered * col
             else:
                 lam = sd.unsqueeze(-1) * values[f"{e.name}_corr_chol"].detach()
-                eta = eta + (Z * (z @ lam.T).index_select(0, e.codes)).sum(-1)
+                term = (Z * (z @ lam.T).index_select(0, e.codes)).sum(-1)
+            if e.part is None:
+                eta = eta + term
+            else:  # a zero part's effects: onto its logits
+                extra[e.part] = term if e.part not in extra else extra[e.part] + term
             lams.append((lam, z))
         n = eta.shape[0]
         P = {"eta": eta}
         for p in self.part_names:
-            P[p] = self._block(theta, f"{p}_intercept").reshape(()).expand(n)
+            b = self._block(theta, f"{p}_intercept").reshape(())
+            P[p] = b + extra[p] if p in extra else b.expand(n)
         u = {s: ops.softplus_inverse(values[s].detach()).reshape(())
              for s in self.shape_names}
         return P, u, lams
@@ -255,11 +261,13 @@ class GLMMPotential:
                 grad[self.slices[f"{p}_intercept"]] = -rows[p].sum()
             dl = {}  # dl/dv of the small sites' constrained values
             for (e, Z, col), (lam, z) in zip(self.effects, lams, strict=True):
+                # the rows' slopes in the predictor the factor reaches
+                a_k = a if e.part is None else rows[e.part]
                 if e.q == 1:
-                    w = a if col is None else a * col
+                    w = a_k if col is None else a_k * col
                     B = a.new_zeros(e.n_groups).index_add_(0, e.codes, w).unsqueeze(1)
                 else:
-                    B = a.new_zeros(e.n_groups, e.q).index_add_(0, e.codes, a.unsqueeze(1) * Z)
+                    B = a.new_zeros(e.n_groups, e.q).index_add_(0, e.codes, a_k.unsqueeze(1) * Z)
                 grad[self.slices[f"{e.name}_z"]] = -(B @ lam).reshape(-1)
                 S = B.T @ z  # dl/dLambda
                 sd = values[f"{e.name}_sd"].detach()
