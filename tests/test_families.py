@@ -191,6 +191,8 @@ def test_closed_form_families_say_so():
     assert families.POISSON.rows(torch.ones(3)).closed_form
     assert families.POISSON.rows(torch.ones(3)).convex
     assert families.NEGATIVE_BINOMIAL.rows(torch.ones(3)).closed_form
+    assert families.ZERO_INFLATED_POISSON.rows(torch.ones(3)).closed_form
+    assert not families.ZERO_INFLATED_POISSON.rows(torch.ones(3)).convex
     assert not families.HURDLE_POISSON.rows(torch.ones(3)).closed_form
 
 

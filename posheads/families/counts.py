@@ -122,6 +122,14 @@ class ZeroInflatedFamily(GatedFamily):
 
     part = ZERO_INFLATED_GATE
 
+    def rows(self, y, exposure=None, weights=None, *, beta=1.0, threshold=20.0):
+        if isinstance(self.base, _Poisson):  # closed forms; other bases by autograd
+            from .gated_rows import ZeroInflatedPoissonRows
+
+            return ZeroInflatedPoissonRows(self, y, exposure, weights, beta=beta,
+                                           threshold=threshold)
+        return super().rows(y, exposure, weights, beta=beta, threshold=threshold)
+
     def start(self, y, weights=None, exposure=None) -> Start:
         # zeros beyond those of the count law at the overall rate are structural:
         # p0 = pi + (1 - pi) P0  =>  pi = (p0 - P0) / (1 - P0)

@@ -3,9 +3,10 @@
 When some grouping factors reach a family's part (:attr:`RandomEffect.part`, the zero
 part's logits ``gate`` of a zero-inflated or hurdle law; glmmTMB's ``ziformula``), each
 row's log-likelihood depends on two predictors, ``eta_i`` and ``gate_i``, and the inner
-problem of the Laplace approximation needs its ``2 x 2`` Hessian in them. The family's
-closed forms cover ``eta`` only, so here every derivative comes from autograd (the rows
-are independent, so the gradient of a sum is each row's derivative).
+problem of the Laplace approximation needs its ``2 x 2`` Hessian in them: from the
+family's closed forms where they cover both predictors (the zero-inflated Poisson), else
+from autograd (the rows are independent, so the gradient of a sum is each row's
+derivative).
 
 :class:`TwoPartRows` serves the inner Newton solve (no history; a curvature that is not
 definite is floored to its nearest positive semi-definite ``2 x 2``);
@@ -28,12 +29,31 @@ def part_name(effects) -> str:
     return next(e.part for e in effects if e.part is not None)
 
 
-def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False):
+def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False, value=True):
     """Each row's ``l``, gradient ``(n, 2)`` and Hessian ``(n, 2, 2)`` in ``(eta, gate)``.
 
     With ``graph=True`` all three keep their history (differentiable in whatever ``eta``,
-    ``gate`` and ``params`` depend on); otherwise they are detached.
+    ``gate`` and ``params`` depend on); otherwise they are detached. ``value=False``
+    returns None for ``l`` where it would cost a pass of its own. The derivatives come
+    from the family's closed forms where it has them for these two predictors and no
+    shape (:meth:`Family.rows`; the zero-inflated Poisson), else from autograd.
     """
+    terms = model.family.rows(data.y, data.exposure, None, beta=model.beta,
+                              threshold=model.threshold)
+    if terms.closed_form and tuple(terms.keys) == ("eta", part):
+        with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
+            if not graph:
+                eta, gate = eta.detach(), gate.detach()
+            P = {"eta": eta, part: gate.expand_as(eta)}
+            a, c = terms.gradient(P, {}), terms.curvature(P, {})
+            grad = torch.stack([a["eta"], a[part]], dim=-1)
+            cross = -c["eta", part]
+            hess = torch.stack([torch.stack([-c["eta", "eta"], cross], -1),
+                                torch.stack([cross, -c[part, part]], -1)], dim=-2)
+            ell = model.row_log_lik(eta, params if graph else
+                                    {k: v.detach() for k, v in params.items()},
+                                    data, {part: gate}) if value else None
+        return ell, grad, hess
     with torch.enable_grad():
         if not graph:
             eta = eta.detach().requires_grad_(True)
@@ -102,7 +122,7 @@ class TwoPartRows:
     def derivatives(self, eta):
         """``(dl/d(eta, gate), d2l/d(eta, gate)^2)``, shapes ``(n, 2)`` and ``(n, 2, 2)``."""
         _, d1, d2 = row_derivatives_2(self.model, eta[:, 0], eta[:, 1], self.params,
-                                      self.data, self.part)
+                                      self.data, self.part, value=False)
         return d1, d2
 
     @staticmethod
@@ -137,7 +157,8 @@ def two_part_log_lik(model, theta, data, structure, z_hat):
     def at(z):
         return eta0 + structure.eta(A, z, 0), gate0 + structure.eta(A, z, 1)
 
-    _, d1, d2 = row_derivatives_2(model, *at(z_hat), params, data, part, graph=True)
+    _, d1, d2 = row_derivatives_2(model, *at(z_hat), params, data, part, graph=True,
+                                  value=False)
     g = structure.gradient(A, d1, z_hat)
     # the exact Hessian at the mode (no floor): the implicit derivative needs it
     H0 = structure.hessian([a.detach() for a in A], -d2.detach())
