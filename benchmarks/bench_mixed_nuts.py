@@ -13,8 +13,9 @@ Both samplers draw from the posterior of the same :class:`~posheads.models.mixed
 
 Cases: ``epilepsy`` (MASS's epil, ``(1|subject)``, 59 patients x 4 visits) with Poisson and
 negative-binomial counts, ``grouseticks`` (NB, ``(1|BROOD) + (1|LOCATION)``, optional: slow
-for Pyro), and ``slope``: a simulated Poisson model with a correlated random intercept and
-slope (300 rows, 20 groups).
+for Pyro), ``slope``: a simulated Poisson model with a correlated random intercept and
+slope (300 rows, 20 groups), and ``zip``: a simulated zero-inflated Poisson with a random
+intercept in the count part and another in the zero part (1,000 rows, 40 groups).
 
 Reported per case: the CPU cost of one potential-and-gradient evaluation at a fixed point
 (posheads' closed form, autograd through the same target, Pyro's trace-based potential
@@ -46,24 +47,28 @@ import arviz
 import numpy as np
 import pyro
 import torch
-from bench_mixed import epilepsy, grouseticks
+from bench_mixed import epilepsy, grouseticks, zip_simulated
 from machine import cpu_model  # benchmarks/machine.py (the script's folder is on sys.path)
 
 from posheads.inference.mixed_nuts import glmm_nuts, nuts_model
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
 
 
-def mixed_data(X, y, groups, spec) -> MixedData:
-    """The estimator's design: an intercept column, then ``X``; one effect per factor."""
+def mixed_data(X, y, groups, spec, zero=None) -> MixedData:
+    """The estimator's design: an intercept column, then ``X``; one effect per factor (and
+    per factor of ``zero``, the zero part's spec, an effect on the gate's logits)."""
     A = np.column_stack([np.ones(len(X)), np.asarray(X, dtype=np.float64)])
     cols = list(X.columns)
     effects = []
-    for name, terms in spec.items():
+    for name, terms, part in ([(k, t, None) for k, t in spec.items()]
+                              + [(k, t, "gate") for k, t in (zero or {}).items()]):
         levels, codes = np.unique(groups[name].astype(str).to_numpy(), return_inverse=True)
         Z = np.column_stack([np.ones(len(X)) if t == "1" else A[:, 1 + cols.index(t)]
                              for t in terms])
-        effects.append(RandomEffect(name, tuple(terms), torch.from_numpy(Z),
-                                    torch.from_numpy(codes.astype(np.int64)), len(levels)))
+        effects.append(RandomEffect(name if part is None else f"{part}|{name}", tuple(terms),
+                                    torch.from_numpy(Z),
+                                    torch.from_numpy(codes.astype(np.int64)), len(levels),
+                                    part=part))
     return MixedData(torch.from_numpy(A), tuple(effects), torch.as_tensor(y, dtype=torch.float64))
 
 
@@ -80,6 +85,13 @@ def slope_case(seed=0, n=300, G=20):
     y = rng.poisson(np.logaddexp(0.0, 1.5 + 0.5 * x + u[g, 0] + u[g, 1] * x)).astype(float)
     return (pd.DataFrame({"x": x}), y, pd.DataFrame({"g": g.astype(str)}),
             {"g": ["1", "x"]})
+
+
+def zip_case():
+    """``bench_mixed.zip_simulated`` at 1,000 rows in 40 groups: ``(1|g)`` in the count
+    and in the zero part."""
+    X, y, groups, spec = zip_simulated(n_rows=1_000, n_groups=40)
+    return X, y, groups, spec, {"g": ["1"]}
 
 
 def flat(samples: dict, chains: int, names) -> np.ndarray:
@@ -170,6 +182,7 @@ CASES = {
     "epilepsy": (epilepsy, ["poisson", "negative_binomial"]),
     "slope": (slope_case, ["poisson"]),
     "grouseticks": (grouseticks, ["negative_binomial"]),
+    "zip": (zip_case, ["zero_inflated_poisson"]),
 }
 
 
@@ -193,10 +206,10 @@ def main(argv=None):
           "ESS/s (CPU) | divergences | mean steps")
     for case in args.cases:
         make, fams = CASES[case]
-        X, y, groups, spec = make()
+        X, y, groups, spec, *zero = make()
         for family in [f for f in fams if args.families is None or f in args.families]:
             glmm = SoftplusGLMM(family)
-            data = mixed_data(X, y, groups, spec)
+            data = mixed_data(X, y, groups, spec, *zero)
             cost = gradient_costs(glmm, data)
             print(f"#   {case} {family}: CPU us per gradient: " + ", ".join(
                 f"{k} {v:.0f}" for k, v in cost.items()) + f" (Pyro / closed form "

@@ -45,7 +45,11 @@ def centred_factor(data) -> str | None:
     ``1 / s^2`` with ``s^2`` the spread of the levels less their mean sampling variance.
     A factor qualifies where the median group's information from the rows exceeds the
     prior's (the data dominate: the centred form mixes better); of those, the one with
-    the largest ratio. Only one factor can be centred on the fixed effects.
+    the largest ratio. Only one factor can be centred on the fixed effects. With group
+    effects in a zero part none is: a group's mean count then mixes its count level with
+    its share of structural zeros, and the rule above overrates the count level's spread
+    (on simulated zero-inflated Poisson panels, 1,000 rows in 40 groups with ``(1|g)`` in
+    both parts, centring the count factor cost 1.5-2.6x in bulk ESS per second).
 
     Parameters
     ----------
@@ -53,9 +57,10 @@ def centred_factor(data) -> str | None:
         With targets ``y``.
     """
     best, name = 1.0, None
+    if any(e.part is not None for e in data.effects):
+        return None
     for e in data.effects:
-        if e.q != 1 or e.part is not None or not bool((e.Z == 1).all()) or \
-                e.n_groups < 3:
+        if e.q != 1 or not bool((e.Z == 1).all()) or e.n_groups < 3:
             continue
         n_g = torch.zeros(e.n_groups, dtype=data.y.dtype).index_add_(
             0, e.codes, torch.ones_like(data.y))
