@@ -26,15 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
-from .count_rows import log_factorial
-from .rows import RowTerms
+from .count_rows import PoissonRows
 
 __all__ = ["ZeroInflatedPoissonRows"]
 
 
-class ZeroInflatedPoissonRows(RowTerms):
+class ZeroInflatedPoissonRows(PoissonRows):
     """Zero-inflated Poisson rows in closed form (predictors ``"eta"`` and ``"gate"``);
-    ``value`` leaves out ``sum_{y > 0} w (lgamma(y + 1) - y log t)``."""
+    ``value`` leaves out the Poisson rows' :meth:`~PoissonRows.constant`,
+    ``sum w (lgamma(y + 1) - y log t)`` (0 where ``y = 0``)."""
 
     closed_form = True
     convex = False
@@ -45,10 +45,8 @@ class ZeroInflatedPoissonRows(RowTerms):
         self.zero = y == 0
         zero = self.zero.to(y.dtype)
         self.w1 = torch.ones_like(y) if w is None else w
-        self.wy = y if w is None else w * y
         self.w0 = zero * self.w1
         self.wt_pos = (1.0 - zero) * self.w1 if t is None else (1.0 - zero) * self.w1 * t
-        self._const = None
 
     def _pieces(self, P):
         """``s, log s, sigma, rho, mu`` (in ``P``); guarded branches throughout."""
@@ -65,19 +63,6 @@ class ZeroInflatedPoissonRows(RowTerms):
         return (torch.dot(self.w1, F.softplus(g)) + torch.dot(self.wt_pos, P["_s"])
                 - torch.dot(self.wy, P["_log_s"])
                 - torch.dot(self.w0, torch.logaddexp(g, -P["_mu"])))
-
-    def constant(self) -> torch.Tensor:
-        """``sum w (lgamma(y + 1) - y log t)``: what :meth:`value` leaves out."""
-        if self._const is None:
-            c = log_factorial(self.y)
-            if self.t is not None:
-                c = c - torch.xlogy(self.y, self.t)
-            self._const = torch.dot(self.w1, c)
-        return self._const
-
-    def log_likelihood(self, P, u=None):
-        with torch.no_grad():
-            return -self.value(P) - self.constant()
 
     def _first(self, P):
         """Weighted first derivatives; keeps ``q``, ``q (1 - q)``, ``t sigma``, ``pi``."""
