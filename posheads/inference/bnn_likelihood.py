@@ -5,9 +5,9 @@
 log-likelihood of a batch, ``sum_i w_i log p(y_i | raw_i)``, as two parts:
 
 * :meth:`BatchLikelihood.row_constants`: the terms that depend on the data alone (for the
-  Poisson law ``y log t - lgamma(y + 1)``), per row, computed once for a data set and
-  gathered with the batch, so a step spends no pass on them and the reported ELBO still
-  includes them;
+  Poisson law ``y log t - lgamma(y + 1)``, for NB2 ``-lgamma(y + 1)``), per row,
+  computed once for a data set and gathered with the batch, so a step spends no pass on
+  them and the reported ELBO still includes them;
 * :meth:`BatchLikelihood.log_lik`: the rest, differentiable in the head's raw outputs.
 
 Their sum is the head's family distribution's ``log_prob`` summed over the batch (tested).
@@ -15,8 +15,8 @@ Only the Poisson and NB2 heads with ``low = 0`` (the BNN's) have a faster form; 
 other head uses its distribution, exactly as the Pyro model does. The Poisson part is
 ``y log s - t s`` with ``s = softplus(eta)`` in one autograd node whose backward is the
 derivative saved by the forward, ``sigmoid(z) (y / s - t)``; the NB2 part is the fused
-log-density of :func:`posheads.ops.negative_binomial_softplus_log_prob`, called without
-building the distribution object.
+log-density of :func:`posheads.ops.negative_binomial_softplus_log_prob` less its
+``lgamma(y + 1)`` (``constant=False``), called without building the distribution object.
 """
 
 from __future__ import annotations
@@ -124,14 +124,17 @@ class PoissonBatch(BatchLikelihood):
 
 
 class NegativeBinomialBatch(BatchLikelihood):
-    """The NB2 head's: the fused log-density of the ops layer (its ``lgamma(y + 1)``
-    included), without the distribution object."""
+    """The NB2 head's: ``-lgamma(y + 1)`` per row, and the fused log-density of the ops
+    layer without it (``constant=False``), without the distribution object."""
+
+    def row_constants(self, y, exposure=None):
+        return torch.lgamma(y + 1.0).neg_()
 
     def log_lik(self, raw, y, exposure=None, weights=None):
         head = self.head
         r = head.domain_map(raw)["concentration"]
         ll = ops.negative_binomial_softplus_log_prob(raw["eta"], y, r, head.beta,
-                                                     head.threshold, exposure)
+                                                     head.threshold, exposure, constant=False)
         return ll.sum() if weights is None else ll.dot(weights)
 
 

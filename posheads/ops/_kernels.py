@@ -306,10 +306,12 @@ def nb_logit(eta, r, exposure, beta, switch, log_beta):
     return (z, u, normal, s), log_mu - torch.log(r)
 
 
-def negative_binomial(eta, y, r, exposure, beta, switch, log_beta):
+def negative_binomial(eta, y, r, exposure, beta, switch, log_beta, constant=True):
+    # constant: whether to include the data-only -lgamma(y + 1) (a Python bool)
     d = nb_logit(eta, r, exposure, beta, switch, log_beta)[1]
     sp_d, sp_minus_d = sp_pair(d)
-    out = y * sp_minus_d + r * sp_d + torch.lgamma(y + 1.0) + torch.lgamma(r)
+    out = y * sp_minus_d + r * sp_d
+    out = out + torch.lgamma(y + 1.0) + torch.lgamma(r) if constant else out + torch.lgamma(r)
     return -(out - torch.lgamma(y + r))
 
 

@@ -27,7 +27,6 @@ from ._shared import (
 )
 from .softplus_family import (
     linear_switch,
-    softplus_and_log,
     softplus_branches,
     softplus_derivatives,
 )
@@ -162,27 +161,25 @@ def poisson_softplus_log_prob(
 
 class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, eta, y, r, exposure, beta, switch, with_grad=False, need_r=False):
+    def forward(ctx, eta, y, r, exposure, beta, switch, with_grad=False, need_r=False,
+                constant=True):
         ctx.save_for_backward(eta, y, r, exposure)
-        ctx.beta, ctx.switch = beta, switch
+        ctx.beta, ctx.switch, ctx.constant = beta, switch, constant
         ctx.slope = ctx.slope_r = None
-        out = _compile.run("negative_binomial", eta, y, r, exposure, beta, switch, math.log(beta))
+        out = _compile.run("negative_binomial", eta, y, r, exposure, beta, switch, math.log(beta),
+                           constant)
         if out is not None:
             return out
         if with_grad:
-            out = _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r)
-            if out is not None:
-                return out
-        s, log_s = softplus_and_log(eta, beta, switch)
-        del s
+            return _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r, constant)
+        log_s = _log_softplus_and_slope(eta, beta, switch, slope=False)[0]
         d = _nb_logit(log_s, r, exposure, inplace=True)
         # -(y softplus(-d) + r softplus(d) + lgamma(y + 1) + lgamma(r) - lgamma(y + r)): the
         # first product has the full broadcast shape, the rest go into it in place.
         out = imul(F.softplus(-d, threshold=_NO_OVERFLOW_SP), y)
         out.add_(imul(F.softplus(d, threshold=_NO_OVERFLOW_SP), r))
         del d
-        out.add_(torch.add(y, 1.0).lgamma_()).add_(torch.lgamma(r))
-        return out.sub_(torch.add(y, r).lgamma_()).neg_()
+        return _nb_lgamma_terms(out, y, r, constant)
 
     @staticmethod
     def backward(ctx, grad):
@@ -194,16 +191,16 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
             # the derivatives the forward kept, times grad in place
             g_eta = reduce_to(imul(slope, grad), eta.shape) if needs[0] else None
             g_r = reduce_to(imul(slope_r, grad), r.shape) if needs[2] else None
-            return g_eta, None, g_r, None, None, None, None, None
+            return g_eta, None, g_r, None, None, None, None, None, None
         if not torch.is_grad_enabled() and not needs[1] and not needs[3]:
             # The common cases (gradients for eta, and for r when it is learnt) in fused
-            # or in-place passes; None where the guarded path below is needed.
+            # or in-place passes.
             grads = _nb_fast_grads(eta, y, r, exposure, ctx.beta, ctx.switch, grad, needs[2])
             if grads is not None:
                 g_eta, g_r = grads
                 g_eta = reduce_to(g_eta, eta.shape) if needs[0] else None
                 g_r = None if g_r is None else reduce_to(g_r, r.shape)
-                return g_eta, None, g_r, None, None, None, None, None
+                return g_eta, None, g_r, None, None, None, None, None, None
         _, log_s, _, dlog = softplus_derivatives(eta, ctx.beta, ctx.switch)
         d = _nb_logit(log_s, r, exposure)
         p = torch.sigmoid(d)  # mu / (r + mu)
@@ -214,7 +211,9 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             g_eta = reduce_to(grad * dl_dd * dlog, eta.shape)
         if ctx.needs_input_grad[1]:
-            dy = torch.digamma(y + r) - torch.digamma(y + 1.0)
+            dy = torch.digamma(y + r)
+            if ctx.constant:
+                dy = dy - torch.digamma(y + 1.0)
             dy = dy - F.softplus(-d, threshold=_NO_OVERFLOW_SP)
             g_y = reduce_to(grad * dy, y.shape)
         if ctx.needs_input_grad[2]:
@@ -223,7 +222,7 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
             g_r = reduce_to(grad * dr, r.shape)
         if exposure is not None and ctx.needs_input_grad[3]:
             g_t = reduce_to(grad * dl_dd / exposure, exposure.shape)
-        return g_eta, g_y, g_r, g_t, None, None, None, None
+        return g_eta, g_y, g_r, g_t, None, None, None, None, None
 
 
 # softplus of the NB logit uses torch's kernel with a switch where its linear branch is
@@ -231,35 +230,62 @@ class _NegativeBinomialSoftplusLogProb(torch.autograd.Function):
 _NO_OVERFLOW_SP = 36.0
 
 
-def _log_softplus_and_slope(eta, beta, switch):
-    """``(log s, d log s / d eta)`` with ``s = softplus_beta(eta)``, the second in ``s``'s
-    storage; None where ``s`` is not a normal float (the guarded path handles those rows)."""
-    s = F.softplus(eta, beta=beta, threshold=switch)
-    if bool((s < torch.finfo(s.dtype).tiny).any()):
-        return None
-    log_s = torch.log(s)
-    return log_s, s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta))
+def _eta_floor(dtype, beta):
+    """The ``eta`` at which :func:`_log_softplus_and_slope` stops: a unit above the ``z`` where
+    ``exp(z)`` and ``s = log1p(exp(z)) / beta`` leave the normal floats (``z`` -86 in
+    float32, -707 in float64, higher by ``log(beta)`` for ``beta > 1``)."""
+    return (math.log(torch.finfo(dtype).tiny) + max(math.log(beta), 0.0) + 1.0) / beta
 
 
-def _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r):
+def _log_softplus_and_slope(eta, beta, switch, slope=True):
+    """``(log s, d log s / d eta)`` with ``s = softplus_beta(eta)`` (the second None without
+    ``slope``), with no check read back to the host.
+
+    Both are evaluated at ``eta`` clamped to :func:`_eta_floor`, where ``s`` is a normal
+    float, so above it they are the plain ``log(s)`` and ``sigmoid(z) / s`` to the bit;
+    below it ``log s`` is carried on by the expansion ``log s(z) = z - log(beta) -
+    exp(z) / 2 + ...`` as ``log s(zc) + (z - zc)`` (off by less than ``exp(zc) / 2``, below
+    1e-37), and ``sigmoid(zc) / s(zc)`` is within that relative error of its limit
+    ``beta``. The clamped difference ``z - zc`` saturates at ``-max``, as in
+    :func:`~posheads.ops.softplus_branches`.
+    """
+    eta_c = eta.clamp(min=_eta_floor(eta.dtype, beta))
+    s = F.softplus(eta_c, beta=beta, threshold=switch)
+    below = torch.sub(eta, eta_c)  # 0 at and above the floor, so log s stays exact there
+    if beta != 1.0:
+        below = below.mul_(beta).clamp_(min=-torch.finfo(eta.dtype).max)
+    log_s = torch.log(s).add_(below)
+    if not slope:
+        return log_s, None
+    return log_s, s.reciprocal_().mul_(torch.sigmoid(eta_c * beta if beta != 1.0 else eta_c))
+
+
+def _nb_lgamma_terms(out, y, r, constant, y_r=None):
+    """``-(out + lgamma(y + 1) + lgamma(r) - lgamma(y + r))`` in place in ``out`` (without
+    the data-only ``lgamma(y + 1)`` unless ``constant``; ``y_r``: ``y + r``, a temporary
+    used in place)."""
+    if constant:
+        out.add_(torch.add(y, 1.0).lgamma_())
+    y_r = torch.add(y, r) if y_r is None else y_r
+    return out.add_(torch.lgamma(r)).sub_(y_r.lgamma_()).neg_()
+
+
+def _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r, constant):
     """The forward's value, keeping in ``ctx.slope`` (and ``ctx.slope_r`` with ``need_r``)
     the derivatives for ``eta`` (and ``r``) that the backward's in-place passes give, from
-    the forward's softplus and logit; None (nothing kept) where ``s`` is not a normal float.
-    """
-    pieces = _log_softplus_and_slope(eta, beta, switch)
-    if pieces is None:
-        return None
-    log_s, dlog = pieces
+    the forward's softplus and logit."""
+    log_s, dlog = _log_softplus_and_slope(eta, beta, switch)
     d = _nb_logit(log_s, r, exposure, inplace=True)
     sp_neg = F.softplus(-d, threshold=_NO_OVERFLOW_SP)
     sp_d = F.softplus(d, threshold=_NO_OVERFLOW_SP)
+    y_r = torch.add(y, r)  # one sum for digamma, dl/dd and lgamma
     if need_r:  # digamma(y + r) - digamma(r) - softplus(d), then - (dl/dd) / r
-        dr = torch.add(y, r).digamma_()
+        dr = torch.digamma(y_r)
         dr = dr.sub_(torch.digamma(r)) if fits(dr, r) else dr - torch.digamma(r)
         dr = isub(dr, sp_d)
     p = d.sigmoid_()
     del d
-    dl_dd = imul(p, torch.add(y, r)).neg_().add_(y)  # y q - r p = y - (y + r) p
+    dl_dd = imul(p, y_r).neg_().add_(y)  # y q - r p = y - (y + r) p
     del p
     if need_r:
         ctx.slope_r = isub(dr, dl_dd / r)
@@ -268,12 +294,11 @@ def _nb_value_and_slopes(ctx, eta, y, r, exposure, beta, switch, need_r):
     # -(y softplus(-d) + r softplus(d) + lgamma(y + 1) + lgamma(r) - lgamma(y + r))
     out = imul(sp_neg, y)
     out.add_(imul(sp_d, r))
-    out.add_(torch.add(y, 1.0).lgamma_()).add_(torch.lgamma(r))
-    return out.sub_(torch.add(y, r).lgamma_()).neg_()
+    return _nb_lgamma_terms(out, y, r, constant, y_r)
 
 
 def _nb_fast_grads(eta, y, r, exposure, beta, switch, grad, need_r):
-    """``(d/d eta, d/d r or None)`` times ``grad``, unreduced; None: use the guarded path."""
+    """``(d/d eta, d/d r or None)`` times ``grad``, unreduced."""
     args = (eta, y, r, exposure, grad, beta, switch, math.log(beta))
     if need_r:
         grads = _compile.run("negative_binomial_grad_eta_r", *args)
@@ -281,16 +306,13 @@ def _nb_fast_grads(eta, y, r, exposure, beta, switch, grad, need_r):
     g_eta = _compile.run("negative_binomial_grad_eta", *args)
     if g_eta is None:
         g_eta = _nb_eta_grad(eta, y, r, exposure, beta, switch, grad)
-    return None if g_eta is None else (g_eta, None)
+    return g_eta, None
 
 
 def _nb_eta_r_grads(eta, y, r, exposure, grad, beta, switch):
     """Gradients for ``eta`` and ``r`` in place, at most four full-size tensors alive at once
-    (the two results included); None where ``s`` is not a normal float."""
-    pieces = _log_softplus_and_slope(eta, beta, switch)
-    if pieces is None:
-        return None
-    d, dlog = pieces
+    (the two results included)."""
+    d, dlog = _log_softplus_and_slope(eta, beta, switch)
     d = _nb_logit(d, r, exposure, inplace=True)
     # dl/dr = digamma(y + r) - digamma(r) - softplus(d) - (dl/dd) / r
     dr = torch.add(y, r).digamma_()
@@ -306,15 +328,12 @@ def _nb_eta_r_grads(eta, y, r, exposure, grad, beta, switch):
 
 def _nb_eta_grad(eta, y, r, exposure, beta, switch, grad):
     """``grad * (y - (y + r) p) * sigmoid(z) / s`` with ``p = mu / (r + mu)``, in a few
-    in-place passes (None: use the guarded path, where ``s`` is not a normal float)."""
-    s = F.softplus(eta, beta=beta, threshold=switch)
-    if bool((s < torch.finfo(s.dtype).tiny).any()):
-        return None
-    p = _nb_logit(torch.log(s), r, exposure, inplace=True).sigmoid_()
+    in-place passes (``sigmoid / s`` as one factor: ``sigmoid(z) * (y - ...)`` alone can
+    underflow to 0 where both are tiny)."""
+    log_s, dlog = _log_softplus_and_slope(eta, beta, switch)
+    p = _nb_logit(log_s, r, exposure, inplace=True).sigmoid_()
     g = imul(p, torch.add(y, r)).neg_().add_(y)  # dl/dd = y q - r p = y - (y + r) p
-    # sigmoid / s first: sigmoid(z) * (y - ...) alone can underflow to 0 where both are tiny.
-    g.mul_(s.reciprocal_().mul_(torch.sigmoid(eta * beta if beta != 1.0 else eta)))
-    return g.mul_(grad)
+    return imul(g, dlog).mul_(grad)
 
 
 def _nb_logit(log_s, r, exposure, inplace=False):
@@ -335,6 +354,8 @@ def negative_binomial_softplus_log_prob(
     beta: float = 1.0,
     threshold: float = 20.0,
     exposure: torch.Tensor | None = None,
+    *,
+    constant: bool = True,
 ) -> torch.Tensor:
     """NB2 log-likelihood of counts ``y`` with mean ``mu = exposure * softplus(eta)``.
 
@@ -356,6 +377,12 @@ def negative_binomial_softplus_log_prob(
         As in :func:`~posheads.ops.softplus`.
     exposure : Tensor, optional
         Positive exposure multiplying the mean.
+    constant : bool, default=True
+        Whether to include the data-only term ``-lgamma(y + 1)``. A caller that needs
+        only gradients, or that adds the term once per data set, passes False and gets
+        the log-likelihood less that constant (its gradient in ``y`` then lacks
+        ``-digamma(y + 1)`` too). The value and the gradients for ``eta`` and
+        ``total_count`` read nothing back to the host.
 
     Returns
     -------
@@ -370,5 +397,5 @@ def negative_binomial_softplus_log_prob(
     need_r = grad_on and r_c.requires_grad
     with_grad = need_r or (grad_on and eta_c.requires_grad)
     out = _NegativeBinomialSoftplusLogProb.apply(eta_c, y_c, r_c, t_c, float(beta), switch,
-                                                 with_grad, need_r)
+                                                 with_grad, need_r, bool(constant))
     return out.to(out_dtype)
