@@ -216,7 +216,8 @@ def variant_evidence(est, tau: float = 3.0) -> np.ndarray:
     lik = model.log_likelihood(eta, params, data)
     (grad,) = torch.autograd.grad(lik.sum(), eta, create_graph=True)
     (hess,) = torch.autograd.grad(grad.sum(), eta)
-    logdet, _ = tridiagonal_elimination((-hess).clamp_min(0.0).detach(), sigma)
+    walk = model.innovation_curvature(params.z)
+    logdet, _ = tridiagonal_elimination((-hess).clamp_min(0.0).detach(), sigma, walk)
     joint = lik.detach().sum(-1) + model.log_prior(params)
     out = joint - 0.5 * logdet - (y.shape[-1] - 1) * sigma.log()[:, None] - fit.log_post
     k = fit.weight.shape[-1]

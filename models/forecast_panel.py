@@ -6,10 +6,15 @@ marking the observed steps), the linear predictor is
 
 ``eta[s, t] = level[s, t] + features[s, t] . weight[s]``
 
-with ``level[s, t] = level0[s] + sigma * cumsum(z[s])[t]`` a Gaussian random walk written
-with standard-normal innovations ``z`` (non-centred), ``features`` the Fourier terms of the
-seasons followed by the standardised covariates, and counts from a family of
-:mod:`posheads.families` with mean ``scale[s] * softplus(eta)``; a family's shapes
+with ``level[s, t] = level0[s] + sigma * cumsum(z[s])[t]`` a random walk written with
+standardised innovations ``z`` (non-centred): standard normal, Student-t with ``level_df``
+degrees of freedom, or a two-scale mixture ``(1 - p) N(0, 1) + p N(0, k**2)``
+(``level_jumps=(p, k)``). With heavy-tailed steps ``sigma`` is the scale of an ordinary
+step, and a rare large one -- a break in the level, such as a new law's effect -- costs
+the walk little, so that the evidence does not move ``sigma`` up to absorb it.
+``features`` are the Fourier terms of the seasons followed by the standardised
+covariates, and counts come from a family of :mod:`posheads.families` with mean
+``scale[s] * softplus(eta)``; a family's shapes
 (concentration, dispersion) and zero parts (gate logits) are constant over time, one per
 series.
 
@@ -147,6 +152,11 @@ class LocalLevelPanel(FamilyNames):
         Softness of the softplus link.
     weight_sd : float
         Spread of the series' seasonal and covariate weights around their shared mean.
+    level_df : float or None
+        Degrees of freedom of a Student-t law of the level's standardised steps.
+    level_jumps : (float, float) or None
+        ``(p, k)``: the standardised steps are ``N(0, k**2)`` with probability ``p`` and
+        ``N(0, 1)`` otherwise (takes precedence over ``level_df``). Neither: normal steps.
 
     Examples
     --------
@@ -159,8 +169,11 @@ class LocalLevelPanel(FamilyNames):
     """
 
     def __init__(self, family: Family, *, bias: float, beta: float = 1.0,
-                 weight_sd: float = 0.5):
+                 weight_sd: float = 0.5, level_df: float | None = None,
+                 level_jumps: tuple[float, float] | None = None):
         self.family, self.bias, self.beta, self.weight_sd = family, bias, beta, weight_sd
+        self.level_df = None if level_df is None else float(level_df)
+        self.level_jumps = None if level_jumps is None else tuple(map(float, level_jumps))
 
     # ------------------------------------------------------------ structure
     @staticmethod
@@ -210,6 +223,64 @@ class LocalLevelPanel(FamilyNames):
         weight = max((1.0 - 1.0 / n_series) / self.weight_sd**2, _WEIGHT_PRECISION_FLOOR)
         return 1.0 / _LEVEL0_SD**2, weight
 
+    # ------------------------------------------------------------ level steps
+    def innovation_log_density(self, z):
+        """Log density of the standardised level steps ``z`` (``(..., T - 1)``), summed over
+        time, up to a constant: ``-z**2 / 2`` for normal steps, ``-(df + 1) / 2 log(1 +
+        z**2 / df)`` for Student-t ones, ``log((1 - p) N(z; 0, 1) + p N(z; 0, k**2))`` for
+        two-scale ones."""
+        if self.level_jumps is not None:
+            return self._jump_terms(z)[0].sum(-1)
+        if self.level_df is None:
+            return -0.5 * (z**2).sum(-1)
+        nu = self.level_df
+        return -0.5 * (nu + 1.0) * torch.log1p(z**2 / nu).sum(-1)
+
+    def innovation_curvature(self, z, exact: bool = False):
+        """Curvature of minus the log density of each step, ``(..., T - 1)`` like ``z``.
+
+        1 for normal steps. Both heavy-tailed laws are scale mixtures of normals, whose
+        minus log density is concave in ``z**2``: the default is the reweighting weight
+        ``E[1 / v | z]`` of iteratively reweighted least squares (``(df + 1) / (df +
+        z**2)``; ``r + (1 - r) / k**2`` with ``r`` the narrow component's responsibility),
+        positive, a majorizer (the quadratic through ``z`` with this curvature lies above
+        minus the log density everywhere) and exact at ``z = 0``. ``exact=True`` gives the
+        second derivative, ``E[1 / v | z] - z**2 Var[1 / v | z]``, which turns negative
+        for a large step (beyond ``sqrt(df)`` for the t).
+        """
+        if self.level_jumps is not None:
+            _, c, r = self._jump_terms(z)
+            k2 = self.level_jumps[1] ** 2
+            return c - z**2 * r * (1.0 - r) * (1.0 - 1.0 / k2) ** 2 if exact else c
+        if self.level_df is None:
+            return torch.ones_like(z)
+        nu = self.level_df
+        if exact:
+            return (nu + 1.0) * (nu - z**2) / (nu + z**2) ** 2
+        return (nu + 1.0) / (nu + z**2)
+
+    def innovations(self, shape, like):
+        """Standardised level steps ``shape`` drawn from their law (torch's global
+        generator), with the dtype and device of ``like``."""
+        z = torch.randn(shape, dtype=like.dtype, device=like.device)
+        if self.level_jumps is not None:
+            p, k = self.level_jumps
+            jump = torch.rand(shape, dtype=like.dtype, device=like.device) < p
+            return torch.where(jump, k * z, z)
+        if self.level_df is None:
+            return z
+        nu = like.new_tensor(self.level_df)  # z / sqrt(chi2(df) / df)
+        return z * (torch.distributions.Gamma(nu / 2, nu / 2).sample(shape)).rsqrt()
+
+    def _jump_terms(self, z):
+        """Two-scale steps: log density (up to a constant), reweighting weight and the
+        narrow component's responsibility, each like ``z``."""
+        p, k = self.level_jumps
+        narrow = math.log1p(-p) - 0.5 * z**2
+        lp = torch.logaddexp(narrow, math.log(p / k) - 0.5 * (z / k) ** 2)
+        r = (narrow - lp).exp()
+        return lp, r + (1.0 - r) / k**2, r
+
     # ------------------------------------------------------------ densities
     def log_likelihood(self, eta, params: PanelParams, data: PanelData):
         """Masked log-likelihood of every count, ``(G, S, T)``."""
@@ -221,7 +292,7 @@ class LocalLevelPanel(FamilyNames):
         are spread evenly over the series)."""
         z = params.z
         n_series = z.shape[-2]
-        lp = -0.5 * (z**2).sum(-1)
+        lp = self.innovation_log_density(z)
         lp = lp - 0.5 * ((params.level0 - self.bias) / _LEVEL0_SD) ** 2
         dw = (params.weight - params.weight_mean[:, None, :]) / self.weight_sd
         lp = lp - 0.5 * (dw**2).sum(-1)

@@ -512,11 +512,12 @@ def test_bad_device_and_dtype_raise_clear_errors(series):
     "options",
     [
         {"num_steps": 40},
+        {"num_steps": 40, "level_steps": "jumps"},
         {"num_steps": 40, "inference": "svi"},
         {"likelihood": "log_gaussian", "num_steps": 30, "dtype": "float32"},
         {"inference": "nuts", "likelihood": "poisson", "num_warmup": 10, "num_samples": 20},
     ],
-    ids=["laplace", "svi", "log-gaussian", "nuts"],
+    ids=["laplace", "laplace-jumps", "svi", "log-gaussian", "nuts"],
 )
 def test_save_load_round_trip(tmp_path, series, options):
     y, X, _ = series

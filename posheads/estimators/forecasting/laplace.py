@@ -17,8 +17,14 @@ the marginal likelihood of ``sigma_g``,
 times a LogNormal prior, weighs the grid values: the posterior over ``sigma`` is a
 discrete distribution per series (as INLA integrates its hyperparameters), and a
 forecast draw first draws ``sigma``, then the last level from its Gaussian, then the
-random walk ahead. Integrating the step keeps it from collapsing, which is what a
-mean-field variational guide does to it (the level then stops following the data).
+random walk ahead, its steps from the model's law. With heavy-tailed steps
+(``LocalLevelPanel(level_jumps=...)``) each step's precision in ``Q`` is its reweighting
+curvature at the mode times ``1 / sigma**2`` (:meth:`~posheads.models.forecast_panel.
+LocalLevelPanel.innovation_curvature`: the Gaussian of the steps' scale mixture at the
+mixing variances' conditional mode; a break in the level adds little precision), in the
+evidence and in the covariance of the last level and the weights alike. Integrating
+the step keeps it from collapsing, which is what a mean-field variational guide does to
+it (the level then stops following the data).
 With five series or more, the grid's prior is itself estimated from all series (empirical
 Bayes), so that short series borrow their level's volatility from the long ones.
 
@@ -185,30 +191,41 @@ def _curvature(model, params, sigma, data):
     return level, w, ll
 
 
-def tridiagonal_elimination(w, sigma):
+def tridiagonal_elimination(w, sigma, walk=None):
     """Forward elimination of ``H = W + Q / sigma**2`` over steps ``1..T-1`` (the first
     level is a parameter): ``(logdet H, 1 / last pivot = Var(last level))``.
 
-    ``Q`` is the random walk's precision with a known start (2 on the diagonal, 1 at the
-    end, -1 beside it). Run in float64: the pivots span ``W`` to ``1 / sigma**2``.
+    ``Q`` is the random walk's precision with a known start: each step ``x[t + 1] - x[t]``
+    adds its curvature ``walk[t]`` (1 for every step where ``walk`` is None: 2 on the
+    diagonal, 1 at the end, -1 beside it) to both levels and minus it between them. Run in
+    float64: the pivots span ``W`` to ``1 / sigma**2``.
+
+    Parameters
+    ----------
+    w : Tensor (G, S, T)
+    sigma : Tensor (G,)
+    walk : Tensor (G, S, T - 1) or None
+        Curvature of each standardised step (``innovation_curvature``).
     """
     w = w[..., 1:].double()
-    inv = (1.0 / sigma.double() ** 2)[:, None].expand_as(w[..., 0])
+    inv = (1.0 / sigma.double() ** 2)[:, None, None]
+    c = inv.expand_as(w) if walk is None else walk.double() * inv  # step t: x[t] - x[t-1]
     n = w.shape[-1]
     logdet = torch.zeros_like(w[..., 0])
     d = None
     for t in range(n):
-        a = w[..., t] + (2.0 if t < n - 1 else 1.0) * inv
-        d = a if d is None else a - inv**2 / d
+        a = w[..., t] + c[..., t] + (c[..., t + 1] if t < n - 1 else 0.0)
+        d = a if d is None else a - c[..., t] ** 2 / d
         logdet = logdet + d.log()
     return logdet, 1.0 / d
 
 
-def state_covariance(model: LocalLevelPanel, w, features, sigma):
+def state_covariance(model: LocalLevelPanel, w, features, sigma, walk=None):
     """Joint Laplace covariance of the last level and the weights, per grid value and series.
 
     The Hessian of the negative log joint in the level path ``x_0..x_{T-1}`` and the
-    weights ``b`` is ``[[A, B], [B', C]]``: ``A = W + Q / sigma**2`` plus the first level's
+    weights ``b`` is ``[[A, B], [B', C]]``: ``A = W + Q / sigma**2`` (``Q`` weighted by
+    ``walk`` as in :func:`tridiagonal_elimination`) plus the first level's
     prior precision at ``x_0`` (tridiagonal), ``B[t] = W[t] f[t]`` and
     ``C = sum_t W[t] f[t] f[t]' + P`` (``P`` the weights' prior precision). One forward
     sweep of the ``LDL'`` factorisation of ``A`` gives ``Y = L^-1 B``, so
@@ -225,6 +242,8 @@ def state_covariance(model: LocalLevelPanel, w, features, sigma):
         Curvature of each count's log-likelihood in ``eta`` (0 on padding).
     features : Tensor (S, T, K)
     sigma : Tensor (G,)
+    walk : Tensor (G, S, T - 1) or None
+        Curvature of each standardised step (None: 1, normal steps).
 
     Returns
     -------
@@ -240,10 +259,12 @@ def state_covariance(model: LocalLevelPanel, w, features, sigma):
     c_mat = w.new_empty(n_grid, n_series, k, k)
     y, d = w.new_empty(n_grid, n_series, k), w.new_empty(n_grid, n_series)
     size = batch_size(n_grid, n_steps, k)
+    inv = (1.0 / sigma.double() ** 2)[:, None, None]
+    prec = inv.expand(n_grid, n_series, n_steps - 1) if walk is None else walk.double() * inv
     for lo in range(0, n_series, size):  # batches of series: memory bounded
         rows = slice(lo, lo + size)
         c_mat[:, rows], y[:, rows], d[:, rows] = _schur_last(
-            w[:, rows], f[rows], sigma.double(), level0_prec, weight_prec)
+            w[:, rows], f[rows], prec[:, rows], level0_prec, weight_prec)
     r = y / d[..., None]
     eye = torch.eye(k, dtype=w.dtype, device=w.device)
     cov_b = torch.linalg.solve(c_mat, eye.expand_as(c_mat))
@@ -258,18 +279,17 @@ def state_covariance(model: LocalLevelPanel, w, features, sigma):
     return out
 
 
-def _schur_last(w, f, sigma, level0_prec, weight_prec):
+def _schur_last(w, f, prec, level0_prec, weight_prec):
     """For :func:`state_covariance`, a batch of series: ``S = C - B' A^-1 B``, the last row
-    of ``L^-1 B`` and the last pivot of ``A = L D L'``."""
+    of ``L^-1 B`` and the last pivot of ``A = L D L'`` (``prec``: each step's precision)."""
     from .tridiagonal import feature_products, forward_substitute, ldl_pivots
 
-    n_steps, k = w.shape[-1], f.shape[-1]
-    inv = (1.0 / sigma**2)[:, None, None]
-    neighbours = torch.full((n_steps,), 2.0, dtype=w.dtype, device=w.device)
-    neighbours[0] = neighbours[-1] = float(n_steps > 1)  # the walk's terms touching x_t
-    diag = w + neighbours * inv
+    k = f.shape[-1]
+    diag = w.clone()
+    diag[..., 1:] += prec  # the walk's terms touching x_t
+    diag[..., :-1] += prec
     diag[..., 0] += level0_prec
-    pivot, ratio = ldl_pivots(diag, (-inv).expand_as(w[..., 1:]))
+    pivot, ratio = ldl_pivots(diag, -prec)
     b = w[..., None] * f  # (G, S, T, K)
     # F' W F first: b is then overwritten by L^-1 B (through the time-major view)
     c_mat = feature_products(f, b) + weight_prec * torch.eye(k, dtype=w.dtype, device=w.device)
@@ -343,13 +363,14 @@ def _fit(model, data, sigma, max_iter, verbose):
     level, w, ll = _curvature(model, params, sig, data)
     with torch.no_grad():
         joint = ll + model.log_prior(params)
-    logdet, last_var = tridiagonal_elimination(w, sigma)
+    walk = model.innovation_curvature(params.z.detach())  # reweighting weights: positive
+    logdet, last_var = tridiagonal_elimination(w, sigma, walk)
     n_steps = data.y.shape[-1] - 1
     log_marginal = joint.double() - 0.5 * logdet - n_steps * sigma.double().log()[:, None]
     log_prior = -0.5 * ((sigma.double().log() - _PRIOR_LOC) / _PRIOR_SD) ** 2
     log_prior = torch.log_softmax(log_prior, 0)
     log_post = _pool(log_marginal, log_prior).to(sigma.dtype)
-    state_cov = state_covariance(model, w, data.features, sigma).to(sigma.dtype)
+    state_cov = state_covariance(model, w, data.features, sigma, walk).to(sigma.dtype)
     return LaplaceFit(sigma=sigma, log_post=log_post, level=level,
                       last_var=last_var.to(sigma.dtype), weight=params.weight.detach(),
                       log_shapes=model.floored(params.log_shapes.detach()),
@@ -413,7 +434,7 @@ def forecast_draws(model: LocalLevelPanel, fit: LaplaceFit, scale, features, n: 
     s, h = features.shape[0], features.shape[1]
     g, sigma, last, weight = draw_states(fit, n)
     cols = torch.arange(s, device=g.device).expand(n, s)
-    walk = torch.randn(n, s, h, dtype=sigma.dtype, device=sigma.device).cumsum(-1)
+    walk = model.innovations((n, s, h), sigma).cumsum(-1)  # steps from the model's law
     level = last[..., None] + sigma[..., None] * walk
     eta = model.eta(level, weight, features)
     d = model.observation(eta, scale, fit.log_shapes[g, cols], fit.gates[g, cols])

@@ -37,6 +37,10 @@ from .series import backtest_windows, fourier_features, score_paths
 __all__ = ["LaplaceForecastMixin", "single_panel"]
 
 _LAPLACE_ITERATIONS = 200  # Newton iterations (at most, per batch) when num_steps is None
+# level_steps="jumps" (see LocalLevelPanel): normal with probability 0.95, five times wider
+# otherwise, so that a break in the level (a new law, a lost customer) is one rare step and
+# does not inflate every step's size; the forecast's steps are drawn from the same law.
+_LEVEL_JUMPS = (0.05, 5.0)
 
 
 def single_panel(values, info, covariates) -> Panel:
@@ -93,12 +97,17 @@ class LaplaceForecastMixin:
         scale = np.array([max(v.mean(), 1e-2) if v.any() else 1.0 for v in panel.values])
         data = PanelData(self._tensor(y), self._tensor(mask), self._tensor(feats),
                          self._tensor(scale))
-        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta))
+        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta),
+                                      level_jumps=self._level_jumps())
         with isolated(derived_seed(self.random_state), verbose=self.verbose):
             self.laplace_ = fit_panel_laplace(self.model_, data, default_sigma_grid(),
                                         max_iter=self._iterations(), verbose=self.verbose)
         self.scales_ = scale
         self.losses_ = list(self.laplace_.losses)
+
+    def _level_jumps(self):
+        """``LocalLevelPanel``'s ``level_jumps`` for ``level_steps``."""
+        return _LEVEL_JUMPS if getattr(self, "level_steps", "normal") == "jumps" else None
 
     def _restore_laplace(self, panel, family, arrays, scales):
         """Rebuild a fitted Laplace engine from saved arrays, without refitting."""
@@ -107,7 +116,8 @@ class LaplaceForecastMixin:
         from .forecaster import unit_bias
 
         self.panel_, self.scales_ = panel, np.asarray(scales, dtype=np.float64)
-        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta))
+        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta),
+                                      level_jumps=self._level_jumps())
         self.laplace_ = LaplaceFit.from_arrays(arrays, self._tensor(np.zeros(1)))
 
     # ------------------------------------------------------------ forecasts

@@ -25,9 +25,10 @@ enough (Armijo). The derivatives of the count law are element by element (the la
 ``y[t]`` depends on ``eta[t]`` and the series' shapes and gates only): in closed form
 where the model has them
 (:meth:`~posheads.models.forecast_panel.LocalLevelPanel.likelihood_derivatives`), else
-by autograd (:func:`likelihood_derivatives_autograd`); those of the prior by autograd,
-using that it is Gaussian in ``x`` (a random walk: tridiagonal precision, read off three
-Hessian-vector products) and separable in ``theta``.
+by autograd (:func:`likelihood_derivatives_autograd`); the prior's gradient by autograd,
+its curvature in ``x`` in closed form (:func:`walk_hessian`: a random walk, tridiagonal;
+for heavy-tailed steps the reweighting curvature where the exact one is not positive, so
+that the step stays a descent direction) and in ``theta`` by autograd (separable).
 
 The shared means (``weight_mean``, ``shape_mean``, ``gate_mean``) are updated between
 passes over the batches, by Newton on their own terms of the log prior (block coordinate
@@ -45,7 +46,7 @@ from posheads.models.forecast_panel import PanelData, PanelParams
 from .tridiagonal import backward_substitute, feature_products, forward_substitute, ldl_pivots
 
 __all__ = ["batch_size", "likelihood_derivatives_autograd", "panel_mode", "subset",
-           "subset_params"]
+           "subset_params", "walk_hessian"]
 
 # Elements (grid values x series x steps x (parameters + 2)) of the largest tensor of one
 # batch: 2**23 doubles are 64 MiB; a Newton step holds a handful of them.
@@ -111,21 +112,38 @@ def _grad(out, inputs, **kw):
 
 # ------------------------------------------------------------------ derivatives
 def _prior_hessian(model, state, x, w, ab, sigma):
-    """Minus the (constant) Hessian of the log prior: tridiagonal in ``x`` (diag, off)
-    and diagonal in ``w`` and ``ab``."""
+    """Minus the (constant) Hessian of the log prior in ``w`` and ``ab`` (diagonal)."""
     with torch.enable_grad():
         leaves = [v.detach().requires_grad_(True) for v in (x, w, ab)]
         lp = model.log_prior(state.params(*leaves, sigma)).sum()
-        gx, gw, gab = _grad(lp, leaves, create_graph=True)
-        t = x.shape[-1]
-        phase = torch.arange(t, device=x.device) % 3
-        hv = torch.stack([_grad((gx * (phase == k)).sum(), leaves[0], retain_graph=True)[0]
-                          for k in range(3)], -1)  # (G, S, T, 3): H @ probe k
-        diag = hv.gather(-1, phase.expand_as(x)[..., None]).squeeze(-1)
-        off = hv[..., 1:, :].gather(-1, phase[:-1].expand_as(x[..., 1:])[..., None]).squeeze(-1)
+        _, gw, gab = _grad(lp, leaves, create_graph=True)
         hw = _grad(gw.sum(), leaves[1], retain_graph=True)[0]
         hab = _grad(gab.sum(), leaves[2])[0]
-    return -diag, -off, -hw, -hab
+    return -hw, -hab
+
+
+def walk_hessian(model, x, sigma):
+    """The log prior's curvature in the level path: tridiagonal ``(diag (G, S, T), off
+    (G, S, T - 1))``.
+
+    Each step ``x[t + 1] - x[t]`` contributes its curvature ``c / sigma**2`` to both levels
+    it joins and minus it between them; the first level adds its prior's precision.
+    ``c`` (:meth:`~posheads.models.forecast_panel.LocalLevelPanel.innovation_curvature`)
+    is 1 for normal steps; for heavy-tailed ones it is the exact curvature at the current
+    step where that is positive (Newton's quadratic convergence near the mode) and the
+    reweighting weight where it is not (a positive majorizer: the direction stays one of
+    descent). ``sigma`` is ``(G, 1)`` or ``(G, S)``.
+    """
+    inv = 1.0 / sigma[..., None] ** 2
+    z = (x[..., 1:] - x[..., :-1]) * inv.sqrt()
+    c = model.innovation_curvature(z)
+    exact = model.innovation_curvature(z, exact=True)
+    c = torch.where(exact > 0, exact, c) * inv
+    diag = torch.zeros_like(x)
+    diag[..., 1:] += c
+    diag[..., :-1] += c
+    diag[..., 0] += model.prior_precisions(x.shape[-2])[0]
+    return diag, -c
 
 
 def _gradients(model, state, data, x, w, ab, sigma):
@@ -167,7 +185,8 @@ def likelihood_derivatives_autograd(model, eta, params: PanelParams, data: Panel
 def _newton_step(model, state, data, x, w, ab, sigma, prior):
     """The safeguarded Newton step ``(dx, dw, dab)`` of the negative log joint and the
     directional derivative along it (negative), per ``(G, S)``."""
-    px, poff, pw, pab = prior
+    pw, pab = prior
+    px, poff = walk_hessian(model, x, sigma)  # at the iterate: Student-t steps reweight
     (g_eta, g_ab, h_eta, cross, h_ab), (gpx, gpw, gpab) = _gradients(
         model, state, data, x, w, ab, sigma)
     feats = data.features  # (S, T, K)
@@ -304,7 +323,7 @@ def _newton_batch(model, state, data, rows, sigma, max_iter):
     state.x[:, rows], state.w[:, rows], state.ab[:, rows] = x, w, ab
     # how the series' parameters answer a move of the shared means (their prior's
     # precision L, for the profile Newton step of the shared means): sum_s L cov_s L
-    prec = torch.cat([prior[2], prior[3]], -1)  # (G, S, P)
+    prec = torch.cat([prior[0], prior[1]], -1)  # (G, S, P)
     response = (prec[..., :, None] * cov * prec[..., None, :]).sum(1)
     return f, it, response
 
