@@ -589,3 +589,35 @@ def test_fit_nuts_runs_the_own_sampler_without_mass_adaptation(poisson_fit):
     _, _, post, _ = poisson_fit
     steps = int(post.sample_stats["n_steps"].sum())
     assert steps <= post.extra["num_evaluations"] <= 4 * steps
+
+
+def test_metric_windows_follow_stans_schedule():
+    from posheads.inference.nuts_sampler import metric_windows
+
+    # 1,000 warm-up: 75 + 25, 50, 100, 200, then 500 stretched to end at 950
+    assert metric_windows(1000) == [(75, 100), (100, 150), (150, 250), (250, 450),
+                                    (450, 950)]
+    assert metric_windows(500) == [(75, 100), (100, 150), (150, 450)]
+    assert metric_windows(100) == [(15, 90)]  # 15% and 10% buffers
+    assert metric_windows(10) == []
+
+
+def test_sample_chain_adapts_a_diagonal_metric():
+    # scales 0.01 to 100: with the identity metric the step size follows the smallest
+    # scale and trees hit the depth cap; the adapted diagonal metric makes the target
+    # near-isotropic, so trees stay short and every coordinate is right
+    from posheads.inference.nuts_sampler import sample_chain
+
+    mean = torch.tensor([1.0, -2.0, 0.0, 3.0], dtype=DTYPE)
+    sd = torch.tensor([0.01, 1.0, 10.0, 100.0], dtype=DTYPE)
+    torch.manual_seed(0)
+    draws, stats, _ = sample_chain(gaussian_evaluate(mean, sd), torch.zeros(4, dtype=DTYPE),
+                                   num_warmup=500, num_samples=2000, adapt_diagonal=True)
+    assert torch.all((draws.mean(0) - mean).abs() < 0.1 * sd)
+    assert torch.all((draws.std(0) / sd - 1).abs() < 0.1)
+    assert float(stats["n_steps"].double().mean()) < 8
+    assert not stats["diverging"].any()
+    torch.manual_seed(0)
+    _, plain, _ = sample_chain(gaussian_evaluate(mean, sd), torch.zeros(4, dtype=DTYPE),
+                               num_warmup=500, num_samples=200)
+    assert float(plain["n_steps"].double().mean()) > 100

@@ -13,9 +13,10 @@ the Laplace metric"):
 3. a potential built on the target's ``potential_and_grad`` (closed-form for a
    SoftplusGLM) instead of a trace-based one.
 
-Without mass-matrix adaptation (the default with ``init="map"``) the chain is run by
-posheads' own sampler (:func:`~posheads.inference.nuts_sampler.sample_chain`: one call of
-the potential and a few vector operations per leapfrog step); with it, by Pyro's
+Without mass-matrix adaptation (the default with ``init="map"``), or with a diagonal one
+(Stan's windows), the chain is run by posheads' own sampler
+(:func:`~posheads.inference.nuts_sampler.sample_chain`: one call of the potential and a
+few vector operations per leapfrog step); with a dense one, by Pyro's
 :class:`~pyro.infer.NUTS` and :class:`~pyro.infer.MCMC`, the potential handed to Pyro as
 one autograd node (:class:`~posheads.inference.whitening.whitened_potential`).
 
@@ -122,10 +123,12 @@ class NUTS:
         model, the intercept-only fit of a GLM), for posteriors whose mode says little
         about their shape (a funnel).
     adapt_mass_matrix : bool, optional
-        Also adapt Pyro's mass matrix during warm-up, on top of the whitening. Default:
-        off with ``init="map"`` (the Laplace metric is kept), on otherwise.
+        Also adapt a mass matrix during warm-up (Stan's windows), on top of the
+        whitening: a diagonal one in posheads' own sampler, a dense one
+        (``dense_mass=True``) in Pyro's. Default: off with ``init="map"`` (the Laplace
+        metric is kept), on otherwise.
     data_precision : {"auto", "double", "single"}
-        Precision of the passes over the data in posheads' own sampler (no mass
+        Precision of the passes over the data in posheads' own sampler (no dense mass
         adaptation) for a float64 model with a closed-form objective (a SoftplusGLM with
         a dense design). ``"single"``: each leapfrog step evaluates the rows in float32
         (about half the cost of a pass over a large design) and the sampler keeps its
@@ -217,12 +220,13 @@ class NUTS:
                          num_chains=self.num_chains, sample_stats=sample_stats, extra=extra)
 
     def _run_chain(self, target, whitening, z0, pbar):
-        if not self.adapt_mass_matrix:
+        if not (self.adapt_mass_matrix and self.dense_mass):
             return self._run_lean_chain(target, whitening, z0, pbar)
         return self._run_pyro_chain(target, whitening, z0, pbar)
 
     def _run_lean_chain(self, target, whitening, z0, pbar):
-        """A chain of posheads' own sampler (:mod:`.nuts_sampler`): no mass adaptation."""
+        """A chain of posheads' own sampler (:mod:`.nuts_sampler`): no mass adaptation,
+        or a diagonal one."""
 
         single = self.data_precision == "single" or (
             self.data_precision == "auto" and (target.work_size or 0) >= _SINGLE_ENTRIES)
@@ -238,7 +242,7 @@ class NUTS:
         z, stats, calls = sample_chain(
             evaluate, z0, num_warmup=self.num_warmup, num_samples=self.num_samples,
             target_accept_prob=self.target_accept_prob, max_tree_depth=self.max_tree_depth,
-            on_iteration=progress)
+            on_iteration=progress, adapt_diagonal=self.adapt_mass_matrix)
         return z.to(z0), stats, calls
 
     def _run_pyro_chain(self, target, whitening, z0, pbar):

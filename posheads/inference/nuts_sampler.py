@@ -11,6 +11,13 @@ two halves of each merge, and a divergence where the energy error passes 1000. T
 size follows the dual averaging of Hoffman and Gelman (2014, section 3.2) with Stan's
 constants. Each leapfrog step costs one call of ``evaluate`` and a few vector operations
 of size ``d``, with no autograd graph and no trace.
+
+With ``adapt_diagonal=True`` the chain also adapts a diagonal metric in Stan's windowed
+warm-up (:func:`metric_windows`): at the end of each window the draws' variances,
+regularised towards ``1e-3`` as Stan does, become the metric. A diagonal metric ``M^{-1} =
+diag(v)`` is the identity metric in the coordinates ``z / sqrt(v)``, so the chain runs on
+those and the transition stays the one above; each window's end rescales the state and
+restarts the step-size search and its dual averaging.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import random
 
 import torch
 
-__all__ = ["StepSizeAdapter", "sample_chain"]
+__all__ = ["StepSizeAdapter", "metric_windows", "sample_chain"]
 
 # Stan's threshold on the energy error: a step past it ends the trajectory as divergent.
 MAX_DELTA_H = 1000.0
@@ -182,10 +189,41 @@ def _initial_step_size(evaluate, state, rng_normal, step_size=1.0, target=0.8) -
     return step_size
 
 
+def metric_windows(num_warmup: int) -> list:
+    """Stan's metric-adaptation windows of a warm-up of ``num_warmup`` iterations.
+
+    An initial buffer of 75 iterations (step size only), windows of 25, 50, 100, ...
+    iterations, the last one stretched to end 50 iterations before the warm-up does (a
+    terminal buffer for the step size alone); below 150 iterations the buffers are 15%
+    and 10% of the warm-up and one window fills the rest; below 20, no window.
+
+    Returns
+    -------
+    list of (int, int)
+        ``(start, end)`` iteration indices of each window, ``end`` exclusive.
+    """
+    if num_warmup < 20:
+        return []
+    init, term, base = 75, 50, 25
+    if init + term + base > num_warmup:
+        init, term = int(0.15 * num_warmup), int(0.1 * num_warmup)
+        base = num_warmup - init - term
+    last = num_warmup - term
+    windows, start, size = [], init, base
+    while start < last:
+        end = start + size
+        if end + 2 * size >= last:  # the next window would not fit: stretch this one
+            end = last
+        windows.append((start, end))
+        start, size = end, 2 * size
+    return windows
+
+
 def sample_chain(evaluate, z0: torch.Tensor, *, num_warmup: int, num_samples: int,
                  target_accept_prob: float = 0.8, max_tree_depth: int = 10,
-                 step_size: float = 1.0, on_iteration=None):
-    """Run one NUTS chain with an identity metric and an adapted step size.
+                 step_size: float = 1.0, on_iteration=None, adapt_diagonal: bool = False):
+    """Run one NUTS chain with an identity (or adapted diagonal) metric and an adapted
+    step size.
 
     Parameters
     ----------
@@ -204,6 +242,9 @@ def sample_chain(evaluate, z0: torch.Tensor, *, num_warmup: int, num_samples: in
         Where the search for a first step size starts.
     on_iteration : callable, optional
         Called as ``on_iteration(i, warmup, step_size)`` after each iteration.
+    adapt_diagonal : bool
+        Adapt a diagonal metric in :func:`metric_windows` (see the module docstring);
+        else the metric is the identity.
 
     Returns
     -------
@@ -221,12 +262,17 @@ def sample_chain(evaluate, z0: torch.Tensor, *, num_warmup: int, num_samples: in
     Python generator seeded from it, so a run is reproducible under ``torch.manual_seed``.
     """
     calls = [0]
+    like = z0.detach()
+    # the chain runs on z / scale: a diagonal metric diag(scale^2) (identity until adapted)
+    scale = torch.ones_like(like)
 
     def counted(z):
         calls[0] += 1
-        return evaluate(z)
+        if not adapt_diagonal:
+            return evaluate(z)
+        u, g = evaluate(z * scale)
+        return u, g * scale
 
-    like = z0.detach()
     rng = random.Random(int(torch.randint(2**62, (), device=like.device)))
 
     def normal():
@@ -241,10 +287,15 @@ def sample_chain(evaluate, z0: torch.Tensor, *, num_warmup: int, num_samples: in
     keys = ("diverging", "step_size", "tree_depth", "n_steps", "acceptance_rate", "lp")
     stats = {k: [0] * num_samples for k in keys}
     draws = []
+    windows = dict(metric_windows(num_warmup)) if adapt_diagonal else {}  # start -> end
+    window_end = -1
     for i in range(num_warmup + num_samples):
         warmup = i < num_warmup
         if not warmup and i == num_warmup:
             eps = adapter.final
+        if i in windows:  # a window opens: Welford's running moments of z
+            window_end = windows[i]
+            n_w, mean_w, m2_w = 0, torch.zeros_like(like), torch.zeros_like(like)
         p0 = normal()
         h0 = state[3] + 0.5 * float(torch.dot(p0, p0))
         t = _Transition(counted, eps, h0, rng)
@@ -252,9 +303,24 @@ def sample_chain(evaluate, z0: torch.Tensor, *, num_warmup: int, num_samples: in
         accept = t.sum_accept / max(t.n_steps, 1)
         if warmup:
             eps = adapter.update(accept)
+            if i < window_end:
+                x = state[0] * scale
+                n_w += 1
+                delta = x - mean_w
+                mean_w += delta / n_w
+                m2_w += delta * (x - mean_w)
+            if i + 1 == window_end:  # the window closes: its variances become the metric
+                var = m2_w / max(n_w - 1, 1)
+                var = (n_w / (n_w + 5.0)) * var + 1e-3 * (5.0 / (n_w + 5.0))
+                new = var.sqrt()
+                z, _, g, u = state
+                state = (z * scale / new, None, g / scale * new, u)
+                scale.copy_(new)
+                eps = _initial_step_size(counted, state, normal, eps, target_accept_prob)
+                adapter = StepSizeAdapter(eps, target_accept_prob)
         else:
             j = i - num_warmup
-            draws.append(state[0])
+            draws.append(state[0] * scale if adapt_diagonal else state[0])
             for key, value in zip(keys, (t.diverging, eps, t.n_steps.bit_length(),
                                          t.n_steps, accept, -state[3]), strict=True):
                 stats[key][j] = value
