@@ -12,7 +12,9 @@ least two, so every held-out row's group was seen: conditional predictions):
   100,000 rows in 2,000 groups (``--rows``/``--groups`` to change);
 - ``zip_simulated``: a softplus-link zero-inflated Poisson model with a random intercept
   in the count part and another in the zero part (glmmTMB's ``ziformula = ~ (1|g)``),
-  5,000 rows in 200 groups.
+  5,000 rows in 200 groups;
+- ``zip_covariate``: the same with a covariate ``w`` in the zero part as well
+  (``ziformula = ~ w + (1|g)``; posheads' ``X_zero``), 5,000 rows in 200 groups.
 
 Reported per case: the median fit time (wall and CPU seconds: on a busy shared host the
 CPU time is the steadier figure) over ``--repeats`` interleaved rounds, each one
@@ -109,6 +111,21 @@ def zip_simulated(n_rows=5_000, n_groups=200, seed=0):
     return X, y.astype(float), groups, {"g": ["1"]}
 
 
+def zip_covariate(n_rows=5_000, n_groups=200, seed=1):
+    """ZIP counts, softplus link; a zero-part covariate ``w`` beside the random intercepts
+    of both parts. Returns the case and the zero part's covariates."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, n_groups, n_rows)
+    x, w = rng.normal(size=n_rows), rng.normal(size=n_rows)
+    u, v = rng.normal(0, 0.5, n_groups), rng.normal(0, 0.7, n_groups)
+    mean = np.logaddexp(0.0, 1.0 + 0.5 * x + u[g])
+    inflated = rng.random(n_rows) < 1.0 / (1.0 + np.exp(-(-0.5 + 1.0 * w + v[g])))
+    y = np.where(inflated, 0, rng.poisson(mean))
+    X = pd.DataFrame({"x": x})
+    groups = pd.DataFrame({"g": g.astype(str)})
+    return X, y.astype(float), groups, {"g": ["1"]}, pd.DataFrame({"w": w})
+
+
 def split(groups, seed=0, share=0.2):
     """Boolean test mask: ``share`` of the rows of every group (of the first factor) with >= 2."""
     rng = np.random.default_rng(seed)
@@ -130,17 +147,21 @@ def r_formula(target, X, spec):
     return f"{target} ~ {fixed} + {' + '.join(bars)}"
 
 
-def zi_formula(zero):
-    """glmmTMB's ``ziformula`` of a zero part's spec (``"~0"``: no zero part)."""
-    if zero is None:
+def zi_formula(zero, Xz=None):
+    """glmmTMB's ``ziformula`` of a zero part's spec and covariates (``"~0"``: no zero
+    part)."""
+    if zero is None and Xz is None:
         return "~0"
-    return "~ " + " + ".join(f"({' + '.join(t)} | {k})" for k, t in zero.items())
+    terms = [] if Xz is None else list(Xz.columns)
+    terms += [f"({' + '.join(t)} | {k})" for k, t in (zero or {}).items()]
+    return "~ " + " + ".join(terms)
 
 
-def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0, zero=None):
+def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0, zero=None, Xz=None):
     if shutil.which("Rscript") is None:
         return None
-    frame = pd.concat([X.reset_index(drop=True), groups.reset_index(drop=True)], axis=1)
+    frame = pd.concat([X.reset_index(drop=True), groups.reset_index(drop=True)]
+                      + ([] if Xz is None else [Xz.reset_index(drop=True)]), axis=1)
     frame["y"] = y
     with tempfile.TemporaryDirectory() as tmp:
         train_csv, test_csv = Path(tmp, "train.csv"), Path(tmp, "test.csv")
@@ -148,7 +169,7 @@ def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0, zero=None):
         frame[test].to_csv(test_csv, index=False)
         cmd = ["Rscript", str(HERE / "glmmtmb_fit.R"), str(train_csv), str(test_csv),
                r_formula("y", X, spec), R_FAMILY[family], ",".join(groups.columns),
-               str(repeats), str(warmup), zi_formula(zero)]
+               str(repeats), str(warmup), zi_formula(zero, Xz)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(f"  glmmTMB failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -159,9 +180,9 @@ def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0, zero=None):
 class Posheads:
     """Fits of one case by ``MixedCountRegressor``; the first (untimed) call warms up."""
 
-    def __init__(self, X, y, groups, spec, test, family, zero=None):
+    def __init__(self, X, y, groups, spec, test, family, zero=None, Xz=None):
         self.args = (X, y, groups, spec, test, family)
-        self.zero = zero
+        self.zero, self.Xz = zero, Xz
         start = time.perf_counter()
         self.model = self.fit()
         self.time_first = time.perf_counter() - start
@@ -170,7 +191,8 @@ class Posheads:
         X, y, groups, spec, test, family = self.args
         return MixedCountRegressor(family, random_effects=spec,
                                    zero_random_effects=self.zero).fit(
-            X[~test], y[~test], groups=groups[~test])
+            X[~test], y[~test], groups=groups[~test],
+            X_zero=None if self.Xz is None else self.Xz[~test])
 
     def timed(self):
         """One fit: ``(wall s, CPU s)``."""
@@ -181,22 +203,26 @@ class Posheads:
     def figures(self, times, cpu):
         X, y, groups, _, test, _ = self.args
         model = self.model
-        lpd = model.log_score(X[test], y[test], groups=groups[test])
+        lpd = model.log_score(X[test], y[test], groups=groups[test],
+                              X_zero=None if self.Xz is None else self.Xz[test])
         return {"time_first": self.time_first, "time_median": float(np.median(times)),
                 "cpu_median": float(np.median(cpu)),
                 "loglik": model.loglik_, "heldout_lpd": float(lpd.sum()),
                 "n_test": int(test.sum()), "converged": bool(model.fit_.converged),
-                "sds": [float(v) for s in model.sd_.values() for v in s]}
+                "sds": [float(v) for s in model.sd_.values() for v in s],
+                "fixef_zi": [float(getattr(model, "gate_intercept_", np.nan)),
+                             *getattr(model, "gate_coef_", [])]}
 
 
-def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1, zero=None):
+def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1, zero=None, Xz=None):
     """``rounds`` rounds of one posheads fit, then one glmmTMB fit (in a fresh R after
     ``warmup`` untimed fits): both see the same load. Medians over the rounds."""
-    ours = Posheads(X, y, groups, spec, test, family, zero)
+    ours = Posheads(X, y, groups, spec, test, family, zero, Xz)
     mine, peer = [], []
     for _ in range(rounds):
         mine.append(ours.timed())
-        r = run_glmmtmb(X, y, groups, spec, test, family, 1, warmup=warmup, zero=zero)
+        r = run_glmmtmb(X, y, groups, spec, test, family, 1, warmup=warmup, zero=zero,
+                        Xz=Xz)
         if r is not None:
             peer.append(r)
     times, cpu = zip(*mine, strict=True)
@@ -211,7 +237,7 @@ def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1, zero=Non
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["grouseticks", "epilepsy", "simulated",
-                                                       "zip_simulated"])
+                                                       "zip_simulated", "zip_covariate"])
     parser.add_argument("--repeats", type=int, default=5,
                         help="interleaved rounds (one fit of each tool per round)")
     parser.add_argument("--rows", type=int, default=100_000)
@@ -224,20 +250,22 @@ def main(argv=None):
         "epilepsy": (epilepsy, ["poisson", "negative_binomial"]),
         "simulated": (lambda: simulated(args.rows, args.groups), ["negative_binomial"]),
         "zip_simulated": (zip_simulated, ["zero_inflated_poisson"]),
+        "zip_covariate": (zip_covariate, ["zero_inflated_poisson"]),
     }
-    zero_parts = {"zip_simulated": {"g": ["1"]}}
+    zero_parts = {"zip_simulated": {"g": ["1"]}, "zip_covariate": {"g": ["1"]}}
     header = ("case", "family", "tool", "fit s (median)", "CPU s (median)", "loglik",
               "held-out lpd", "lpd/row")
     print(" | ".join(header))
     for case in args.cases:
         make, fams = cases[case]
-        X, y, groups, spec = make()
+        X, y, groups, spec, *Xz = make()
+        Xz = Xz[0] if Xz else None
         test = split(groups)
         for family in fams:
             big = case == "simulated"  # one round; glmmTMB's warm-up would double it
             ours, peer = run_interleaved(X, y, groups, spec, test, family,
                                          1 if big else args.repeats, warmup=0 if big else 1,
-                                         zero=zero_parts.get(case))
+                                         zero=zero_parts.get(case), Xz=Xz)
             for tool, r in (("posheads (softplus)", ours), ("glmmTMB (log)", peer)):
                 if r is None:
                     print(f"{case} | {family} | {tool} | not available")
@@ -251,6 +279,10 @@ def main(argv=None):
                       f"{ours['cpu_median'] / peer['cpu_median']:.2f} (CPU); posheads first fit "
                       f"{ours['time_first']:.3f} s; SDs posheads {np.round(ours['sds'], 3)}, "
                       f"glmmTMB {np.round(peer['sds'], 3)}")
+                if Xz is not None:  # the zero part is a logit in both: comparable
+                    print(f"#   zero part (intercept, {', '.join(Xz.columns)}): posheads "
+                          f"{np.round(ours['fixef_zi'], 3)}, glmmTMB "
+                          f"{np.round(peer['fixef_zi'], 3)}")
     return 0
 
 

@@ -53,8 +53,9 @@ vc <- c(VarCorr(fit)$cond, if (inflated) VarCorr(fit)$zi)
 sds <- unlist(lapply(vc, function(m) attr(m, "stddev")))
 conv <- fit$fit$convergence
 cat(sprintf(
-  '{"time_median": %.6f, "cpu_median": %.6f, "loglik": %.6f, "heldout_lpd": %.6f, "n_test": %d, "convergence": %d, "sds": [%s], "fixef": [%s]}\n',
+  '{"time_median": %.6f, "cpu_median": %.6f, "loglik": %.6f, "heldout_lpd": %.6f, "n_test": %d, "convergence": %d, "sds": [%s], "fixef": [%s], "fixef_zi": [%s]}\n',
   median(times), median(cpu), as.numeric(logLik(fit)), lpd, length(y), conv,
   paste(sprintf("%.6f", sds), collapse = ", "),
-  paste(sprintf("%.6f", fixef(fit)$cond), collapse = ", ")
+  paste(sprintf("%.6f", fixef(fit)$cond), collapse = ", "),
+  paste(sprintf("%.6f", if (inflated) fixef(fit)$zi else numeric(0)), collapse = ", ")
 ))

@@ -13,16 +13,20 @@ correlation matrix), and the effects are non-centred: ``u_k = z_k @ Lambda_k.T``
 inner factor's levels uniquely, e.g. ``"site:patient"``). The likelihood is any
 :class:`~posheads.families.Family`: the family builds the distribution; each of its shapes
 is a parameter shared by all rows and each of its parts (a zero part's logits) has an
-intercept of its own. A grouping factor may reach a part instead of ``eta``
-(:attr:`RandomEffect.part`, glmmTMB's ``ziformula = ~ (1 | g)``): the part's logits are
-then ``intercept + sum_k (Z_k * u_k[codes_k]).sum(-1)`` over those factors, whose effects
-are independent of the count part's.
+intercept of its own, and, given a zero-part design ``X_zero`` (:attr:`MixedData.X_zero`),
+coefficients ``{part}_coef`` on its columns: the part's fixed logits are
+``{part}_intercept + X_zero @ {part}_coef`` (:func:`part_logits`). A grouping factor may
+reach a part instead of ``eta`` (:attr:`RandomEffect.part`, glmmTMB's
+``ziformula = ~ x + (1 | g)``): the part's logits then add
+``sum_k (Z_k * u_k[codes_k]).sum(-1)`` over those factors, whose effects are independent
+of the count part's.
 
 A :class:`SoftplusGLMM` has two faces:
 
 * calling it is a plain Pyro model (sites ``"coef"``, the family's shapes,
-  ``"{part}_intercept"``, per factor ``"{k}_sd"``, ``"{k}_corr_chol"`` when ``q_k > 1``
-  and ``"{k}_z"`` in ``pyro.plate("{k}_groups")``, and ``"obs"`` in ``pyro.plate("data")``),
+  ``"{part}_intercept"``, ``"{part}_coef"`` with a zero-part design, per factor
+  ``"{k}_sd"``, ``"{k}_corr_chol"`` when ``q_k > 1`` and ``"{k}_z"`` in
+  ``pyro.plate("{k}_groups")``, and ``"obs"`` in ``pyro.plate("data")``),
   so :mod:`posheads.inference`'s NUTS, SVI and Laplace fit it through its Pyro face;
 * :meth:`~SoftplusGLMM.layout`, :meth:`~SoftplusGLMM.unpack`, :meth:`~SoftplusGLMM.factors`,
   :meth:`~SoftplusGLMM.row_log_lik` are pure torch functions of a flat vector of the
@@ -45,7 +49,7 @@ import torch
 
 from posheads import families, ops
 
-__all__ = ["MixedData", "RandomEffect", "SoftplusGLMM", "correlation_cholesky"]
+__all__ = ["MixedData", "RandomEffect", "SoftplusGLMM", "correlation_cholesky", "part_logits"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class MixedData:
     exposure : Tensor, shape ``(n,)``, optional
     offset : Tensor, shape ``(n,)``, optional
         Added to ``eta``.
+    X_zero : Tensor, shape ``(n, p_zero)``, optional
+        The zero part's covariates (without an intercept column: every part has its
+        intercept); ``None`` for an intercept-only zero part.
     """
 
     X: torch.Tensor
@@ -104,6 +111,7 @@ class MixedData:
     y: torch.Tensor | None = None
     exposure: torch.Tensor | None = None
     offset: torch.Tensor | None = None
+    X_zero: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -139,6 +147,26 @@ def correlation_cholesky(raw: torch.Tensor, q: int) -> torch.Tensor:
     return M / M.norm(dim=1, keepdim=True)
 
 
+def part_logits(intercept: torch.Tensor, coef, X_zero) -> torch.Tensor:
+    """A zero part's fixed logits, ``intercept + coef @ X_zero.T``.
+
+    Parameters
+    ----------
+    intercept : Tensor, shape ``batch_shape`` (or ``batch_shape + (1,)`` to broadcast
+        over rows)
+    coef : Tensor, shape ``batch_shape + (p_zero,)``, or None
+    X_zero : Tensor, shape ``(n, p_zero)``, or None
+
+    Returns
+    -------
+    Tensor
+        ``intercept`` itself without a design, else of shape ``batch_shape + (n,)``.
+    """
+    if coef is None or X_zero is None:
+        return intercept
+    return intercept + coef @ X_zero.T
+
+
 def _cholesky_to_raw(L: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`correlation_cholesky`: divide each row by its diagonal."""
     q = L.shape[0]
@@ -155,7 +183,8 @@ class SoftplusGLMM:
     beta, threshold : float
         The softplus link ``softplus_beta``.
     coef_scale : float
-        Prior ``coef ~ Normal(0, coef_scale)`` (Bayesian engines only).
+        Prior ``coef ~ Normal(0, coef_scale)``, and of a zero part's coefficients
+        ``{part}_coef`` (Bayesian engines only).
     sd_scale : float
         Prior ``sd ~ HalfNormal(sd_scale)`` of every random term (Bayesian engines only).
     lkj_concentration : float
@@ -197,6 +226,8 @@ class SoftplusGLMM:
         out = {"coef": (data.X.shape[1],)}
         for p in self.family.parts:
             out[f"{p.name}_intercept"] = ()
+            if data.X_zero is not None:
+                out[f"{p.name}_coef"] = (data.X_zero.shape[1],)
         for s in self.family.shapes:
             out[s.name] = ()
         for e in data.effects:
@@ -233,15 +264,22 @@ class SoftplusGLMM:
         eta = data.X @ params["coef"]
         return eta if data.offset is None else eta + data.offset
 
+    def part_logits(self, params: dict, data: MixedData) -> dict:
+        """Each part's fixed logits, ``{part: intercept + X_zero @ coef}`` (the intercept
+        alone without a zero-part design; see :func:`part_logits`)."""
+        return {p.name: part_logits(params[f"{p.name}_intercept"],
+                                    params.get(f"{p.name}_coef"), data.X_zero)
+                for p in self.family.parts}
+
     def distribution(self, eta: torch.Tensor, params: dict, data: MixedData, parts=None):
         """The family's distribution at ``eta`` (any batch shape ending in ``n``).
 
         ``parts`` maps a part's name to its per-row logits (broadcasting with ``eta``);
-        a part it leaves out takes its intercept.
+        a part it leaves out takes its fixed logits (:meth:`part_logits`).
         """
         shapes = {s.name: ops.softplus(params[s.name])
                   for s in self.family.shapes}
-        logits = {p.name: params[f"{p.name}_intercept"] for p in self.family.parts}
+        logits = self.part_logits(params, data)
         logits.update(parts or {})
         return self.family.build(eta, shapes=shapes, parts=logits, beta=self.beta,
                                  threshold=self.threshold, exposure=data.exposure)
@@ -263,13 +301,17 @@ class SoftplusGLMM:
         for p in self.family.parts:
             params[f"{p.name}_intercept"] = pyro.sample(f"{p.name}_intercept",
                                                         dist.Normal(like, 2.0))
+            if data.X_zero is not None:
+                params[f"{p.name}_coef"] = pyro.sample(
+                    f"{p.name}_coef", dist.Normal(like, self.coef_scale)
+                    .expand([data.X_zero.shape[1]]).to_event(1))
         for s in self.family.shapes:
             r = pyro.sample(s.name, s.prior(like))
             # the flat layout holds shapes before softplus
             params[s.name] = ops.softplus_inverse(r)
         eta = self.fixed_eta(params, data)
         self.check_effects(data.effects)
-        parts = {}
+        fixed_parts, parts = self.part_logits(params, data), {}
         for e in data.effects:
             sd = pyro.sample(f"{e.name}_sd", dist.HalfNormal(like + self.sd_scale)
                              .expand([e.q]).to_event(1))
@@ -286,7 +328,7 @@ class SoftplusGLMM:
             if e.part is None:
                 eta = eta + term
             else:
-                parts[e.part] = parts.get(e.part, params[f"{e.part}_intercept"]) + term
+                parts[e.part] = parts.get(e.part, fixed_parts[e.part]) + term
         with pyro.plate("data", data.n):
             pyro.sample("obs", self.distribution(eta, params, data, parts), obs=data.y)
         return eta

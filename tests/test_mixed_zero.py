@@ -278,7 +278,7 @@ def test_draws_and_summary_carry_zero_part(zip_fit):
 @pytest.mark.parametrize("kwargs, match", [
     ({"family": "poisson", "zero_random_effects": {"g": ["1"]}}, "'g'.*no zero part"),
     ({"family": "negative_binomial", "zero_formula": "~ (1 | g)"}, "'g'.*no zero part"),
-    ({"family": "zip", "zero_formula": "~ x + (1 | g)"}, "covariates"),
+    ({"family": "zip", "zero_formula": "~ 0 + x + (1 | g)"}, "intercept"),
     ({"family": "zip", "zero_formula": "~ (1 | g)", "zero_random_effects": {"g": ["1"]}},
      "once"),
     ({"family": "zip", "zero_random_effects": {"h": ["1"]}}, "'h'"),

@@ -16,10 +16,11 @@ intercept per grouping column), or as lme4-style bar terms of a formula,
 fixed part too; ``X`` is then one data frame holding every column). A nested factor is
 written ``(1 | site:patient)`` or coded uniquely. A group with a single row is allowed:
 its effect is shrunk towards 0 by the others. A zero-inflated or hurdle family's zero
-part may have group effects of its own, independent of the count part's:
-``zero_random_effects={"patient": ["1"]}``, or ``zero_formula="~ (1 | patient)"``
-(glmmTMB's ``ziformula``); they are named ``"{part}|{factor}"`` (``"gate|patient"``) in
-the fitted attributes.
+part may have covariates and group effects of its own, independent of the count part's:
+``zero_formula="~ x + (1 | patient)"`` (glmmTMB's ``ziformula``), or ``X_zero=`` in
+:meth:`~MixedCountRegressor.fit` with ``zero_random_effects={"patient": ["1"]}``
+(:mod:`.mixed_zero_design`); the effects are named ``"{part}|{factor}"``
+(``"gate|patient"``) in the fitted attributes.
 
 Predictions (:mod:`.mixed_expect`): for a group seen in fitting the effect's conditional
 mode is used, ``softplus(eta + z'u_hat)``; for a new level the population-level mean
@@ -29,14 +30,12 @@ larger than ``softplus(eta)`` because softplus is convex (see ``docs/mixed-model
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted
 
 from posheads import families
 from posheads.inference.mixed_laplace import row_derivatives
@@ -50,6 +49,7 @@ from .mixed_icc import MAX_ROWS
 from .mixed_predict import MixedPredictiveMixin
 from .mixed_summary import MixedSummaryMixin
 from .mixed_terms import bar_terms, factor_labels, grouping_frame, zero_part_spec
+from .mixed_zero_design import MixedZeroDesignMixin
 
 __all__ = ["MixedCountRegressor", "SingularFitWarning"]
 
@@ -59,7 +59,8 @@ class SingularFitWarning(UserWarning):
 
 
 class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredictiveMixin,
-                          MixedSummaryMixin, RegressorMixin, BaseEstimator):
+                          MixedSummaryMixin, MixedZeroDesignMixin, RegressorMixin,
+                          BaseEstimator):
     """Softplus-link GLMM of any count family, by maximum marginal likelihood or a
     Bayesian engine.
 
@@ -78,8 +79,10 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
         hurdle law's zero part), in the form of ``random_effects``; independent of the
         count part's. Every engine fits them.
     zero_formula : str, optional
-        The same as bar terms, glmmTMB's ``ziformula``: ``"~ (1 | patient)"``. The zero
-        part keeps one fixed intercept (no zero-part covariates).
+        The zero part's formula, glmmTMB's ``ziformula``: ``"~ x + (1 | patient)"``;
+        bar terms give its group effects, fixed terms its covariates (read from the
+        frame ``X``; or pass ``X_zero=`` to :meth:`fit`). The zero part keeps its
+        intercept.
     n_quadrature : int, default=1
         1: Laplace; more: adaptive Gauss-Hermite nodes (one random intercept only).
     fit_intercept : bool, default=True
@@ -111,6 +114,14 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
         Fixed effects (``intercept_`` apart when ``fit_intercept``).
     feature_names_ : list of str
         Names of the fixed effects (``"Intercept"`` first when there is one).
+    zero_coef_names_ : list of str or None
+        Names of the zero part's covariates (``X_zero``'s columns, ``z0, z1, ...`` for
+        an array, or ``zero_formula``'s columns); ``None`` for an intercept-only zero
+        part. ``summary()`` names their rows ``"{part}:{name}"`` (``"gate:x"``).
+    gate_intercept_, gate_coef_ : float, ndarray of shape ``(p_zero,)``
+        A zero part's intercept and coefficients (logit scale; named after the family's
+        part, ``gate`` for the zero-inflated and hurdle families; ``gate_coef_`` only
+        with covariates).
     sd_ : dict of str to ndarray
         Standard deviation of each factor's random terms (a zero part's factor is named
         ``"{part}|{factor}"``, e.g. ``"gate|patient"``).
@@ -238,7 +249,7 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
         return np.column_stack(cols)
 
     # ------------------------------------------------------------ fit
-    def fit(self, X, y=None, groups=None, exposure=None):
+    def fit(self, X, y=None, groups=None, exposure=None, X_zero=None):
         """Fit by maximum marginal likelihood or the Bayesian engine ``inference`` names.
 
         Parameters
@@ -247,6 +258,10 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
         y : array-like, shape ``(n,)`` (not with a formula)
         groups : DataFrame, dict of arrays or array, ``n`` rows (not with a formula)
         exposure : array-like, shape ``(n,)``, optional
+        X_zero : array-like or DataFrame, shape ``(n, p_zero)``, optional
+            The zero part's covariates (zero-inflated and hurdle families; without an
+            intercept column), or give them as ``zero_formula``'s fixed terms. Without
+            either the zero part is intercept-only.
         """
         fam = families.get_family(self.family)
         if self.inference not in ENGINES:
@@ -263,10 +278,12 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
                 raise ValueError("y is required (or give formula=)")
             frame = grouping_frame(groups, len(Xf))
             spec = self.random_effects or {str(c): ["1"] for c in frame.columns}
-        zero_spec = zero_part_spec(self.zero_formula, self.zero_random_effects, fam)
+        zero_spec, zero_terms = zero_part_spec(self.zero_formula, self.zero_random_effects,
+                                               fam)
         y = np.asarray(y, dtype=np.float64).ravel()
         if len(y) != len(Xf):
             raise ValueError(f"y has {len(y)} rows but X has {len(Xf)}")
+        Xz = self._zero_design(X, X_zero, len(Xf), True, fam, zero_terms)
         fam.check_target(y)
         effects, self.levels_, self.effect_factors_ = [], {}, {}
         part = fam.parts[0].name if zero_spec else None
@@ -294,13 +311,14 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
         self.random_terms_ = {e.name: list(e.terms) for e in effects}
         t = None if exposure is None else torch.as_tensor(
             np.asarray(exposure, dtype=np.float64))
-        data = MixedData(torch.from_numpy(Xf), tuple(effects),
-                         torch.from_numpy(y), exposure=t)
+        data = MixedData(torch.from_numpy(Xf), tuple(effects), torch.from_numpy(y),
+                         exposure=t, X_zero=None if Xz is None else torch.from_numpy(Xz))
         self.model_ = SoftplusGLMM(fam, beta=self.beta, threshold=self.threshold)
         rows = np.unique(np.linspace(0, data.n - 1, min(data.n, MAX_ROWS)).round()
                          .astype(np.int64))
         self._icc_data = (Xf[rows], [e.Z.numpy()[rows] for e in effects],
-                          None if t is None else t.numpy()[rows])
+                          None if t is None else t.numpy()[rows],
+                          None if Xz is None else Xz[rows])
         if self.inference in ("nuts", "svi"):
             self._fit_bayes(data)
             return self
@@ -321,13 +339,13 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
         params = {k: torch.as_tensor(v) for k, v in self.fit_.params.items()}
         lams = self.model_.factors(params, data)
         eta = self.model_.fixed_eta(params, data)
-        parts = {}
+        fixed_parts, parts = self.model_.part_logits(params, data), {}
         for e, u in zip(data.effects, self.fit_.modes, strict=True):
             term = (e.Z * torch.as_tensor(u)[e.codes]).sum(-1)
             if e.part is None:
                 eta = eta + term
             else:
-                parts[e.part] = parts.get(e.part, params[f"{e.part}_intercept"]) + term
+                parts[e.part] = parts.get(e.part, fixed_parts[e.part]) + term
         if parts:
             (part, gate), = parts.items()
             _, _, d2 = row_derivatives_2(self.model_, eta, gate, params, data, part)
@@ -351,6 +369,7 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
         coef = fit.params["coef"]
         self.intercept_ = float(coef[0]) if self.fit_intercept and not self.formula else 0.0
         self.coef_ = coef[1:] if self.fit_intercept and not self.formula else coef
+        self._set_zero_part(fit.params)
         self.sd_, self.corr_, self.random_effects_ = {}, {}, {}
         for e, u in zip(data.effects, fit.modes, strict=True):
             sd = np.exp(fit.params[f"{e.name}_log_sd"])
@@ -363,20 +382,3 @@ class MixedCountRegressor(BayesianMixedMixin, MixedExpectationMixin, MixedPredic
             warnings.warn(f"singular fit: {', '.join(fit.singular)} is not identified (its "
                           "variance is 0 or its correlation with another term is +-1); "
                           "drop the term", SingularFitWarning, stacklevel=3)
-
-    # ------------------------------------------------------------ criteria
-    def aic(self) -> float:
-        """Akaike's criterion ``-2 loglik + 2 k`` (``k`` fixed parameters; ML only)."""
-        self._check_ml("aic")
-        return -2.0 * self.loglik_ + 2.0 * len(self.fit_.theta)
-
-    def bic(self) -> float:
-        """Schwarz's criterion ``-2 loglik + k log(n)`` (ML only)."""
-        self._check_ml("bic")
-        return -2.0 * self.loglik_ + math.log(self.n_obs_) * len(self.fit_.theta)
-
-    def _check_ml(self, what):
-        check_is_fitted(self, "levels_")
-        if self.inference != "ml":
-            raise ValueError(f"{what} needs a maximum-likelihood fit (inference='ml'), "
-                             f"this one is {self.inference!r}")

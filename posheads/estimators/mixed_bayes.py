@@ -76,6 +76,7 @@ class BayesianMixedMixin:
         self.coef_ = coef[1:] if split else coef
         for s in self.model_.family.shape_names:
             setattr(self, f"{s}_", float(means[s]))
+        self._set_zero_part(means)
         self.sd_, self.corr_, self.random_effects_ = {}, {}, {}
         draws = self.posterior_.draws()
         for e in data.effects:
@@ -152,13 +153,18 @@ class BayesianMixedMixin:
             add("family", s, draws[s].numpy())
         for p in self.model_.family.part_names:
             add("family", f"{p}_intercept (logit)", draws[f"{p}_intercept"].numpy())
+        for key in self._zero_coef_blocks():  # "{part}_coef": rows "{part}:{name}"
+            for j, f in enumerate(self.zero_coef_names_):
+                add("fixed", f"{key[:-len('_coef')]}:{f}", draws[key][:, j].numpy())
         return pd.DataFrame(rows, columns=["kind", "name", "estimate", "std_error", "lower",
                                            "upper"]).set_index(["kind", "name"])
 
     def to_inference_data(self, predictive: bool = True):
         """The posterior as ``arviz.InferenceData`` (Bayesian engines only).
 
-        The ``posterior`` group holds ``coef`` (dims ``chain, draw, term``), each factor's
+        The ``posterior`` group holds ``coef`` (dims ``chain, draw, term``), a zero
+        part's coefficients ``{part}_coef`` (``{part}_term``, the names of
+        ``zero_coef_names_``), each factor's
         ``{k}_sd`` (``{k}_term``), ``{k}_corr`` (``{k}_term, {k}_term_``) and
         ``{k}_effect`` -- the group effects ``u`` on the linear predictor of the
         factor's part (the count part's ``eta``, or for ``"{part}|{k}"`` the zero part's
@@ -184,6 +190,11 @@ class BayesianMixedMixin:
         ds = idata.posterior.assign_coords(term=list(self.feature_names_))
         coef = samples["coef"].numpy().reshape(chains, draws, -1)
         ds = ds.assign(coef=(("chain", "draw", "term"), coef))
+        for key in self._zero_coef_blocks():  # a zero part's coefficients, named
+            dim = f"{key[:-len('_coef')]}_term"
+            ds = ds.drop_vars([key, *[d for d in ds[key].dims if d not in ("chain", "draw")]])
+            ds = ds.assign_coords({dim: list(self.zero_coef_names_)}).assign(
+                {key: (("chain", "draw", dim), samples[key].numpy().reshape(chains, draws, -1))})
         for name, terms in self.random_terms_.items():
             q = len(terms)
             sd = samples[f"{name}_sd"]

@@ -43,12 +43,13 @@ N_NODES = 20
 N_NODES_2D = 8
 
 
-def _family_moments(model, eta, params, exposure, parts=None):
+def _family_moments(model, eta, params, exposure, parts=None, X_zero=None):
     """The family's mean and variance at ``eta`` (any shape ending in the rows; ``parts``
-    the per-row logits of a zero part, broadcasting with ``eta``)."""
+    the per-row logits of a zero part, broadcasting with ``eta``; a part it leaves out
+    takes its fixed logits on ``X_zero``)."""
     from posheads.models.mixed import MixedData
 
-    data = MixedData(eta.new_zeros(eta.shape[-1], 0), (), exposure=exposure)
+    data = MixedData(eta.new_zeros(eta.shape[-1], 0), (), exposure=exposure, X_zero=X_zero)
     law = model.distribution(eta, params, data, parts)
     try:
         var = law.variance
@@ -58,7 +59,7 @@ def _family_moments(model, eta, params, exposure, parts=None):
 
 
 def count_scale_variances(model, eta, s2, params, exposure=None, n_nodes=N_NODES,
-                          parts=None):
+                          parts=None, X_zero=None):
     """``V_k``, ``V_u`` and ``E_res`` of the module docstring, for each draw.
 
     Parameters
@@ -77,7 +78,10 @@ def count_scale_variances(model, eta, s2, params, exposure=None, n_nodes=N_NODES
         Per factor, the family's part whose logits its effect enters (``None``: ``eta``,
         the default for all). With a zero part's factors the expectations run over both
         predictors (independent effects; a tensor product of nodes, at most
-        :data:`N_NODES_2D` per axis), the part's logits centred at its intercept.
+        :data:`N_NODES_2D` per axis), the part's logits centred at its fixed logits.
+    X_zero : Tensor, shape ``(n, p_zero)``, optional
+        The zero part's covariates of the rows (``params`` then holds ``{part}_coef``,
+        shaped ``(S, p_zero)``).
 
     Returns
     -------
@@ -88,9 +92,12 @@ def count_scale_variances(model, eta, s2, params, exposure=None, n_nodes=N_NODES
     parts = list(parts) if parts is not None else [None] * len(s2)
     zero = next((p for p in parts if p is not None), None)
     if zero is None:
-        return _one_predictor(model, eta, s2, params, exposure, n_nodes)
+        return _one_predictor(model, eta, s2, params, exposure, n_nodes, X_zero)
+    from posheads.models.mixed import part_logits
+
     x, w = _nodes(min(n_nodes, N_NODES_2D), eta.dtype)
-    gate = params[f"{zero}_intercept"].expand_as(eta)
+    gate = part_logits(params[f"{zero}_intercept"], params.get(f"{zero}_coef"),
+                       X_zero).expand_as(eta)
     total = [sum((v for v, p in zip(s2, parts, strict=True) if (p is None) == (c == 0)),
                  torch.zeros_like(eta)) for c in (0, 1)]
 
@@ -145,14 +152,14 @@ def _nodes(n_nodes, dtype):
             torch.as_tensor(w / math.sqrt(math.pi), dtype=dtype))
 
 
-def _one_predictor(model, eta, s2, params, exposure, n_nodes):
+def _one_predictor(model, eta, s2, params, exposure, n_nodes, X_zero):
     """:func:`count_scale_variances` when every factor enters ``eta``."""
     x, w = np.polynomial.hermite.hermgauss(n_nodes)
     x = torch.as_tensor(x, dtype=eta.dtype) * math.sqrt(2.0)
     w = torch.as_tensor(w / math.sqrt(math.pi), dtype=eta.dtype)
     total = torch.stack(s2).sum(0)  # (S, n)
     nodes = eta + x.view(-1, 1, 1) * total.sqrt()  # (J, S, n)
-    mu, var = _family_moments(model, nodes, params, exposure)
+    mu, var = _family_moments(model, nodes, params, exposure, X_zero=X_zero)
     mean = torch.einsum("j,jsn->sn", w, mu)
     v_u = torch.einsum("j,jsn->sn", w, mu**2) - mean**2
     e_res = torch.einsum("j,jsn->sn", w, var)
@@ -161,7 +168,7 @@ def _one_predictor(model, eta, s2, params, exposure, n_nodes):
         rest = (total - s2_k).clamp_min(0)
         grid = (eta + x.view(-1, 1, 1, 1) * s2_k.sqrt()  # outer: w_k
                 + x.view(1, -1, 1, 1) * rest.sqrt())  # inner: the other factors
-        mu_k, _ = _family_moments(model, grid, params, exposure)
+        mu_k, _ = _family_moments(model, grid, params, exposure, X_zero=X_zero)
         cond = torch.einsum("b,absn->asn", w, mu_k)  # E[mu | w_k] at the outer nodes
         v_k = torch.einsum("a,asn->sn", w, cond**2) - torch.einsum("a,asn->sn", w, cond)**2
         out.append(v_k.clamp_min(0).mean(-1))

@@ -19,6 +19,7 @@ effects, at the resulting logits of the zero part).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from posheads.inference.mixed_bayes import draw_eta, draw_params
-from posheads.models.mixed import MixedData, RandomEffect, correlation_cholesky
+from posheads.models.mixed import RandomEffect, correlation_cholesky, part_logits
 from posheads.posterior import count_interval
 
 __all__ = ["MixedPredictiveMixin", "level_positions"]
@@ -83,7 +84,9 @@ class MixedPredictiveMixin:
             i += size
         values = {"coef": blocks["coef"]}
         for p in model.family.parts:
-            values[f"{p.name}_intercept"] = blocks[f"{p.name}_intercept"]
+            for key in (f"{p.name}_intercept", f"{p.name}_coef"):
+                if key in blocks:
+                    values[key] = blocks[key]
         for s in model.family.shapes:
             values[s.name] = torch.nn.functional.softplus(blocks[s.name])
         for name, terms in self.random_terms_.items():
@@ -118,10 +121,12 @@ class MixedPredictiveMixin:
         return self._bayes_draws(S, gen)
 
     # ------------------------------------------------------------ rows
-    def _row_terms(self, X, groups):
-        """The fixed design ``(n, p)`` and, per factor, ``(Z, labels or None)``."""
+    def _row_terms(self, X, groups, X_zero=None, exposure=None):
+        """The rows' :class:`MixedData` without effects (the fixed and zero-part designs,
+        the exposure) and, per factor, ``(Z, labels or None)``."""
         check_is_fitted(self, "levels_")
         Xf, _ = self._fixed_design(X, False)
+        data = self._prediction_rows(Xf, X, X_zero, exposure)
         frame = X if self.formula is not None else (
             None if groups is None else self._grouping(groups, len(Xf)))
         out = {}
@@ -132,12 +137,12 @@ class MixedPredictiveMixin:
             if frame is not None and all(c in frame.columns for c in factor.split(":")):
                 labels = self._labels_of(frame, factor)
             out[name] = (Z, labels)
-        return Xf, out
+        return data, out
 
-    def _draw_rows(self, values, Xf, terms, S, gen, exposure):
+    def _draw_rows(self, values, rows, terms, S, gen):
         """``eta`` of every row under every draw ``(S, n)``, new levels' effects drawn;
         the data; and a zero part's logits ``{part: (S, n)}`` where it has effects."""
-        n = len(Xf)
+        n = rows.n
         effects, local, parts = [], {}, {}
         for name, (Z, labels) in terms.items():
             levels = self.levels_[name]
@@ -158,23 +163,23 @@ class MixedPredictiveMixin:
             _, part = self._factor_of(name)
             if part is not None:  # a zero part's effects: onto its logits
                 term = (Zt * u[:, torch.as_tensor(codes)]).sum(-1)
-                parts[part] = parts.get(part, values[f"{part}_intercept"].unsqueeze(-1)) + term
+                if part not in parts:
+                    parts[part] = part_logits(values[f"{part}_intercept"].unsqueeze(-1),
+                                              values.get(f"{part}_coef"), rows.X_zero)
+                parts[part] = parts[part] + term
                 continue
             effects.append(RandomEffect(name, tuple(self.random_terms_[name]), Zt,
                                         torch.as_tensor(codes, dtype=torch.int64), G + n_new))
             local[f"{name}_z"] = u  # draw_eta with an identity factor: z is u itself
             local[f"{name}_sd"] = torch.ones(S, q, dtype=lam.dtype)
             local[f"{name}_corr_chol"] = torch.eye(q, dtype=lam.dtype).expand(S, q, q)
-        t = None if exposure is None else torch.as_tensor(np.asarray(exposure, np.float64))
-        if t is not None and t.shape != (n,):
-            raise ValueError(f"exposure has shape {tuple(t.shape)}, expected ({n},)")
-        data = MixedData(torch.as_tensor(Xf), tuple(effects), exposure=t)
+        data = dataclasses.replace(rows, effects=tuple(effects))
         local["coef"] = values["coef"]
         return draw_eta(local, data), data, parts
 
     # ------------------------------------------------------------ public
     def sample_posterior_predictive(self, X, groups=None, n_samples=1000, exposure=None,
-                                    random_state=None):
+                                    random_state=None, X_zero=None):
         """Draws of counts that carry the parameters' and the group effects' uncertainty.
 
         Parameters
@@ -188,6 +193,8 @@ class MixedPredictiveMixin:
         exposure : array-like, shape ``(n,)``, optional
         random_state : int, optional
             Seeds the draws (default: the estimator's ``random_state``).
+        X_zero : array-like or DataFrame, shape ``(n, p_zero)``, optional
+            The zero part's covariates, when the model was fitted with ``X_zero``.
 
         Returns
         -------
@@ -199,9 +206,9 @@ class MixedPredictiveMixin:
         gen = torch.Generator()
         seed = self.random_state if random_state is None else random_state
         gen.manual_seed(0 if seed is None else int(seed))
-        Xf, terms = self._row_terms(X, groups)
+        rows, terms = self._row_terms(X, groups, X_zero, exposure)
         values = self._parameter_draws(S, gen)
-        eta, data, parts = self._draw_rows(values, Xf, terms, S, gen, exposure)
+        eta, data, parts = self._draw_rows(values, rows, terms, S, gen)
         law = self.model_.distribution(eta, draw_params(self.model_, values), data, parts)
         torch_seed = int(torch.randint(2**62, (1,), generator=gen))
         with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -209,7 +216,7 @@ class MixedPredictiveMixin:
             return law.sample().numpy().astype(np.float64)
 
     def predict_interval(self, X, groups=None, coverage=0.9, exposure=None, n_samples=2000,
-                         random_state=None):
+                         random_state=None, X_zero=None):
         """Predictive interval of the counts, with the group-level uncertainty.
 
         The interval of :func:`posheads.posterior.count_interval` over
@@ -218,7 +225,8 @@ class MixedPredictiveMixin:
 
         Parameters
         ----------
-        X, groups, exposure, random_state : as in :meth:`sample_posterior_predictive`
+        X, groups, exposure, random_state, X_zero : as in
+            :meth:`sample_posterior_predictive`
         coverage : float in (0, 1), default=0.9
         n_samples : int, default=2000
 
@@ -231,12 +239,13 @@ class MixedPredictiveMixin:
             raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
         draws = self.sample_posterior_predictive(X, groups, n_samples=n_samples,
                                                  exposure=exposure,
-                                                 random_state=random_state)
+                                                 random_state=random_state, X_zero=X_zero)
         lo, hi = count_interval(torch.as_tensor(draws), coverage)
         return np.stack([lo.numpy(), hi.numpy()], axis=1)
 
     # ------------------------------------------------------------ posterior averages
-    def _bayes_average(self, X, groups, exposure, n_nodes, y=None, max_draws=400):
+    def _bayes_average(self, X, groups, exposure, n_nodes, y=None, max_draws=400,
+                       X_zero=None):
         """Posterior-averaged ``E[y]`` (``y`` None) or ``log p(y)`` of each row ``(n,)``.
 
         Each draw's seen levels use the draw's effects; new levels are integrated out
@@ -246,19 +255,20 @@ class MixedPredictiveMixin:
         """
         from scipy.special import logsumexp
 
-        Xf, terms = self._row_terms(X, groups)
+        data, terms = self._row_terms(X, groups, X_zero, exposure)
         gen = torch.Generator().manual_seed(0)
         values = self._bayes_draws(min(max_draws, self.posterior_.num_draws
                                        * self.posterior_.num_chains), gen)
-        S, n = len(values["coef"]), len(Xf)
-        eta = values["coef"] @ torch.as_tensor(Xf).T
+        S, n = len(values["coef"]), data.n
+        eta = values["coef"] @ data.X.T
         # per predictor (None: eta; else a part's logits): mean and new levels' variance
         pred = {None: [eta, torch.zeros(S, n, dtype=eta.dtype)]}
         for name, (Z, labels) in terms.items():
             _, part = self._factor_of(name)
             if part not in pred:
-                pred[part] = [values[f"{part}_intercept"].unsqueeze(-1).expand(S, n),
-                              torch.zeros(S, n, dtype=eta.dtype)]
+                pred[part] = [part_logits(values[f"{part}_intercept"].unsqueeze(-1),
+                                          values.get(f"{part}_coef"), data.X_zero)
+                              .expand(S, n), torch.zeros(S, n, dtype=eta.dtype)]
             Z = torch.as_tensor(Z, dtype=eta.dtype)
             lam = values[f"{name}_sd"].unsqueeze(-1) * values[f"{name}_corr_chol"]
             cov = lam @ lam.transpose(-1, -2)
@@ -280,8 +290,6 @@ class MixedPredictiveMixin:
         zero = next(iter(pred.items()), None)  # a zero part with effects (at most one)
         if zero is not None:
             w = np.outer(w, w).ravel()  # eta's nodes outer the part's
-        t = None if exposure is None else torch.as_tensor(np.asarray(exposure, np.float64))
-        data = MixedData(torch.as_tensor(Xf), (), exposure=t)
         params = draw_params(self.model_, values)
         # draws in chunks: the laws over nodes x draws x rows stay ~16 MiB
         step = max(1, 2_000_000 // max(1, len(w) * n))
@@ -315,7 +323,7 @@ class MixedPredictiveMixin:
 
         from .mixed_icc import count_scale_variances
 
-        Xf, Zs, t = self._icc_data
+        Xf, Zs, t, Xz = self._icc_data
         gen = torch.Generator().manual_seed(0)
         values = self._parameter_draws(n_draws, gen)
         if self.inference == "ml":  # the point estimate first: draw 0 at theta_hat
@@ -331,7 +339,8 @@ class MixedPredictiveMixin:
             v_k, v_u, e_res = count_scale_variances(
                 self.model_, eta, s2, draw_params(self.model_, values),
                 None if t is None else torch.as_tensor(t),
-                parts=[self._factor_of(name)[1] for name in self.random_terms_])
+                parts=[self._factor_of(name)[1] for name in self.random_terms_],
+                X_zero=None if Xz is None else torch.as_tensor(Xz))
         stats = {"icc": (v_k / (v_u + e_res)).numpy()}
         if len(s2) > 1:
             stats["icc share"] = (v_k / v_u).numpy()
@@ -351,6 +360,8 @@ class MixedPredictiveMixin:
         values = {"coef": params["coef"][None]}
         for p in self.model_.family.parts:
             values[f"{p.name}_intercept"] = params[f"{p.name}_intercept"].reshape(1)
+            if f"{p.name}_coef" in params:
+                values[f"{p.name}_coef"] = params[f"{p.name}_coef"][None]
         for s in self.model_.family.shapes:
             values[s.name] = torch.nn.functional.softplus(params[s.name]).reshape(1)
         for name, terms in self.random_terms_.items():

@@ -1,6 +1,7 @@
 """The summary table of the mixed-model regressor: :class:`MixedSummaryMixin`.
 
-Maximum likelihood: fixed effects, shapes and variance components with Wald intervals
+Maximum likelihood: fixed effects (a zero part's covariates as ``("fixed", "gate:x")``,
+the GLMs' names), shapes and variance components with Wald intervals
 (SDs on the log scale, correlations on Fisher's z scale); Bayesian engines: posterior
 means, SDs and equal-tailed intervals; both with the count-scale intraclass variation of
 :mod:`.mixed_icc`.
@@ -64,6 +65,10 @@ class MixedSummaryMixin:
                     # np.exp: a collapsed SD's huge standard error gives inf, not an error
                     rows.append(("sd", f"{factor}: {t}", math.exp(v), math.exp(v) * e,
                                  float(np.exp(v - zq * e)), float(np.exp(v + zq * e))))
+            elif name in self._zero_coef_blocks():  # "{part}_coef": "{part}:{name}"
+                part = name[:-len("_coef")]
+                for f, v, e in zip(self.zero_coef_names_, vals, s, strict=True):
+                    rows.append(("fixed", f"{part}:{f}", v, e, v - zq * e, v + zq * e))
             elif name.endswith("_corr"):
                 rows += self._corr_rows(name[:-len("_corr")], i, size, cov, zq)
             elif name in self.model_.family.shape_names:
@@ -85,7 +90,16 @@ class MixedSummaryMixin:
         effects = tuple(RandomEffect(k, tuple(v), torch.zeros(1, len(v)),
                                      torch.zeros(1, dtype=torch.int64), 1)
                         for k, v in self.random_terms_.items())
-        return MixedData(X, effects)
+        names = getattr(self, "zero_coef_names_", None)
+        return MixedData(X, effects, X_zero=None if names is None else
+                         torch.zeros(1, len(names), dtype=torch.float64))
+
+    def _zero_coef_blocks(self) -> list:
+        """The names ``"{part}_coef"`` of the zero part's coefficient blocks (none
+        without zero-part covariates)."""
+        if getattr(self, "zero_coef_names_", None) is None:
+            return []
+        return [f"{p}_coef" for p in self.model_.family.part_names]
 
     def _corr_rows(self, factor, start, size, cov, zq):
         from posheads.models.mixed import correlation_cholesky
@@ -108,3 +122,20 @@ class MixedSummaryMixin:
         return [("corr", f"{factor}: {terms[b]}, {terms[a]}", math.tanh(v),
                  (1 - math.tanh(v) ** 2) * e, math.tanh(v - zq * e), math.tanh(v + zq * e))
                 for a, b, v, e in zip(i, j, zval, zse, strict=True)]
+
+    # ------------------------------------------------------------ criteria
+    def aic(self) -> float:
+        """Akaike's criterion ``-2 loglik + 2 k`` (``k`` fixed parameters; ML only)."""
+        self._check_ml("aic")
+        return -2.0 * self.loglik_ + 2.0 * len(self.fit_.theta)
+
+    def bic(self) -> float:
+        """Schwarz's criterion ``-2 loglik + k log(n)`` (ML only)."""
+        self._check_ml("bic")
+        return -2.0 * self.loglik_ + math.log(self.n_obs_) * len(self.fit_.theta)
+
+    def _check_ml(self, what):
+        check_is_fitted(self, "levels_")
+        if self.inference != "ml":
+            raise ValueError(f"{what} needs a maximum-likelihood fit (inference='ml'), "
+                             f"this one is {self.inference!r}")

@@ -1,8 +1,8 @@
 """The grouping terms of the mixed-model regressor: grouping frames, factor labels and
 lme4-style bar terms of a formula.
 
-A zero part's group effects (``zero_formula="~ (1 | patient)"``, glmmTMB's
-``ziformula``) are parsed by the same :func:`bar_terms` as the count part's.
+A zero part's formula (``zero_formula="~ x + (1 | patient)"``, glmmTMB's ``ziformula``)
+is parsed by the same :func:`bar_terms` as the count part's.
 """
 
 from __future__ import annotations
@@ -79,23 +79,29 @@ def bar_terms(formula: str):
     return spec, fixed
 
 
-def zero_part_spec(zero_formula, zero_random_effects, family) -> dict:
+def zero_part_spec(zero_formula, zero_random_effects, family):
     """The zero part's ``{factor: [terms]}`` (``{}`` without one), checked against the
-    family (which must have a zero part)."""
+    family (which must have a zero part), and ``zero_formula``'s fixed terms other than
+    the intercept (its covariates; the intercept cannot be removed).
+
+    Returns
+    -------
+    (dict of str to list of str, list of str)
+    """
     if zero_formula is not None and zero_random_effects is not None:
         raise ValueError("give the zero part's group effects once: zero_formula= or "
                          "zero_random_effects=, not both")
+    extra = []
     if zero_formula is not None:
         spec, fixed = bar_terms(zero_formula)
+        if "1" not in fixed:
+            raise ValueError(f"zero_formula {zero_formula!r}: the zero part keeps its "
+                             "intercept (drop the '0 +' / '- 1')")
         extra = [t for t in fixed if t != "1"]
-        if extra:
-            raise ValueError(f"zero_formula {zero_formula!r}: zero-part covariates "
-                             f"{extra} are not supported (only bar terms such as "
-                             "(1 | group))")
     else:
         spec = dict(zero_random_effects or {})
-    if spec and not family.parts:
-        raise ValueError(f"zero-part random-effect term(s) {sorted(spec)}: the family "
+    if (spec or extra) and not family.parts:
+        raise ValueError(f"zero-part term(s) {sorted(spec) + extra}: the family "
                          f"{family.name!r} has no zero part (use a zero-inflated or "
                          "hurdle family)")
-    return spec
+    return spec, extra

@@ -64,7 +64,8 @@ def row_derivatives(model, eta, params, data, *, graph: bool = False):
 class RowJets:
     """Each row's ``l`` and its derivatives at one point, detached, to carry a gradient.
 
-    At ``eta`` (and the rows' parameters: the family's shapes and parts) it holds per row
+    At ``eta`` (and the rows' parameters: the family's shapes and each part's fixed
+    logits, per row with a zero-part design) it holds per row
     ``l``, ``d1 = dl/deta``, ``d2``, ``d3`` and the derivatives of ``l``, ``d1`` and ``d2``
     in each row parameter (per row, so each row keeps its own). :meth:`linear` then
     writes a row quantity as its value plus its first-order change in a graph-carrying
@@ -92,37 +93,42 @@ class RowJets:
 
     def __init__(self, model, params, data, eta):
         fam = model.family
-        # (block of theta, key of the family's rows, a part's predictor or a shape)
-        self.keys = ([(f"{p.name}_intercept", p.name, True) for p in fam.parts]
-                     + [(s.name, s.name, False) for s in fam.shapes])
-        # each parameter's change from here: 0 in value, its graph in theta
-        self.moves = [params[k] - params[k].detach() for k, _, _ in self.keys]
-        fixed = {k: v.detach() for k, v in params.items()}
+        # (name, whether a part's predictor): a part's fixed logits (per row with a
+        # zero-part design) or a shape
+        self.keys = ([(p.name, True) for p in fam.parts]
+                     + [(s.name, False) for s in fam.shapes])
+        values = dict(model.part_logits(params, data))
+        values.update({s.name: params[s.name] for s in fam.shapes})
+        # each row parameter's change from here: 0 in value, its graph in theta
+        self.moves = [values[k] - values[k].detach() for k, _ in self.keys]
+        fixed = {k: v.detach() for k, v in values.items()}
         terms = fam.rows(data.y, data.exposure, None, beta=model.beta,
                          threshold=model.threshold)
         eta = eta.detach()
         if not (terms.closed_form and self._closed(terms, fixed, eta)):
-            self._autograd(model, fixed, data, eta)
+            self._autograd(model, {k: v.detach() for k, v in params.items()}, fixed, data,
+                           eta)
         with torch.no_grad():  # the value with its constants
-            self.ell = model.row_log_lik(eta, fixed, data)
+            self.ell = model.row_log_lik(eta, {k: v.detach() for k, v in params.items()},
+                                         data)
 
-    def _at(self, params, eta, bump=None, h=0.0):
+    def _at(self, values, eta, bump=None, h=0.0):
         P, u = {"eta": eta}, {}
-        for key, name, part in self.keys:
-            v = params[key] + h if name == bump else params[key]
+        for name, part in self.keys:
+            v = values[name] + h if name == bump else values[name]
             if part:
                 P[name] = v.expand_as(eta)
             else:
                 u[name] = v
         return P, u
 
-    def _closed(self, terms, params, eta) -> bool:
+    def _closed(self, terms, values, eta) -> bool:
         def d2(bump=None, h=0.0, e=eta):
-            return -terms.curvature(*self._at(params, e, bump, h))["eta", "eta"]
+            return -terms.curvature(*self._at(values, e, bump, h))["eta", "eta"]
 
-        P, u = self._at(params, eta)
+        P, u = self._at(values, eta)
         a, c = terms.gradient(P, u), terms.curvature(P, u)
-        names = [name for _, name, _ in self.keys]
+        names = [name for name, _ in self.keys]
         if any(k not in a or ("eta", k) not in c for k in ["eta", *names]):
             return False
         self.d1, self.d2 = a["eta"], -c["eta", "eta"]
@@ -131,19 +137,21 @@ class RowJets:
         h = self.STEP * (1.0 + eta.abs())
         self.d3 = (d2(e=eta + h) - d2(e=eta - h)) / (2.0 * h)
         self.d2_rows = []
-        for (key, name, _) in self.keys:
-            hk = self.STEP * (1.0 + float(params[key].abs().max()))
+        for name, _ in self.keys:
+            hk = self.STEP * (1.0 + float(values[name].abs().max()))
             self.d2_rows.append((d2(name, hk) - d2(name, -hk)) / (2.0 * hk))
         return True
 
-    def _autograd(self, model, params, data, eta):
+    def _autograd(self, model, params, values, data, eta):
         with torch.enable_grad():
             e = eta.requires_grad_(True)
-            leaves = [params[k].expand_as(e).clone().requires_grad_(True)
-                      for k, _, _ in self.keys]
+            leaves = {k: values[k].expand_as(e).clone().requires_grad_(True)
+                      for k, _ in self.keys}
             local = dict(params)
-            local.update(zip([k for k, _, _ in self.keys], leaves, strict=True))
-            ell = model.row_log_lik(e, local, data)
+            local.update({k: leaves[k] for k, part in self.keys if not part})
+            ell = model.row_log_lik(e, local, data,
+                                    {k: leaves[k] for k, part in self.keys if part})
+            leaves = list(leaves.values())
             d1, *l_rows = _grads(ell, e, leaves, graph=True)
             d2, *d1_rows = _grads(d1, e, leaves, graph=True)
             self.d3, *self.d2_rows = _grads(d2, e, leaves, graph=False)
@@ -180,6 +188,7 @@ class _RowDerivatives:
                          threshold=model.threshold)
         self.terms = terms if terms.closed_form else None
         self.shapes = {s.name: params[s.name] for s in fam.shapes}
+        self.logits = model.part_logits(params, data)
         self.last = (None, None)
 
     @staticmethod
@@ -192,8 +201,7 @@ class _RowDerivatives:
         # line search accepted -- shares the family's per-row pieces kept in P
         if self.last[0] is eta:
             return self.last[1]
-        parts = {p.name: self.params[f"{p.name}_intercept"].expand_as(eta)
-                 for p in self.model.family.parts}
+        parts = {k: v.expand_as(eta) for k, v in self.logits.items()}
         P = {"eta": eta, **parts}
         self.last = (eta, P)
         return P

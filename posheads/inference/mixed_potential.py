@@ -15,7 +15,10 @@ is written out once:
   ``B_k[g] = sum_{i in g} a_i Z_k[i]`` (shape ``(G_k, q_k)``, one ``index_add``),
   ``dl/dz_k = B_k Lambda_k`` and ``dl/dLambda_k = B_k^T z_k``; a factor that reaches a
   zero part enters that part's logits instead, and ``a`` is then the rows' slope in them;
-* the ``Normal`` sites on the real line (``coef``, the parts' intercepts, every ``z_k``):
+* a zero part's logits ``intercept + X_zero coef_zero`` (+ its factors' terms), with
+  ``dl/dcoef_zero = X_zero^T a_zero``, ``a_zero`` the rows' slopes in the logits;
+* the ``Normal`` sites on the real line (``coef``, the parts' intercepts and
+  coefficients, every ``z_k``):
   ``log p = -((x - m) / s)^2 / 2 - log s - log(2 pi) / 2``;
 * the SDs (``HalfNormal`` on ``exp``) and the NB concentration (inverse gamma on
   ``softplus``): their prior, bijection and log-Jacobian in closed form, each checked at
@@ -135,6 +138,7 @@ class GLMMPotential:
         self.terms = fam.rows(data.y, data.exposure, None, beta=model.beta,
                               threshold=model.threshold)
         self.X_t = data.X.T.contiguous()
+        self.Xz_t = None if data.X_zero is None else data.X_zero.T.contiguous()
         self.effects = []
         for e in data.effects:
             Z = e.Z.contiguous()
@@ -225,6 +229,8 @@ class GLMMPotential:
         P = {"eta": eta}
         for p in self.part_names:
             b = self._block(theta, f"{p}_intercept").reshape(())
+            if self.Xz_t is not None:  # the zero part's covariates
+                b = b + torch.mv(self.data.X_zero, self._block(theta, f"{p}_coef"))
             P[p] = b + extra[p] if p in extra else b.expand(n)
         u = {s: ops.softplus_inverse(values[s].detach()).reshape(())
              for s in self.shape_names}
@@ -259,6 +265,8 @@ class GLMMPotential:
             grad[self.slices["coef"]] = -torch.mv(self.X_t, a)
             for p in self.part_names:
                 grad[self.slices[f"{p}_intercept"]] = -rows[p].sum()
+                if self.Xz_t is not None:
+                    grad[self.slices[f"{p}_coef"]] = -torch.mv(self.Xz_t, rows[p])
             dl = {}  # dl/dv of the small sites' constrained values
             for (e, Z, col), (lam, z) in zip(self.effects, lams, strict=True):
                 # the rows' slopes in the predictor the factor reaches

@@ -19,7 +19,8 @@ __all__ = ["MOMENT_SD_RANGE", "moment_start", "start_theta"]
 
 def start_theta(model, data) -> torch.Tensor:
     """A start: least squares of ``softplus_inverse`` of smoothed rates on ``X``, the
-    family's moment start for shapes and parts, and SDs of half the residual spread."""
+    family's moment start for shapes and parts' intercepts (a zero part's coefficients
+    at 0), and SDs of half the residual spread."""
     from posheads import ops
 
     fam = model.family
@@ -36,6 +37,8 @@ def start_theta(model, data) -> torch.Tensor:
     params = {"coef": coef}
     for p in fam.parts:
         params[f"{p.name}_intercept"] = torch.tensor(raw[p.argument])
+        if data.X_zero is not None:  # the GLM of moment_start fits them
+            params[f"{p.name}_coef"] = torch.zeros(data.X_zero.shape[1])
     for s in fam.shapes:
         params[s.name] = torch.tensor(raw[s.name])
     sd = max(0.5 * spread, 0.05)

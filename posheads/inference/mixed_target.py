@@ -10,7 +10,8 @@ NUTS takes its potential and gradient with the chain rule written out
 (:class:`~posheads.inference.mixed_potential.GLMMPotential`).
 
 Sites (constrained values, in packing order): ``"coef"`` ``(p,)``, each part's
-``"{part}_intercept"`` ``()``, each shape ``()``, and per factor ``k``: ``"{k}_sd"``
+``"{part}_intercept"`` ``()`` and, with a zero-part design (:attr:`MixedData.X_zero`),
+``"{part}_coef"`` ``(p_zero,)``, each shape ``()``, and per factor ``k``: ``"{k}_sd"``
 ``(q,)``, ``"{k}_corr_chol"`` ``(q, q)`` when ``q > 1``, ``"{k}_z"`` ``(G, q)``. A factor
 whose :attr:`~posheads.models.mixed.RandomEffect.part` names a zero part adds its effects
 to that part's logits instead of ``eta``.
@@ -23,7 +24,7 @@ import torch
 from torch.distributions import biject_to
 
 from posheads import ops
-from posheads.models.mixed import MixedData
+from posheads.models.mixed import MixedData, part_logits
 from posheads.models.target import Target
 
 from .mixed_potential import GLMMPotential
@@ -53,10 +54,12 @@ def draw_factors(values: dict, data: MixedData) -> list:
 def draw_params(model, values: dict) -> dict:
     """The model's flat-layout parameters of :meth:`SoftplusGLMM.distribution` for each
     draw: shapes before softplus and parts' intercepts, shaped ``(S, 1)`` to broadcast
-    over rows."""
+    over rows, and a zero part's coefficients ``(S, p_zero)`` where there are any."""
     params = {}
     for p in model.family.parts:
         params[f"{p.name}_intercept"] = values[f"{p.name}_intercept"].unsqueeze(-1)
+        if f"{p.name}_coef" in values:
+            params[f"{p.name}_coef"] = values[f"{p.name}_coef"]
     for s in model.family.shapes:
         params[s.name] = ops.softplus_inverse(values[s.name]).unsqueeze(-1)
     return params
@@ -83,13 +86,15 @@ def draw_eta(values: dict, data: MixedData) -> torch.Tensor:
 
 def draw_parts(values: dict, data: MixedData) -> dict:
     """The logits of each zero part that has group effects, ``{part: (S, n)}``: the
-    part's intercept plus its factors' terms (a part without effects is left out: it
-    takes its intercept, :meth:`SoftplusGLMM.distribution`)."""
+    part's fixed logits plus its factors' terms (a part without effects is left out: it
+    takes its fixed logits, :meth:`SoftplusGLMM.distribution`)."""
     out = {}
     for e, term in _effect_terms(values, data):
         if e.part is not None:
-            base = out.get(e.part, values[f"{e.part}_intercept"].unsqueeze(-1))
-            out[e.part] = base + term
+            if e.part not in out:
+                out[e.part] = part_logits(values[f"{e.part}_intercept"].unsqueeze(-1),
+                                          values.get(f"{e.part}_coef"), data.X_zero)
+            out[e.part] = out[e.part] + term
     return out
 
 
@@ -114,8 +119,11 @@ class GLMMTarget(Target):
         # (name, prior, constrained shape); the priors are the Pyro model's own
         sites = [("coef", torch.distributions.Normal(like, model.coef_scale),
                   (data.X.shape[1],))]
-        sites += [(f"{p.name}_intercept", torch.distributions.Normal(like, 2.0), ())
-                  for p in fam.parts]
+        for p in fam.parts:
+            sites.append((f"{p.name}_intercept", torch.distributions.Normal(like, 2.0), ()))
+            if data.X_zero is not None:
+                sites.append((f"{p.name}_coef", torch.distributions.Normal(
+                    like, model.coef_scale), (data.X_zero.shape[1],)))
         sites += [(s.name, s.prior(like), ()) for s in fam.shapes]
         for e in data.effects:
             sites.append((f"{e.name}_sd", torch.distributions.HalfNormal(
@@ -135,7 +143,8 @@ class GLMMTarget(Target):
         self.layout = [(name, shape) for name, _, _, shape, _ in self.sites]
         self._sizes = [free.numel() for *_, free in self.sites]
         self.num_obs = float(data.n)
-        self.work_size = int(data.X.numel() + sum(e.Z.numel() for e in data.effects))
+        self.work_size = int(data.X.numel() + sum(e.Z.numel() for e in data.effects)
+                             + (0 if data.X_zero is None else data.X_zero.numel()))
         # theta = 0 (unit SDs, identity correlations, shapes softplus(0)) is finite
         self._potential = GLMMPotential(model, data, self.sites, data.X.new_zeros(self.dim))
 

@@ -106,7 +106,8 @@ class TwoPartRows:
         self.part = part_name(structure.effects)
         self.structure = structure
         eta = model.fixed_eta(params, data)
-        self.base = torch.stack([eta, params[f"{self.part}_intercept"].expand_as(eta)], -1)
+        gate = model.part_logits(params, data)[self.part]
+        self.base = torch.stack([eta, gate.expand_as(eta)], -1)
 
     def predictors(self, A, z) -> torch.Tensor:
         """``(eta, gate)`` of each row at the effects ``z``, shape ``(n, 2)``."""
@@ -152,7 +153,7 @@ def two_part_log_lik(model, theta, data, structure, z_hat):
     part = part_name(structure.effects)
     A = structure.rows(model.factors(params, data))
     eta0 = model.fixed_eta(params, data)
-    gate0 = params[f"{part}_intercept"].expand_as(eta0)
+    gate0 = model.part_logits(params, data)[part].expand_as(eta0)
 
     def at(z):
         return eta0 + structure.eta(A, z, 0), gate0 + structure.eta(A, z, 1)
