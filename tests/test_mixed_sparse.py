@@ -220,3 +220,22 @@ def test_count_and_zero_part_on_one_grouping_match_the_dense_hessian(G, n_sites,
     g = rng.normal(size=st.R)
     np.testing.assert_allclose(st.solve(Hs, torch.tensor(g)).numpy(), np.linalg.solve(H, g),
                                rtol=1e-10, atol=1e-12)
+
+
+def test_rescale_keeps_each_factors_effects():
+    # crossed factors, one with a correlated slope: z under the new factors carries the
+    # same u_k = z_k Lambda_k' (and so the same rows' predictors) as z under the old
+    rng = np.random.default_rng(11)
+    _, effects = _crossed(rng, 120, (7, 5))
+    st = EffectsStructure(effects)
+    old = [torch.tensor([[0.7, 0.0], [0.2, 0.4]], dtype=f64), torch.tensor([[0.6]], dtype=f64)]
+    new = [torch.tensor([[30.0, 0.0], [-1.5, 0.05]], dtype=f64),
+           torch.tensor([[1e-3]], dtype=f64)]
+    z = torch.tensor(rng.normal(size=st.R))
+    moved = st.rescale(z, old, new)
+    for zk, mk, a, b in zip(st.split(z), st.split(moved), old, new, strict=True):
+        np.testing.assert_allclose((mk @ b.T).numpy(), (zk @ a.T).numpy(), rtol=1e-12,
+                                   atol=1e-12)
+    np.testing.assert_allclose(st.eta(st.rows(new), moved).numpy(),
+                               st.eta(st.rows(old), z).numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(st.rescale(z, old, old).numpy(), z.numpy(), rtol=1e-14)

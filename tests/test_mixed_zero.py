@@ -185,6 +185,53 @@ def test_one_block_per_level_matches_the_schur_path():
     np.testing.assert_allclose(z1, z2, rtol=0, atol=1e-9)
 
 
+def test_warm_start_keeps_the_effects_at_a_far_larger_sd(monkeypatch):
+    # the ML fit warm-starts each inner solve from the last mode with its effects
+    # u = sd z kept (EffectsStructure.rescale): at a trial count SD e^8 (the upper bound)
+    # from a mode at 0.5 it reaches the mode a cold or plain warm start reaches, in far
+    # fewer Newton steps than the plain warm start (whose predictors start e^8 / 0.5
+    # times too far out); and the fit is the one with the plain warm start
+    from posheads.inference import mixed_structure
+
+    rng = np.random.default_rng(5)
+    G = 40
+    x, codes, y = _simulate_zip(rng, 1200, G, **TRUTH)
+    data, model = _data(x, codes, y, G), SoftplusGLMM("zero_inflated_poisson")
+    st = EffectsStructure(data.effects)
+    near = _theta(model, data, TRUTH["coef"], TRUTH["gate"], 0.5, 0.9)
+    far = _theta(model, data, TRUTH["coef"], TRUTH["gate"], math.exp(8.0), 0.9)
+    z_near, ok = inner_mode(model, near, data, st)
+    assert ok
+    lams = [model.factors(model.unpack(t, data), data) for t in (near, far)]
+    steps = []
+    solve = mixed_structure.EffectsStructure.solve
+
+    def counted(self, H, g):
+        steps[-1] += 1
+        return solve(self, H, g)
+
+    monkeypatch.setattr(mixed_structure.EffectsStructure, "solve", counted)
+    modes = []
+    for z0 in (st.rescale(z_near, *lams), z_near, None):
+        steps.append(0)
+        z, ok = inner_mode(model, far, data, st, z0)
+        assert ok
+        modes.append(torch.cat([zk @ lam.T for zk, lam in zip(st.split(z), lams[1],
+                                                                strict=True)]))
+    np.testing.assert_allclose(modes[0].numpy(), modes[1].numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(modes[0].numpy(), modes[2].numpy(), rtol=1e-6, atol=1e-6)
+    assert 2 * steps[0] < steps[1], steps  # (from 0: about as few as the first)
+    monkeypatch.setattr(mixed_structure.EffectsStructure, "solve", solve)
+
+    fit = fit_mixed_ml(model, data, compute_cov=False)
+    monkeypatch.setattr(mixed_structure.EffectsStructure, "rescale",
+                        lambda self, z, old, new: z)
+    plain = fit_mixed_ml(model, data, compute_cov=False)
+    assert fit.converged and plain.converged
+    assert abs(fit.log_lik - plain.log_lik) < 1e-6 * abs(plain.log_lik)
+    np.testing.assert_allclose(fit.theta, plain.theta, atol=1e-4)
+
+
 def test_many_levels_in_both_parts_stay_linear():
     # 10,000 levels of ~3 rows, (1 | g) in both parts: 20,000 effects. Two factors would
     # put 10,000 in a dense Schur complement (refused beyond dense_limit); one unit keeps

@@ -5,10 +5,11 @@ log-likelihood of :mod:`.mixed_laplace` over the fixed parameters -- fixed effec
 standard deviations, unconstrained correlation factors, the family's shapes and parts --
 with scipy's L-BFGS-B on an orthogonalised fixed-effects design (:class:`_Reparam`),
 from the GLM without group effects and moment SDs (:func:`moment_start`); each
-evaluation solves for the mode of the effects (warm-started from the previous one) and
-differentiates through it. Log standard deviations are kept in
-``[log_sd_bounds]``: a variance component at the boundary (a true SD of 0) ends at the
-lower bound with a flat likelihood, and is reported in :attr:`MixedFit.singular`.
+evaluation solves for the mode of the effects (warm-started from the previous one, its
+effects ``u = Lambda z`` kept under the new SDs) and differentiates through it. Log
+standard deviations are kept in ``[log_sd_bounds]``: a variance component at the
+boundary (a true SD of 0) ends at the lower bound with a flat likelihood, and is reported
+in :attr:`MixedFit.singular`.
 
 The covariance of the estimates is the inverse of the numerical Hessian of the negated
 objective (forward differences of its exact gradient).
@@ -101,7 +102,7 @@ class _Objective:
     def __init__(self, model, data, structure, n_quadrature):
         self.model, self.data, self.structure = model, data, structure
         self.n_quadrature = n_quadrature
-        self.z = None
+        self.z, self.lams = None, None
         self.last = None
         self.like = data.X
 
@@ -110,12 +111,22 @@ class _Objective:
                                device=self.like.device)
 
     def mode(self, theta):
-        z, ok = inner_mode(self.model, theta, self.data, self.structure, self.z)
+        with torch.no_grad():
+            lams = self.model.factors(self.model.unpack(theta.detach(), self.data), self.data)
+        z, ok = inner_mode(self.model, theta, self.data, self.structure, self.warm(lams))
         if not ok:  # a wild trial point: start again from 0
             z, ok = inner_mode(self.model, theta, self.data, self.structure, None)
         if ok:
-            self.z = z
+            self.z, self.lams = z, lams
         return z
+
+    def warm(self, lams):
+        """The last mode as a start at the factors ``lams``, its effects kept
+        (:meth:`EffectsStructure.rescale`)."""
+        if self.z is None:
+            return None
+        z = self.structure.rescale(self.z, self.lams, lams)
+        return z if bool(torch.isfinite(z).all()) else self.z
 
     def __call__(self, theta):
         theta = np.asarray(theta, dtype=np.float64)

@@ -245,6 +245,21 @@ class EffectsStructure:
         return [z[self.offsets[k]:self.offsets[k + 1]].reshape(e.n_groups, e.q)
                 for k, e in enumerate(self.effects)]
 
+    def rescale(self, z: torch.Tensor, old: list, new: list) -> torch.Tensor:
+        """The ``z`` whose effects ``u_k = z_k Lambda_k'`` under the factors ``new`` are
+        those of ``z`` under ``old`` (``z_k Lambda_old' Lambda_new^{-T}``), shape ``(R,)``.
+
+        The inner solve's warm start from one ``theta`` to the next: a trial SD far above
+        the last one would otherwise start the rows' predictors that many times too far
+        out, where Newton steps crawl; far below, the prior dominates ``f`` and one step
+        lands. ``Lambda_k`` is lower triangular (``diag(sd) L``).
+        """
+        blocks = []
+        for zk, a, b in zip(self.split(z), old, new, strict=True):
+            u = zk @ a.T
+            blocks.append(torch.linalg.solve_triangular(b, u.T, upper=False).T.reshape(-1))
+        return torch.cat(blocks)
+
     def rows(self, lams: list) -> list:
         """``A_k = Z_k @ Lambda_k`` per factor, shapes ``(n, q_k)``."""
         return [e.Z @ lam for e, lam in zip(self.effects, lams, strict=True)]
