@@ -161,3 +161,37 @@ def test_heavy_tailed_steps_keep_the_step_size_after_a_break(seed):
     assert found["student"] < 0.03, found
     assert found["jumps"] < 0.04, found
     assert max(found["student"], found["jumps"]) < 0.75 * found["normal"]
+
+
+
+def test_grid_values_the_evidence_rules_out_stop_early_without_changing_the_fit(monkeypatch):
+    # with two-scale steps Newton crawls at step sizes the data rule out; stopping those
+    # grid values (> 30 nats below the series' best, barely moving) leaves the posterior
+    # over the grid, and the modes that carry its weight, as a full solve finds them (a
+    # stopped series still informs the shared means of its grid value: the other series'
+    # modes at that value move by up to 2e-3 on the eta scale, where their weight is 5e-4)
+    from posheads.datasets import make_intermittent_panel
+    from posheads.estimators.forecasting import CountForecaster, laplace_newton
+
+    frame, _ = make_intermittent_panel(12, 365, random_state=0)
+    frame["y"] = frame.y.astype(float)
+    calls = []
+    step = laplace_newton._newton_step
+
+    def counted(*args):
+        calls.append(1)
+        return step(*args)
+
+    monkeypatch.setattr(laplace_newton, "_newton_step", counted)
+    early = CountForecaster(random_state=0, level_steps="jumps").fit(frame).laplace_
+    n_early = len(calls)
+    calls.clear()
+    monkeypatch.setattr(laplace_newton, "_OUTWEIGHED", math.inf)
+    full = CountForecaster(random_state=0, level_steps="jumps").fit(frame).laplace_
+    assert n_early < 0.5 * len(calls), (n_early, len(calls))
+    weight_early, weight_full = early.log_post.exp(), full.log_post.exp()
+    np.testing.assert_allclose(weight_early, weight_full, atol=1e-5)
+    carried = weight_full > 1e-3
+    np.testing.assert_allclose(early.level[carried], full.level[carried], atol=1e-5)
+    np.testing.assert_allclose(early.state_cov[carried], full.state_cov[carried], rtol=1e-4,
+                               atol=1e-7)
