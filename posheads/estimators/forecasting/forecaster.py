@@ -116,7 +116,7 @@ class CountForecaster(ForecastPredictMixin, LaplaceForecastMixin, ForecastStateM
         ``"jumps"``, a two-scale mixture ``0.95 N(0, sigma^2) + 0.05 N(0, (5 sigma)^2)``
         that takes a break in the level (a new law, a lost customer) as one rare step
         instead of widening every step. Measured on the shipped series: 0.4% lower CRPS
-        and 90% coverage closer to nominal on six of seven, at about twice the fit time.
+        and 90% coverage closer to nominal on six of seven, at about 1.5 times the fit time.
 
     Attributes
     ----------
