@@ -193,7 +193,11 @@ def test_closed_form_families_say_so():
     assert families.NEGATIVE_BINOMIAL.rows(torch.ones(3)).closed_form
     assert families.ZERO_INFLATED_POISSON.rows(torch.ones(3)).closed_form
     assert not families.ZERO_INFLATED_POISSON.rows(torch.ones(3)).convex
-    assert not families.HURDLE_POISSON.rows(torch.ones(3)).closed_form
+    for family in (families.ZERO_INFLATED_NEGATIVE_BINOMIAL, families.HURDLE_POISSON,
+                   families.HURDLE_NEGATIVE_BINOMIAL):
+        assert family.rows(torch.ones(3)).closed_form
+        assert not family.rows(torch.ones(3)).convex
+    assert not families.DISCRETIZED_LOGISTIC.rows(torch.ones(3)).closed_form
 
 
 # ------------------------------------------------------------------ simulator

@@ -13,9 +13,11 @@ import pytest
 import torch
 from scipy import optimize, special
 
+from posheads import families
 from posheads.distributions import SoftplusHurdleNegativeBinomial
 from posheads.estimators.glm import ZeroInflatedPoissonSoftplusRegressor
 from posheads.estimators.mixed import MixedCountRegressor
+from posheads.families import AutogradRows
 from posheads.inference import MAP
 from posheads.inference.mixed_bayes import GLMMTarget
 from posheads.inference.mixed_laplace import EffectsStructure, inner_mode, marginal_log_lik
@@ -129,8 +131,14 @@ def test_laplace_gradient_with_zero_covariates(zero_effect):
     assert_gradient_matches_differences(model, data, theta)
 
 
-def test_hurdle_nb_gradient_autograd_rows():
-    # a family whose rows in (eta, gate) come from autograd
+@pytest.mark.parametrize("closed", [True, False])
+def test_hurdle_nb_gradient(closed, monkeypatch):
+    # a family with a shape: the rows in (eta, gate) from its closed forms (the
+    # concentration at its value in theta) or, forced, from autograd
+    if not closed:
+        fam = families.HURDLE_NEGATIVE_BINOMIAL
+        monkeypatch.setattr(fam, "rows", lambda y, exposure=None, weights=None, **kw:
+                            AutogradRows(fam, y, exposure, weights, **kw))
     G = 5
     df = _simulate_zip(4, 70, G, **TRUTH)
     data, model = _data(df, G, zero_effect=True), SoftplusGLMM("hurdle_negative_binomial")

@@ -22,7 +22,8 @@ Priors whose support maps to the reals by softplus: ``SoftplusInverseGamma`` (wi
 Bases for new laws: ``SoftplusLinked`` (tensor parameters broadcast together, the link
 settings, a generic ``expand``) and ``SoftplusCounts`` (exposure, count support, ``rate``,
 and the checks of counts); a count law subclasses the latter and defines
-``_count_log_prob``, ``_count_sample`` and ``_count_moments``.
+``_count_log_prob``, ``_count_sample`` and ``_count_moments``. ``log1mexp(x, log_x)`` is
+``log(1 - exp(-x))``, finite where ``x`` underflows (a zero-truncated law's normaliser).
 
 Where ``low`` and ``exposure`` go
 ---------------------------------
@@ -50,7 +51,7 @@ Numerical notes
   (with the right sign) instead of ``-inf``/NaN.
 """
 
-from ._base import SoftplusCounts, SoftplusLinked
+from ._base import SoftplusCounts, SoftplusLinked, log1mexp
 from .continuous import SoftplusGamma, SoftplusLogNormal, SoftplusNormal
 from .counts import (
     SoftplusHurdleNegativeBinomial,
@@ -91,5 +92,6 @@ __all__ = [
     "SoftplusZeroInflatedPoisson",
     "flat",
     "half_normal_inverse_sqrt",
+    "log1mexp",
     "tweedie_log_series",
 ]

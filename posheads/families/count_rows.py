@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from .. import ops
 from .rows import RowTerms
 
-__all__ = ["NegativeBinomialRows", "PoissonRows", "count_levels", "log_factorial"]
+__all__ = ["NegativeBinomialRows", "PoissonRows", "count_levels", "log_factorial",
+           "negative_binomial_derivatives", "negative_binomial_pieces"]
 
 
 def log_factorial(y: torch.Tensor) -> torch.Tensor:
@@ -151,6 +152,73 @@ def _trigamma(x):
     return torch.polygamma(1, x)
 
 
+def negative_binomial_pieces(eta, u, exposure, beta, switch) -> dict:
+    """Per-row quantities the NB2 terms share, with the graph of ``eta`` and ``u`` when
+    grad mode is on.
+
+    Parameters
+    ----------
+    eta : Tensor, shape ``(n,)``
+    u : Tensor, 0-d
+        The unconstrained concentration, ``r = softplus(u)``.
+    exposure : Tensor, shape ``(n,)``, or None
+    beta, switch : float
+        The link (``switch`` from :func:`posheads.ops.linear_switch`).
+
+    Returns
+    -------
+    dict
+        ``log_s, sig, rho`` (``(n,)``: ``log softplus_beta(eta)``, ``sigmoid(beta eta)``,
+        ``sig / s``), ``r, sig_u`` (0-d: ``r`` and ``dr/du``), ``logit`` (``(n,)``:
+        ``d = log mu - log r``), ``p = sigmoid(d) = mu / (r + mu)`` and
+        ``sp_d = softplus(d) = -log(1 - p)`` (exact past torch's linear threshold).
+    """
+    _, log_s, sig, rho = ops.softplus_derivatives(eta, beta, switch)
+    r = ops.softplus(u)
+    logit = log_s - torch.log(r)
+    if exposure is not None:
+        logit = logit + torch.log(exposure)
+    return {"log_s": log_s, "sig": sig, "rho": rho, "r": r, "sig_u": torch.sigmoid(u),
+            "logit": logit, "p": torch.sigmoid(logit), "sp_d": ops.softplus(logit)}
+
+
+def negative_binomial_derivatives(y, k, levels, beta, need_h):
+    """Unweighted NB2 row derivatives in ``eta`` and ``u`` (the module docstring's).
+
+    Parameters
+    ----------
+    y : Tensor, shape ``(n,)``
+    k : dict
+        :func:`negative_binomial_pieces` at the point.
+    levels : tuple or None
+        :func:`count_levels` of ``y``.
+    beta : float
+    need_h : bool
+
+    Returns
+    -------
+    a : dict of str to Tensor, shape ``(n,)``
+        ``dl/deta`` and ``dl/du`` keyed ``"eta"`` and ``"concentration"``.
+    h : dict of (str, str) to Tensor, shape ``(n,)``, or None
+        The negated second derivatives (None unless ``need_h``).
+    """
+    r, p, rho, sig, su = k["r"], k["p"], k["rho"], k["sig"], k["sig_u"]
+    q = 1.0 - p
+    yq_r = y * q / r
+    yr = y + r
+    a_eta = rho * (y - yr * p)
+    d_r = _by_count(torch.digamma, y, r, levels) - k["sp_d"] + p - yq_r
+    a = {"eta": a_eta, "concentration": su * d_r}
+    if not need_h:
+        return a, None
+    h_ee = rho * rho * (y - yr * p * p) - (beta * (1.0 - sig)) * a_eta
+    h_eu = -(su * rho * p * (yq_r - p))
+    d_rr = _by_count(_trigamma, y, r, levels) + p / r - (p - yq_r) * q / r
+    h_uu = -(d_rr * su * su + d_r * (su * (1.0 - su)))
+    return a, {("eta", "eta"): h_ee, ("eta", "concentration"): h_eu,
+               ("concentration", "concentration"): h_uu}
+
+
 class NegativeBinomialRows(RowTerms):
     """NB2 rows in closed form; ``value`` leaves out ``sum w lgamma(y + 1)``."""
 
@@ -161,19 +229,13 @@ class NegativeBinomialRows(RowTerms):
         self.levels = count_levels(y, weights)
 
     def _pieces(self, P, u):
-        """Shared per-row quantities at ``(eta, u)``, kept in ``P`` for this ``u``:
-        ``log_s, rho, sig, logit, p`` (n,) and ``r, sig_u`` (scalars)."""
+        """:func:`negative_binomial_pieces` at ``(eta, u)``, without a graph, kept in ``P``
+        for this ``u``."""
         u = u["concentration"]
         cached = P.get("_nb")
         if cached is None or not bool(cached[0] == u):
             with torch.no_grad():
-                _, log_s, sig, rho = ops.softplus_derivatives(P["eta"], self.beta, self.switch)
-                r = ops.softplus(u)
-                logit = log_s - torch.log(r)
-                if self.t is not None:
-                    logit = logit + torch.log(self.t)
-                pieces = {"log_s": log_s, "sig": sig, "rho": rho, "r": r,
-                          "sig_u": torch.sigmoid(u), "logit": logit, "p": torch.sigmoid(logit)}
+                pieces = negative_binomial_pieces(P["eta"], u, self.t, self.beta, self.switch)
             cached = (u.clone(), pieces)
             P["_nb"] = cached
         return cached[1]
@@ -191,23 +253,9 @@ class NegativeBinomialRows(RowTerms):
         return total - torch.dot(levels[2], torch.lgamma(levels[0] + r) - torch.lgamma(r))
 
     def _rows(self, P, u, need_h):
-        k = self._pieces(P, u)
-        y, w, beta, levels = self.y, self.w, self.beta, self.levels
-        r, p, rho, sig, su = k["r"], k["p"], k["rho"], k["sig"], k["sig_u"]
-        q = 1.0 - p
-        yq_r = y * q / r
-        yr = y + r
-        a_eta = rho * (y - yr * p)
-        d_r = _by_count(torch.digamma, y, r, levels) - F.softplus(k["logit"]) + p - yq_r
-        a = {"eta": a_eta, "concentration": su * d_r}
-        h = None
-        if need_h:
-            h_ee = rho * rho * (y - yr * p * p) - (beta * (1.0 - sig)) * a_eta
-            h_eu = -(su * rho * p * (yq_r - p))
-            d_rr = _by_count(_trigamma, y, r, levels) + p / r - (p - yq_r) * q / r
-            h_uu = -(d_rr * su * su + d_r * (su * (1.0 - su)))
-            h = {("eta", "eta"): h_ee, ("eta", "concentration"): h_eu,
-                 ("concentration", "concentration"): h_uu}
+        a, h = negative_binomial_derivatives(self.y, self._pieces(P, u), self.levels,
+                                             self.beta, need_h)
+        w = self.w
         if w is not None:
             a = {key: v * w for key, v in a.items()}
             if h is not None:

@@ -15,6 +15,7 @@ import math
 import pyro.distributions as dist
 
 from .. import distributions as D
+from .. import ops
 from .base import Family, Part, Shape, Start
 from .start import (
     clip,
@@ -57,16 +58,26 @@ HURDLE_GATE = Part("gate", "gate_logits", default=0.1, bounds=(1e-3, 1.0 - 1e-3)
 
 
 class CountFamily(Family):
-    """A count law that a zero part can wrap: it knows ``log P(y = 0)`` at a rate."""
+    """A count law that a zero part can wrap: it knows ``log P(y = 0)`` at a rate, and
+    may give its rows' closed forms unweighted (:meth:`jet`)."""
 
     def log_zero_probability(self, rate: float, shapes: dict[str, float]) -> float:
         """``log P(y = 0)`` of the law with mean ``rate`` and the given shapes."""
         raise NotImplementedError
 
+    def jet(self, y, exposure=None, *, beta=1.0, threshold=20.0):
+        """The law's :class:`~.count_jets.CountJet` on ``y`` (None: no closed forms)."""
+        return None
+
 
 class _Poisson(CountFamily):
     def log_zero_probability(self, rate, shapes):
         return -rate
+
+    def jet(self, y, exposure=None, *, beta=1.0, threshold=20.0):
+        from .count_jets import PoissonJet
+
+        return PoissonJet(y, exposure, beta=beta, switch=ops.linear_switch(y.dtype, threshold))
 
     def rows(self, y, exposure=None, weights=None, *, beta=1.0, threshold=20.0):
         from .count_rows import PoissonRows
@@ -89,6 +100,12 @@ class _NegativeBinomial(CountFamily):
         from .count_rows import NegativeBinomialRows
 
         return NegativeBinomialRows(self, y, exposure, weights, beta=beta, threshold=threshold)
+
+    def jet(self, y, exposure=None, *, beta=1.0, threshold=20.0):
+        from .count_jets import NegativeBinomialJet
+
+        return NegativeBinomialJet(y, exposure, beta=beta,
+                                   switch=ops.linear_switch(y.dtype, threshold))
 
 
 class GatedFamily(Family):
@@ -116,6 +133,13 @@ class GatedFamily(Family):
     def shape_starts(self, y, weights=None):
         return self.base.shape_starts(y, weights)
 
+    def _gated_rows(self, rows_class, y, exposure, weights, beta, threshold):
+        """``rows_class`` over the base law's jet, or the autograd rows without one."""
+        jet = self.base.jet(y, exposure, beta=beta, threshold=threshold)
+        if jet is None:
+            return super().rows(y, exposure, weights, beta=beta, threshold=threshold)
+        return rows_class(self, jet, y, exposure, weights, beta=beta, threshold=threshold)
+
 
 class ZeroInflatedFamily(GatedFamily):
     """Structural zeros of probability ``sigmoid(gate_logits)``, else the count law."""
@@ -123,12 +147,12 @@ class ZeroInflatedFamily(GatedFamily):
     part = ZERO_INFLATED_GATE
 
     def rows(self, y, exposure=None, weights=None, *, beta=1.0, threshold=20.0):
-        if isinstance(self.base, _Poisson):  # closed forms; other bases by autograd
-            from .gated_rows import ZeroInflatedPoissonRows
+        from .gated_rows import ZeroInflatedPoissonRows, ZeroInflatedRows
 
+        if isinstance(self.base, _Poisson):  # written out in full
             return ZeroInflatedPoissonRows(self, y, exposure, weights, beta=beta,
                                            threshold=threshold)
-        return super().rows(y, exposure, weights, beta=beta, threshold=threshold)
+        return self._gated_rows(ZeroInflatedRows, y, exposure, weights, beta, threshold)
 
     def start(self, y, weights=None, exposure=None) -> Start:
         # zeros beyond those of the count law at the overall rate are structural:
@@ -145,6 +169,11 @@ class HurdleFamily(GatedFamily):
     ``y > 0``."""
 
     part = HURDLE_GATE
+
+    def rows(self, y, exposure=None, weights=None, *, beta=1.0, threshold=20.0):
+        from .gated_rows import HurdleRows
+
+        return self._gated_rows(HurdleRows, y, exposure, weights, beta, threshold)
 
     def start(self, y, weights=None, exposure=None) -> Start:
         shapes = self.base.shape_starts(y, weights)

@@ -1,13 +1,35 @@
-"""Closed-form per-row terms of the zero-inflated Poisson family.
+"""Closed-form per-row terms of the zero-inflated and hurdle families.
 
-With ``s = softplus_beta(eta)``, ``sigma = sigmoid(beta eta)``, ``rho = sigma / s``, the
-rate ``mu = t s``, the gate logits ``g`` and ``pi = sigmoid(g)``, a row has
+:class:`ZeroInflatedPoissonRows` writes the zero-inflated Poisson out in full (below);
+:class:`ZeroInflatedRows` and :class:`HurdleRows` wrap any count law's
+:class:`~.count_jets.CountJet` (the NB2's, and the Poisson's for the hurdle), as Pyro's
+``ZeroInflatedDistribution`` wraps a base law. With ``c = log p(y)``, its derivatives
+``a_k`` and negated second derivatives ``h_kj`` in the law's keys (``eta``, then ``u``),
+``x = -log p(0)``, gate logits ``g`` and ``pi = sigmoid(g)``:
+
+zero-inflated, with ``q = sigmoid(g + x)`` at ``y = 0`` and ``q = 0`` at ``y > 0``::
+
+    dl/dk = (1 - q) a_k                 -d2l/dk dj = (1 - q) h_kj - q (1 - q) a_k a_j
+    dl/dg = q - pi                      -d2l/dk dg = q (1 - q) a_k
+                                        -d2l/dg2   = pi (1 - pi) - q (1 - q)
+
+hurdle, at ``y > 0`` (``y = 0`` rows depend on ``g`` alone), with ``e = x / expm1(x)`` and
+the truncation jet ``b_k = a0_k / x``, ``m_kj = h0_kj / x`` of ``c0 = log p(0)``::
+
+    dl/dk      = a_k + e b_k
+    -d2l/dk dj = h_kj + e m_kj - e^2 b_k b_j - e x b_k b_j
+    dl/dg      = [y = 0] - pi           -d2l/dg2 = pi (1 - pi)
+
+(``-log(1 - exp(-x))`` has slope ``-x'/expm1(x)``; ``b`` and ``m`` stay finite as ``x``
+underflows, and ``e -> 1`` there.)
+
+The zero-inflated Poisson alone: with ``s = softplus_beta(eta)``, ``sigma = sigmoid(beta eta)``,
+``rho = sigma / s``, the rate ``mu = t s``, a row has
 
     y > 0:  l = -softplus(g) + y log mu - mu - lgamma(y + 1)
     y = 0:  l = -softplus(g) + logaddexp(g, -mu)
 
-With ``q = P(structural zero | y) = sigmoid(g + mu)`` for ``y = 0`` and ``q = 0`` for
-``y > 0`` both cases take one form:
+and with ``q = sigmoid(g + mu)`` at ``y = 0`` (``q = 0`` at ``y > 0``)
 
     dl/deta        = y rho - (1 - q) t sigma
     dl/dg          = q - pi
@@ -17,7 +39,8 @@ With ``q = P(structural zero | y) = sigmoid(g + mu)`` for ``y = 0`` and ``q = 0`
 
 (``1 - q = sigmoid(-(g + mu))`` is computed as such, so neither it nor ``q (1 - q)``
 loses precision where ``q`` is near 1.) ``-l`` is not convex in ``eta``: at ``y = 0`` the
-last term of ``-d2l/deta2`` is negative. The derivation is in ``docs/count-likelihoods.md``.
+last term of ``-d2l/deta2`` is negative. The derivations are in
+``docs/count-likelihoods.md``.
 """
 
 from __future__ import annotations
@@ -26,9 +49,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
+from ..distributions import log1mexp
 from .count_rows import PoissonRows
+from .rows import RowTerms
 
-__all__ = ["ZeroInflatedPoissonRows"]
+__all__ = ["GatedRows", "HurdleRows", "ZeroInflatedPoissonRows", "ZeroInflatedRows"]
 
 
 class ZeroInflatedPoissonRows(PoissonRows):
@@ -96,3 +121,114 @@ class ZeroInflatedPoissonRows(PoissonRows):
         return {("eta", "eta"): wy * rho * rho - beta * (1.0 - sig) * a - w_qq * tsig * tsig,
                 ("eta", "gate"): -w_qq * tsig,
                 ("gate", "gate"): w1 * pi * (1.0 - pi) - w_qq}
+
+
+class GatedRows(RowTerms):
+    """Rows of a zero part in front of a count law's :class:`~.count_jets.CountJet`
+    (subclasses give the law); ``value`` is ``-sum w l`` in full.
+
+    Parameters
+    ----------
+    family : GatedFamily
+    jet : CountJet
+        The count law on the same ``y`` and exposure.
+    y, exposure, weights : Tensor, shape ``(n,)``
+        As in :class:`RowTerms`.
+    beta, threshold : float
+    """
+
+    closed_form = True
+    convex = False
+
+    def __init__(self, family, jet, y, exposure=None, weights=None, *, beta=1.0,
+                 threshold=20.0):
+        super().__init__(family, y, exposure, weights, beta=beta, threshold=threshold)
+        self.jet, self.zero, self.part = jet, y == 0, family.part_names[0]
+
+    def _gate(self, P):
+        return P[self.part].expand_as(P["eta"])
+
+    def _total(self, ll):
+        return ll.sum() if self.w is None else torch.dot(self.w, ll)
+
+    def log_likelihood(self, P, u=None):
+        with torch.no_grad():
+            return -self.value(P, u)
+
+    def _weighted(self, rows: dict, index=None) -> dict:
+        w = self.w
+        if index is not None:
+            rows = {k: v[index] for k, v in rows.items()}
+            w = None if w is None else w[index]
+        return rows if w is None else {k: v * w for k, v in rows.items()}
+
+    def _pair(self, ki, kj):
+        """The pair in the order of :attr:`keys`."""
+        order = self.keys.index
+        return (ki, kj) if order(ki) <= order(kj) else (kj, ki)
+
+    def gradient(self, P, u=None):
+        return self._weighted(self._rows(P, u, need_h=False)[0])
+
+    def curvature(self, P, u=None, index=None):
+        return self._weighted(self._rows(P, u, need_h=True)[1], index)
+
+
+class ZeroInflatedRows(GatedRows):
+    """Structural zeros of probability ``sigmoid(g)``, else the jet's law (the module
+    docstring's first block)."""
+
+    def value(self, P, u=None):
+        g, c = self._gate(P), self.jet.log_prob(P, u)  # c = log p(0) at y = 0
+        return -self._total(torch.where(self.zero, torch.logaddexp(g, c), c) - F.softplus(g))
+
+    def _rows(self, P, u, need_h):
+        g, jet, zero = self._gate(P), self.jet, self.zero
+        z = g + jet.zero(P, u)[0]
+        q = torch.where(zero, torch.sigmoid(z), torch.zeros_like(z))
+        keep = torch.where(zero, torch.sigmoid(-z), torch.ones_like(z))  # 1 - q
+        pi, not_pi = torch.sigmoid(g), torch.sigmoid(-g)
+        a, h = jet.derivatives(P, u, need_h)
+        grad = {k: keep * v for k, v in a.items()}
+        # q - pi = (1 - pi) - (1 - q): the difference of the small pair, not of two near 1
+        grad[self.part] = torch.where(g > 0, not_pi - keep, q - pi)
+        if not need_h:
+            return grad, None
+        qq = q * keep
+        curv = {(ki, kj): keep * v - qq * a[ki] * a[kj] for (ki, kj), v in h.items()}
+        for k, v in a.items():
+            curv[self._pair(k, self.part)] = qq * v
+        curv[self.part, self.part] = pi * not_pi - qq
+        return grad, curv
+
+
+class HurdleRows(GatedRows):
+    """A zero of probability ``sigmoid(g)``, else the jet's law truncated to ``y > 0``
+    (the module docstring's second block)."""
+
+    def value(self, P, u=None):
+        g, jet = self._gate(P), self.jet
+        x, log_x = jet.zero(P, u)
+        positive = jet.log_prob(P, u) - log1mexp(x, log_x) - F.softplus(g)
+        return -self._total(torch.where(self.zero, -F.softplus(-g), positive))
+
+    def _rows(self, P, u, need_h):
+        g, jet, zero = self._gate(P), self.jet, self.zero
+        pi, not_pi = torch.sigmoid(g), torch.sigmoid(-g)
+        x = jet.zero(P, u)[0]
+        # x / expm1(x) -> 1 as x -> 0; where x underflowed to 0 the quotient would be 0 / 0
+        e = torch.where(x > torch.finfo(x.dtype).tiny, x / torch.expm1(x), torch.ones_like(x))
+        a, h = jet.derivatives(P, u, need_h)
+        b, m = jet.truncation(P, u, need_h)
+        eb = {k: e * v for k, v in b.items()}
+        nothing = torch.zeros_like(x)
+        grad = {k: torch.where(zero, nothing, a[k] + eb[k]) for k in a}
+        grad[self.part] = torch.where(zero, not_pi, -pi)
+        if not need_h:
+            return grad, None
+        ex = e * x
+        curv = {(ki, kj): torch.where(zero, nothing, v + e * m[ki, kj] - eb[ki] * eb[kj]
+                                      - ex * b[ki] * b[kj])
+                for (ki, kj), v in h.items()}
+        curv[self.part, self.part] = pi * not_pi  # no cross terms: the parts are apart
+        return grad, curv

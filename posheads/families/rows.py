@@ -11,7 +11,7 @@ object gives, for fixed targets, exposures and row weights,
   predictor or shape ``k``;
 * ``curvature(P, u, index)``: the weighted negated second derivatives
   ``-w_i d2l_i/dk dj`` per row, keyed by pairs ``(k, j)`` in the order of
-  :attr:`RowTerms.keys`;
+  :attr:`RowTerms.keys` (a pair left out is zero in every row);
 * ``log_likelihood(P, u)``: ``sum_i w_i l_i`` exactly, constants included.
 
 ``P`` is a dict of predictors, each of shape ``(n,)``; implementations may cache

@@ -129,11 +129,13 @@ class RowJets:
         P, u = self._at(values, eta)
         a, c = terms.gradient(P, u), terms.curvature(P, u)
         names = [name for name, _ in self.keys]
-        if any(k not in a or ("eta", k) not in c for k in ["eta", *names]):
+        if any(k not in a for k in ["eta", *names]) or ("eta", "eta") not in c:
             return False
         self.d1, self.d2 = a["eta"], -c["eta", "eta"]
         self.l_rows = [a[k] for k in names]
-        self.d1_rows = [-c["eta", k] for k in names]
+        # a pair the rows leave out is zero (a hurdle's count and zero parts)
+        self.d1_rows = [-c["eta", k] if ("eta", k) in c else torch.zeros_like(eta)
+                        for k in names]
         h = self.STEP * (1.0 + eta.abs())
         self.d3 = (d2(e=eta + h) - d2(e=eta - h)) / (2.0 * h)
         self.d2_rows = []

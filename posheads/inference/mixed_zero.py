@@ -4,9 +4,9 @@ When some grouping factors reach a family's part (:attr:`RandomEffect.part`, the
 part's logits ``gate`` of a zero-inflated or hurdle law; glmmTMB's ``ziformula``), each
 row's log-likelihood depends on two predictors, ``eta_i`` and ``gate_i``, and the inner
 problem of the Laplace approximation needs its ``2 x 2`` Hessian in them: from the
-family's closed forms where they cover both predictors (the zero-inflated Poisson), else
-from autograd (the rows are independent, so the gradient of a sum is each row's
-derivative).
+family's closed forms where they cover both predictors (the zero-inflated and hurdle
+Poisson and NB2 laws; a concentration enters at its value in the parameters), else from
+autograd (the rows are independent, so the gradient of a sum is each row's derivative).
 
 :class:`TwoPartRows` serves the inner Newton solve (no history; a curvature that is not
 definite is floored to its nearest positive semi-definite ``2 x 2``);
@@ -35,19 +35,21 @@ def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False, valu
     With ``graph=True`` all three keep their history (differentiable in whatever ``eta``,
     ``gate`` and ``params`` depend on); otherwise they are detached. ``value=False``
     returns None for ``l`` where it would cost a pass of its own. The derivatives come
-    from the family's closed forms where it has them for these two predictors and no
-    shape (:meth:`Family.rows`; the zero-inflated Poisson), else from autograd.
+    from the family's closed forms where it has them for these two predictors (its
+    shapes held at ``params``; :meth:`Family.rows`), else from autograd.
     """
-    terms = model.family.rows(data.y, data.exposure, None, beta=model.beta,
-                              threshold=model.threshold)
-    if terms.closed_form and tuple(terms.keys) == ("eta", part):
+    fam = model.family
+    terms = fam.rows(data.y, data.exposure, None, beta=model.beta, threshold=model.threshold)
+    if terms.closed_form and tuple(terms.keys) == ("eta", part, *fam.shape_names):
         with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
             if not graph:
                 eta, gate = eta.detach(), gate.detach()
             P = {"eta": eta, part: gate.expand_as(eta)}
-            a, c = terms.gradient(P, {}), terms.curvature(P, {})
+            u = {s: params[s] if graph else params[s].detach() for s in fam.shape_names}
+            a, c = terms.gradient(P, u), terms.curvature(P, u)
             grad = torch.stack([a["eta"], a[part]], dim=-1)
-            cross = -c["eta", part]
+            # a pair the rows leave out is zero (the hurdle's parts do not meet)
+            cross = -c["eta", part] if ("eta", part) in c else torch.zeros_like(eta)
             hess = torch.stack([torch.stack([-c["eta", "eta"], cross], -1),
                                 torch.stack([cross, -c[part, part]], -1)], dim=-2)
             ell = model.row_log_lik(eta, params if graph else
