@@ -14,7 +14,14 @@ least two, so every held-out row's group was seen: conditional predictions):
   in the count part and another in the zero part (glmmTMB's ``ziformula = ~ (1|g)``),
   5,000 rows in 200 groups;
 - ``zip_covariate``: the same with a covariate ``w`` in the zero part as well
-  (``ziformula = ~ w + (1|g)``; posheads' ``X_zero``), 5,000 rows in 200 groups.
+  (``ziformula = ~ w + (1|g)``; posheads' ``X_zero``), 5,000 rows in 200 groups;
+- ``zinb_simulated``: a softplus-link zero-inflated NB2 model with random intercepts in
+  both parts (glmmTMB's ``nbinom2`` with ``ziformula = ~ (1|g)``), 5,000 rows in 200
+  groups.
+
+With ``--autograd-rows`` each round also fits posheads with the family's rows
+differentiated by autograd instead of its closed forms (the path a family without closed
+forms takes): the closed forms' gain, measured in the same rounds.
 
 Reported per case: the median fit time (wall and CPU seconds: on a busy shared host the
 CPU time is the steadier figure) over ``--repeats`` interleaved rounds, each one
@@ -53,10 +60,11 @@ from machine import cpu_model  # benchmarks/machine.py (the script's folder is o
 
 from posheads.datasets import load_epilepsy, load_grouseticks
 from posheads.estimators.mixed import MixedCountRegressor
+from posheads.families import AutogradRows, get_family
 
 HERE = Path(__file__).resolve().parent
 R_FAMILY = {"poisson": "poisson", "negative_binomial": "nbinom2",
-            "zero_inflated_poisson": "poisson"}
+            "zero_inflated_poisson": "poisson", "zero_inflated_negative_binomial": "nbinom2"}
 
 
 def grouseticks():
@@ -126,6 +134,21 @@ def zip_covariate(n_rows=5_000, n_groups=200, seed=1):
     return X, y.astype(float), groups, {"g": ["1"]}, pd.DataFrame({"w": w})
 
 
+def zinb_simulated(n_rows=5_000, n_groups=200, seed=2):
+    """ZINB counts (concentration 1.5), softplus link; random intercepts in the count and
+    the zero part."""
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, n_groups, n_rows)
+    x = rng.normal(size=n_rows)
+    u, v = rng.normal(0, 0.5, n_groups), rng.normal(0, 0.9, n_groups)
+    mean, r = np.logaddexp(0.0, 1.0 + 0.5 * x + u[g]), 1.5
+    inflated = rng.random(n_rows) < 1.0 / (1.0 + np.exp(-(-0.5 + v[g])))
+    y = np.where(inflated, 0, rng.negative_binomial(r, r / (r + mean)))
+    X = pd.DataFrame({"x": x})
+    groups = pd.DataFrame({"g": g.astype(str)})
+    return X, y.astype(float), groups, {"g": ["1"]}
+
+
 def split(groups, seed=0, share=0.2):
     """Boolean test mask: ``share`` of the rows of every group (of the first factor) with >= 2."""
     rng = np.random.default_rng(seed)
@@ -180,19 +203,28 @@ def run_glmmtmb(X, y, groups, spec, test, family, repeats, warmup=0, zero=None, 
 class Posheads:
     """Fits of one case by ``MixedCountRegressor``; the first (untimed) call warms up."""
 
-    def __init__(self, X, y, groups, spec, test, family, zero=None, Xz=None):
+    def __init__(self, X, y, groups, spec, test, family, zero=None, Xz=None,
+                 autograd_rows=False):
         self.args = (X, y, groups, spec, test, family)
-        self.zero, self.Xz = zero, Xz
+        self.zero, self.Xz, self.autograd_rows = zero, Xz, autograd_rows
         start = time.perf_counter()
         self.model = self.fit()
         self.time_first = time.perf_counter() - start
 
     def fit(self):
         X, y, groups, spec, test, family = self.args
-        return MixedCountRegressor(family, random_effects=spec,
-                                   zero_random_effects=self.zero).fit(
-            X[~test], y[~test], groups=groups[~test],
-            X_zero=None if self.Xz is None else self.Xz[~test])
+        fam = get_family(family)
+        if self.autograd_rows:  # the family's rows by autograd, for this fit only
+            fam.rows = lambda y, exposure=None, weights=None, **kw: AutogradRows(
+                fam, y, exposure, weights, **kw)
+        try:
+            return MixedCountRegressor(family, random_effects=spec,
+                                       zero_random_effects=self.zero).fit(
+                X[~test], y[~test], groups=groups[~test],
+                X_zero=None if self.Xz is None else self.Xz[~test])
+        finally:
+            if self.autograd_rows:
+                del fam.rows
 
     def timed(self):
         """One fit: ``(wall s, CPU s)``."""
@@ -214,13 +246,19 @@ class Posheads:
                              *getattr(model, "gate_coef_", [])]}
 
 
-def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1, zero=None, Xz=None):
-    """``rounds`` rounds of one posheads fit, then one glmmTMB fit (in a fresh R after
-    ``warmup`` untimed fits): both see the same load. Medians over the rounds."""
+def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1, zero=None, Xz=None,
+                    autograd_rows=False):
+    """``rounds`` rounds of one posheads fit (and one through the autograd rows), then one
+    glmmTMB fit (in a fresh R after ``warmup`` untimed fits): all see the same load.
+    Medians over the rounds."""
     ours = Posheads(X, y, groups, spec, test, family, zero, Xz)
-    mine, peer = [], []
+    slow = Posheads(X, y, groups, spec, test, family, zero, Xz, True) if autograd_rows \
+        else None
+    mine, peer, before = [], [], []
     for _ in range(rounds):
         mine.append(ours.timed())
+        if slow is not None:
+            before.append(slow.timed())
         r = run_glmmtmb(X, y, groups, spec, test, family, 1, warmup=warmup, zero=zero,
                         Xz=Xz)
         if r is not None:
@@ -231,7 +269,10 @@ def run_interleaved(X, y, groups, spec, test, family, rounds, warmup=1, zero=Non
         theirs = dict(peer[-1])
         theirs["time_median"] = float(np.median([r["time_median"] for r in peer]))
         theirs["cpu_median"] = float(np.median([r["cpu_median"] for r in peer]))
-    return ours.figures(times, cpu), theirs
+    autograd = None
+    if before:
+        autograd = slow.figures(*zip(*before, strict=True))
+    return ours.figures(times, cpu), theirs, autograd
 
 
 def main(argv=None):
@@ -242,6 +283,9 @@ def main(argv=None):
                         help="interleaved rounds (one fit of each tool per round)")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=2_000)
+    parser.add_argument("--autograd-rows", action="store_true",
+                        help="also fit with the family's rows by autograd (the closed "
+                             "forms' before/after)")
     args = parser.parse_args(argv)
     print(f"# CPU: {cpu_model()}; load average {os.getloadavg()[0]:.1f}; torch threads "
           f"{__import__('torch').get_num_threads()}")
@@ -251,8 +295,10 @@ def main(argv=None):
         "simulated": (lambda: simulated(args.rows, args.groups), ["negative_binomial"]),
         "zip_simulated": (zip_simulated, ["zero_inflated_poisson"]),
         "zip_covariate": (zip_covariate, ["zero_inflated_poisson"]),
+        "zinb_simulated": (zinb_simulated, ["zero_inflated_negative_binomial"]),
     }
-    zero_parts = {"zip_simulated": {"g": ["1"]}, "zip_covariate": {"g": ["1"]}}
+    zero_parts = {"zip_simulated": {"g": ["1"]}, "zip_covariate": {"g": ["1"]},
+                  "zinb_simulated": {"g": ["1"]}}
     header = ("case", "family", "tool", "fit s (median)", "CPU s (median)", "loglik",
               "held-out lpd", "lpd/row")
     print(" | ".join(header))
@@ -263,10 +309,14 @@ def main(argv=None):
         test = split(groups)
         for family in fams:
             big = case == "simulated"  # one round; glmmTMB's warm-up would double it
-            ours, peer = run_interleaved(X, y, groups, spec, test, family,
-                                         1 if big else args.repeats, warmup=0 if big else 1,
-                                         zero=zero_parts.get(case), Xz=Xz)
-            for tool, r in (("posheads (softplus)", ours), ("glmmTMB (log)", peer)):
+            ours, peer, autograd = run_interleaved(
+                X, y, groups, spec, test, family, 1 if big else args.repeats,
+                warmup=0 if big else 1, zero=zero_parts.get(case), Xz=Xz,
+                autograd_rows=args.autograd_rows)
+            tools = [("posheads (softplus)", ours), ("glmmTMB (log)", peer)]
+            if args.autograd_rows:
+                tools.insert(1, ("posheads, autograd rows", autograd))
+            for tool, r in tools:
                 if r is None:
                     print(f"{case} | {family} | {tool} | not available")
                     continue
@@ -279,6 +329,10 @@ def main(argv=None):
                       f"{ours['cpu_median'] / peer['cpu_median']:.2f} (CPU); posheads first fit "
                       f"{ours['time_first']:.3f} s; SDs posheads {np.round(ours['sds'], 3)}, "
                       f"glmmTMB {np.round(peer['sds'], 3)}")
+                if autograd is not None:
+                    print(f"#   closed-form rows / autograd rows: "
+                          f"{ours['cpu_median'] / autograd['cpu_median']:.2f} (CPU); loglik "
+                          f"{ours['loglik']:.6f} vs {autograd['loglik']:.6f}")
                 if Xz is not None:  # the zero part is a logit in both: comparable
                     print(f"#   zero part (intercept, {', '.join(Xz.columns)}): posheads "
                           f"{np.round(ours['fixef_zi'], 3)}, glmmTMB "

@@ -40,10 +40,15 @@ for (i in seq_len(repeats)) {
 }
 mu <- predict(fit, newdata = test, type = "response", allow.new.levels = FALSE)
 y <- test[[all.vars(form)[1]]]
-lpd <- if (inflated) {  # zero-inflated Poisson: the count mean and the zero probability
+count_lp <- function(y, mu) {  # the count law's log p(y | mu)
+  if (family_name == "poisson") dpois(y, mu, log = TRUE)
+  else dnbinom(y, size = sigma(fit), mu = mu, log = TRUE)
+}
+lpd <- if (inflated) {  # zero-inflated: the count mean and the zero probability
   mu_c <- predict(fit, newdata = test, type = "conditional", allow.new.levels = FALSE)
   p0 <- predict(fit, newdata = test, type = "zprob", allow.new.levels = FALSE)
-  sum(ifelse(y == 0, log(p0 + (1 - p0) * dpois(0, mu_c)), log1p(-p0) + dpois(y, mu_c, log = TRUE)))
+  sum(ifelse(y == 0, log(p0 + (1 - p0) * exp(count_lp(0 * y, mu_c))),
+             log1p(-p0) + count_lp(y, mu_c)))
 } else if (family_name == "poisson") {
   sum(dpois(y, mu, log = TRUE))
 } else {

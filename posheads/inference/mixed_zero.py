@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["TwoPartRows", "floor_curvature", "part_name", "row_derivatives_2",
-           "two_part_log_lik"]
+__all__ = ["TwoPartRows", "family_rows", "floor_curvature", "part_name",
+           "row_derivatives_2", "two_part_log_lik"]
 
 
 def part_name(effects) -> str:
@@ -29,17 +29,20 @@ def part_name(effects) -> str:
     return next(e.part for e in effects if e.part is not None)
 
 
-def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False, value=True):
+def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False, value=True,
+                      terms=None):
     """Each row's ``l``, gradient ``(n, 2)`` and Hessian ``(n, 2, 2)`` in ``(eta, gate)``.
 
     With ``graph=True`` all three keep their history (differentiable in whatever ``eta``,
     ``gate`` and ``params`` depend on); otherwise they are detached. ``value=False``
     returns None for ``l`` where it would cost a pass of its own. The derivatives come
     from the family's closed forms where it has them for these two predictors (its
-    shapes held at ``params``; :meth:`Family.rows`), else from autograd.
+    shapes held at ``params``; :meth:`Family.rows`), else from autograd. ``terms``: the
+    family's rows on ``data`` (:func:`family_rows`) when the caller keeps them.
     """
     fam = model.family
-    terms = fam.rows(data.y, data.exposure, None, beta=model.beta, threshold=model.threshold)
+    if terms is None:
+        terms = family_rows(model, data)
     if terms.closed_form and tuple(terms.keys) == ("eta", part, *fam.shape_names):
         with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
             if not graph:
@@ -72,6 +75,12 @@ def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False, valu
     if not graph:
         ell, grad, hess = ell.detach(), grad.detach(), hess.detach()
     return ell, grad, hess
+
+
+def family_rows(model, data):
+    """The family's row terms on ``data`` (unweighted), for :func:`row_derivatives_2`."""
+    return model.family.rows(data.y, data.exposure, None, beta=model.beta,
+                             threshold=model.threshold)
 
 
 def _per_row_grads(out, inputs, graph):
@@ -110,6 +119,7 @@ class TwoPartRows:
         eta = model.fixed_eta(params, data)
         gate = model.part_logits(params, data)[self.part]
         self.base = torch.stack([eta, gate.expand_as(eta)], -1)
+        self.terms = family_rows(model, data)
 
     def predictors(self, A, z) -> torch.Tensor:
         """``(eta, gate)`` of each row at the effects ``z``, shape ``(n, 2)``."""
@@ -125,7 +135,7 @@ class TwoPartRows:
     def derivatives(self, eta):
         """``(dl/d(eta, gate), d2l/d(eta, gate)^2)``, shapes ``(n, 2)`` and ``(n, 2, 2)``."""
         _, d1, d2 = row_derivatives_2(self.model, eta[:, 0], eta[:, 1], self.params,
-                                      self.data, self.part, value=False)
+                                      self.data, self.part, value=False, terms=self.terms)
         return d1, d2
 
     @staticmethod
@@ -160,12 +170,14 @@ def two_part_log_lik(model, theta, data, structure, z_hat):
     def at(z):
         return eta0 + structure.eta(A, z, 0), gate0 + structure.eta(A, z, 1)
 
+    terms = family_rows(model, data)
     _, d1, d2 = row_derivatives_2(model, *at(z_hat), params, data, part, graph=True,
-                                  value=False)
+                                  value=False, terms=terms)
     g = structure.gradient(A, d1, z_hat)
     # the exact Hessian at the mode (no floor): the implicit derivative needs it
     H0 = structure.hessian([a.detach() for a in A], -d2.detach())
     z1 = z_hat + structure.solve(H0, g)  # = z_hat in value; carries dz_hat/dtheta
-    ell, _, d2 = row_derivatives_2(model, *at(z1), params, data, part, graph=True)
+    ell, _, d2 = row_derivatives_2(model, *at(z1), params, data, part, graph=True,
+                                   terms=terms)
     H = structure.hessian(A, -d2)
     return ell.sum() - 0.5 * z1.dot(z1) - 0.5 * structure.logdet(H)
