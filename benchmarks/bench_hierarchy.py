@@ -60,7 +60,7 @@ def total_series(frame: pd.DataFrame):
     return pd.Series(y.to_numpy(), index=index, name="total"), X.set_index(index)
 
 
-def run(n_windows: int) -> pd.DataFrame:
+def run(n_windows: int, level_steps: str = "normal") -> pd.DataFrame:
     frame = long_frame()
     y_total, X_total = total_series(frame)
     n = len(y_total)
@@ -74,7 +74,7 @@ def run(n_windows: int) -> pd.DataFrame:
 
         start = time.perf_counter()
         panel = CountForecaster(hierarchy={"total": list(AIRPORTS)}, num_samples=NUM_SAMPLES,
-                                random_state=0).fit(train)
+                                random_state=0, level_steps=level_steps).fit(train)
         paths = panel.sample_paths(HORIZON, NUM_SAMPLES, X_future=future.drop(columns="y"))
         seconds = time.perf_counter() - start
         ids = list(panel.series_ids_)
@@ -88,7 +88,8 @@ def run(n_windows: int) -> pd.DataFrame:
                          "seconds": seconds})
 
         start = time.perf_counter()
-        alone = CountForecaster(num_samples=NUM_SAMPLES, random_state=0).fit(
+        alone = CountForecaster(num_samples=NUM_SAMPLES, random_state=0,
+                                level_steps=level_steps).fit(
             y_total.iloc[:t1], X_total.iloc[:t1])
         draws = alone.sample_paths(HORIZON, NUM_SAMPLES, X_future=X_total.iloc[t1:t1 + HORIZON])
         rows.append({"window": w, "series": "total", "forecaster": "total alone",
@@ -97,7 +98,8 @@ def run(n_windows: int) -> pd.DataFrame:
         for origin in AIRPORTS:
             part = train[train.unique_id == origin]
             index = pd.DatetimeIndex(part.ds, freq="D")
-            one = CountForecaster(num_samples=NUM_SAMPLES, random_state=0).fit(
+            one = CountForecaster(num_samples=NUM_SAMPLES, random_state=0,
+                                  level_steps=level_steps).fit(
                 pd.Series(part.y.to_numpy(), index=index), part[COVARIATES].set_index(index))
             fut = future[future.unique_id == origin]
             draws = one.sample_paths(HORIZON, NUM_SAMPLES, X_future=fut[COVARIATES].set_index(
@@ -125,10 +127,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=6)
     parser.add_argument("--out", default=None, help="CSV file for the per-window scores")
+    parser.add_argument("--level-steps", default="normal", choices=("normal", "jumps"),
+                        help="CountForecaster's level_steps, for every count forecaster")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     print(f"CPU: {cpu_model()}")
-    scores = run(args.windows)
+    scores = run(args.windows, args.level_steps)
     if args.out:
         scores.to_csv(args.out, index=False)
     table = scores.groupby(["series", "forecaster"], sort=False)[
