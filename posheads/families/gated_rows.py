@@ -167,11 +167,21 @@ class GatedRows(RowTerms):
         order = self.keys.index
         return (ki, kj) if order(ki) <= order(kj) else (kj, ki)
 
+    def _derivatives(self, P, u, need_h):
+        """:meth:`_rows`, kept in ``P`` for this ``u``: a gradient after a curvature
+        costs nothing."""
+        key = next(iter(u.values())) if u else None
+        hit = P.get("_gated")
+        if hit is None or hit[0] is not key or (need_h and hit[2] is None):
+            hit = (key, *self._rows(P, u, need_h))
+            P["_gated"] = hit
+        return hit[1], hit[2]
+
     def gradient(self, P, u=None):
-        return self._weighted(self._rows(P, u, need_h=False)[0])
+        return self._weighted(self._derivatives(P, u, need_h=False)[0])
 
     def curvature(self, P, u=None, index=None):
-        return self._weighted(self._rows(P, u, need_h=True)[1], index)
+        return self._weighted(self._derivatives(P, u, need_h=True)[1], index)
 
 
 class ZeroInflatedRows(GatedRows):

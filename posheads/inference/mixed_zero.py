@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["TwoPartRows", "family_rows", "floor_curvature", "part_name",
+__all__ = ["TwoPartRows", "closed_in", "family_rows", "floor_curvature", "part_name",
            "row_derivatives_2", "two_part_log_lik"]
 
 
@@ -43,18 +43,13 @@ def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False, valu
     fam = model.family
     if terms is None:
         terms = family_rows(model, data)
-    if terms.closed_form and tuple(terms.keys) == ("eta", part, *fam.shape_names):
+    if closed_in(terms, model, part):
         with torch.set_grad_enabled(graph and torch.is_grad_enabled()):
             if not graph:
                 eta, gate = eta.detach(), gate.detach()
             P = {"eta": eta, part: gate.expand_as(eta)}
             u = {s: params[s] if graph else params[s].detach() for s in fam.shape_names}
-            a, c = terms.gradient(P, u), terms.curvature(P, u)
-            grad = torch.stack([a["eta"], a[part]], dim=-1)
-            # a pair the rows leave out is zero (the hurdle's parts do not meet)
-            cross = -c["eta", part] if ("eta", part) in c else torch.zeros_like(eta)
-            hess = torch.stack([torch.stack([-c["eta", "eta"], cross], -1),
-                                torch.stack([cross, -c[part, part]], -1)], dim=-2)
+            grad, hess = _stacked(terms, P, u, part)
             ell = model.row_log_lik(eta, params if graph else
                                     {k: v.detach() for k, v in params.items()},
                                     data, {part: gate}) if value else None
@@ -75,6 +70,25 @@ def row_derivatives_2(model, eta, gate, params, data, part, *, graph=False, valu
     if not graph:
         ell, grad, hess = ell.detach(), grad.detach(), hess.detach()
     return ell, grad, hess
+
+
+def closed_in(terms, model, part) -> bool:
+    """Whether the rows ``terms`` give every derivative in ``(eta, part)`` in closed form
+    (the family's shapes held fixed)."""
+    return terms.closed_form and tuple(terms.keys) == ("eta", part,
+                                                       *model.family.shape_names)
+
+
+def _stacked(terms, P, u, part):
+    """The closed-form rows' gradient ``(n, 2)`` and Hessian ``(n, 2, 2)`` at ``P``."""
+    c = terms.curvature(P, u)  # first: the gradient then reuses its pieces
+    a = terms.gradient(P, u)
+    grad = torch.stack([a["eta"], a[part]], dim=-1)
+    # a pair the rows leave out is zero (the hurdle's parts do not meet)
+    cross = -c["eta", part] if ("eta", part) in c else torch.zeros_like(a["eta"])
+    hess = torch.stack([torch.stack([-c["eta", "eta"], cross], -1),
+                        torch.stack([cross, -c[part, part]], -1)], dim=-2)
+    return grad, hess
 
 
 def family_rows(model, data):
@@ -120,6 +134,16 @@ class TwoPartRows:
         gate = model.part_logits(params, data)[self.part]
         self.base = torch.stack([eta, gate.expand_as(eta)], -1)
         self.terms = family_rows(model, data)
+        self.closed = closed_in(self.terms, model, self.part)
+        self.u = {s: params[s].detach() for s in model.family.shape_names}
+        self.last = (None, None)
+
+    def _P(self, eta) -> dict:
+        # the same eta (object) again -- the derivatives at the point whose value the
+        # line search accepted -- shares the rows' per-row pieces kept in P
+        if self.last[0] is not eta:
+            self.last = (eta, {"eta": eta[:, 0], self.part: eta[:, 1]})
+        return self.last[1]
 
     def predictors(self, A, z) -> torch.Tensor:
         """``(eta, gate)`` of each row at the effects ``z``, shape ``(n, 2)``."""
@@ -128,12 +152,17 @@ class TwoPartRows:
 
     def log_lik(self, eta) -> float:
         """``sum_i l_i``."""
+        if self.closed:
+            return float(self.terms.log_likelihood(self._P(eta), self.u))
         with torch.no_grad():
             return float(self.model.row_log_lik(eta[:, 0], self.params, self.data,
                                                 {self.part: eta[:, 1]}).sum())
 
     def derivatives(self, eta):
         """``(dl/d(eta, gate), d2l/d(eta, gate)^2)``, shapes ``(n, 2)`` and ``(n, 2, 2)``."""
+        if self.closed:
+            with torch.no_grad():
+                return _stacked(self.terms, self._P(eta), self.u, self.part)
         _, d1, d2 = row_derivatives_2(self.model, eta[:, 0], eta[:, 1], self.params,
                                       self.data, self.part, value=False, terms=self.terms)
         return d1, d2
