@@ -3,6 +3,8 @@
 posheads' own distributions over both tails, values against SciPy, and the GLMM and GLM
 fits against the same fits through the autograd rows."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -249,3 +251,47 @@ def test_glm_fit_unchanged(family, monkeypatch):
     assert closed.loglik_ == pytest.approx(ref.loglik_, rel=1e-8)
     np.testing.assert_allclose(closed.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
     assert closed.gate_intercept_ == pytest.approx(ref.gate_intercept_, rel=1e-5, abs=1e-6)
+
+
+# ------------------------------------------------------------ tails of the plain rows
+def test_negative_binomial_row_value_is_exact_past_the_linear_threshold():
+    # d = log(mu / r) beyond +-20, where torch's softplus switches to its linear branch
+    # (off by log1p(exp(-20)) ~ 2e-9 there): the row value still equals a 50-digit one
+    y = torch.tensor([0.0, 3.0, 7.0, 7.0, 5.0], dtype=F64)
+    eta = torch.tensor([1e6, 3e7, 5e5, -17.0, -18.0], dtype=F64)
+    r = torch.tensor([1e-4, 1e-3, 1e-5, 50.0, 20.0], dtype=F64)
+    import mpmath
+
+    mpmath.mp.dps = 50
+
+    def logpmf(yi, ei, ri):  # NB2 at mean softplus(eta), in 50 digits
+        yi, ri = mpmath.mpf(yi), mpmath.mpf(ri)
+        mu = mpmath.log1p(mpmath.exp(mpmath.mpf(ei)))
+        return float(mpmath.loggamma(yi + ri) - mpmath.loggamma(ri) - mpmath.loggamma(yi + 1)
+                     + ri * mpmath.log(ri / (ri + mu)) + yi * mpmath.log(mu / (ri + mu)))
+
+    ref = [logpmf(float(a), float(b), float(c)) for a, b, c in zip(y, eta, r, strict=True)]
+    d = np.log(ops.softplus(eta).numpy()) - np.log(r.numpy())
+    assert (np.abs(d) > 20).all(), d
+    for i in range(len(y)):
+        rows = families.NEGATIVE_BINOMIAL.rows(y[i:i + 1])
+        u = {"concentration": ops.softplus_inverse(r[i])}
+        value = float(rows.log_likelihood({"eta": eta[i:i + 1]}, u))
+        assert value == pytest.approx(ref[i], rel=1e-13, abs=1e-13), (i, value, ref[i])
+        # the objective's value leaves out lgamma(y + 1)
+        objective = -float(rows.value({"eta": eta[i:i + 1]}, u)) - math.lgamma(y[i] + 1)
+        assert objective == pytest.approx(ref[i], rel=1e-13, abs=1e-13), (i, objective)
+
+
+def test_zero_inflated_poisson_gate_curvature_keeps_its_precision_at_large_logits():
+    # minus the second derivative in the gate of a positive count's row is pi (1 - pi):
+    # 9.4e-14 at g = 30, which 1 - sigmoid(g) would give only to about 1e-3
+    from posheads.families.gated_rows import ZeroInflatedPoissonRows
+
+    g = torch.tensor([30.0, 25.0, -30.0, 0.0], dtype=F64)
+    y = torch.tensor([2.0, 5.0, 1.0, 3.0], dtype=F64)
+    rows = families.ZERO_INFLATED_POISSON.rows(y)
+    assert isinstance(rows, ZeroInflatedPoissonRows)
+    h = rows.curvature({"eta": torch.zeros(4, dtype=F64), "gate": g})[("gate", "gate")]
+    exact = special.expit(g.numpy()) * special.expit(-g.numpy())
+    np.testing.assert_allclose(h.numpy(), exact, rtol=1e-14)

@@ -244,7 +244,7 @@ class NegativeBinomialRows(RowTerms):
         k = self._pieces(P, u)
         r, d, y, w = k["r"], k["logit"], self.y, self.w
         # r log(1 - p) + y log p, with log p = -softplus(-d) and log(1 - p) = -softplus(d)
-        ll = r * F.softplus(d) + y * F.softplus(-d)
+        ll = r * ops.softplus(d) + y * ops.softplus(-d)  # exact past torch's threshold
         total = ll.sum() if w is None else torch.dot(w, ll)
         levels = self.levels
         if levels is None:

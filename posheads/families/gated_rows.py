@@ -100,7 +100,8 @@ class ZeroInflatedPoissonRows(PoissonRows):
             keep = torch.where(zero, torch.sigmoid(-x), torch.ones_like(x))  # 1 - q
             tsig = P["_sig"] if self.t is None else self.t * P["_sig"]
             pi = torch.sigmoid(g)
-            P["_q"], P["_qq"], P["_tsig"], P["_pi"] = q, q * keep, tsig, pi
+            # pi (1 - pi) as sigmoid(g) sigmoid(-g): no cancellation in 1 - pi for g >> 0
+            P["_q"], P["_qq"], P["_tsig"], P["_pv"] = q, q * keep, tsig, pi * torch.sigmoid(-g)
             P["_a"] = self.wy * P["_rho"] - self.w1 * keep * tsig
             P["_ag"] = self.w1 * (q - pi)
         return P["_a"], P["_ag"]
@@ -111,16 +112,16 @@ class ZeroInflatedPoissonRows(PoissonRows):
 
     def curvature(self, P, u=None, index=None):
         a, _ = self._first(P)
-        rho, sig, qq, tsig, pi = P["_rho"], P["_sig"], P["_qq"], P["_tsig"], P["_pi"]
+        rho, sig, qq, tsig, pv = P["_rho"], P["_sig"], P["_qq"], P["_tsig"], P["_pv"]
         wy, w1 = self.wy, self.w1
         if index is not None:
-            a, rho, sig, qq, tsig, pi = (v[index] for v in (a, rho, sig, qq, tsig, pi))
+            a, rho, sig, qq, tsig, pv = (v[index] for v in (a, rho, sig, qq, tsig, pv))
             wy, w1 = wy[index], w1[index]
         beta = self.beta
         w_qq = w1 * qq
         return {("eta", "eta"): wy * rho * rho - beta * (1.0 - sig) * a - w_qq * tsig * tsig,
                 ("eta", "gate"): -w_qq * tsig,
-                ("gate", "gate"): w1 * pi * (1.0 - pi) - w_qq}
+                ("gate", "gate"): w1 * pv - w_qq}
 
 
 class GatedRows(RowTerms):
