@@ -18,24 +18,14 @@ from posheads.inference.mixed_ml import fit_mixed_ml
 from posheads.models.mixed import MixedData, RandomEffect, SoftplusGLMM
 
 from ._laplace_check import assert_gradient_matches_differences, laplace_value
-
-
-def _softplus(x):
-    return np.logaddexp(0.0, x)
-
-
-def _zip_logpmf(y, mu, gate):
-    """Zero-inflated Poisson with inflation probability ``sigmoid(gate)``, in numpy."""
-    log_pi, log_1m = -np.logaddexp(0.0, -gate), -np.logaddexp(0.0, gate)
-    pois = y * np.log(mu) - mu - special.gammaln(y + 1)
-    return np.where(y == 0, np.logaddexp(log_pi, log_1m - mu), log_1m + pois)
+from ._zero_part_reference import softplus, zip_logpmf
 
 
 def _simulate_zip(rng, n, G, coef, gate, sd_count, sd_zero):
     codes = np.sort(rng.integers(0, G, n))
     x = rng.normal(size=n)
     u, v = rng.normal(0, sd_count, G), rng.normal(0, sd_zero, G)
-    mu = _softplus(coef[0] + coef[1] * x + u[codes])
+    mu = softplus(coef[0] + coef[1] * x + u[codes])
     inflated = rng.random(n) < special.expit(gate + v[codes])
     y = np.where(inflated, 0.0, rng.poisson(mu)).astype(np.float64)
     return x, codes, y
@@ -65,7 +55,7 @@ def _reference(x, codes, y, G, coef, gate, sd_count, sd_zero, nodes):
 
         def f(z, eta=eta, i=i):
             z = np.asarray(z).reshape(2, -1)
-            ll = _zip_logpmf(y[i][:, None], _softplus(eta[:, None] + sd_count * z[0]),
+            ll = zip_logpmf(y[i][:, None], softplus(eta[:, None] + sd_count * z[0]),
                              gate + sd_zero * z[1]).sum(0)
             return ll - 0.5 * (z**2).sum(0)
 
@@ -291,7 +281,7 @@ def test_population_prediction_integrates_both_parts(zip_fit):
                              -12 * sv, 12 * sv, epsabs=1e-13)
     for xi, gi in zip(X["x"], got, strict=True):
         eta = m.intercept_ + m.coef_[0] * xi
-        mu, _ = integrate.quad(lambda u, e=eta: _softplus(e + u) * stats.norm.pdf(u, 0, su),
+        mu, _ = integrate.quad(lambda u, e=eta: softplus(e + u) * stats.norm.pdf(u, 0, su),
                                -12 * su, 12 * su, epsabs=1e-13)
         assert gi == pytest.approx(keep * mu, rel=1e-8)
     # a seen level: its conditional modes in both parts
@@ -299,7 +289,7 @@ def test_population_prediction_integrates_both_parts(zip_fit):
     v = m.random_effects_["gate|g"].loc["3"].iloc[0]
     seen = m.predict(X[:1], groups=pd.DataFrame({"g": [3]}))
     eta = m.intercept_ + m.coef_[0] * -1.0 + u
-    assert seen[0] == pytest.approx(special.expit(-(gate + v)) * _softplus(eta), rel=1e-10)
+    assert seen[0] == pytest.approx(special.expit(-(gate + v)) * softplus(eta), rel=1e-10)
     # the predictive law of a new level is a law: its probabilities sum to one
     ys = np.arange(60.0)
     X3 = pd.DataFrame({"x": np.zeros(60)})
