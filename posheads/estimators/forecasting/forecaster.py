@@ -75,7 +75,10 @@ class CountForecaster(ForecastPredictMixin, LaplaceForecastMixin, ForecastStateM
         dispersion, below or above the mean, for under-dispersed series such as counts of
         scheduled events. ``"auto"`` takes the discretized logistic when the training
         series is clearly under-dispersed (see :func:`.dispersion_index`: below
-        ``0.5``) and the negative binomial otherwise. ``"log_gaussian"`` is the
+        ``0.5``) and the negative binomial otherwise; with ``inference="laplace"`` it
+        also fits the other of the two and takes it where its Laplace evidence is
+        higher by more than 5 nats (:data:`.EVIDENCE_MARGIN`; a long frame is weighed
+        on at most 20 of its series). ``"log_gaussian"`` is the
         log-transform comparator. ``save`` needs a family given by name.
     inference : {"laplace", "svi", "nuts"}, default="laplace"
         ``"laplace"``: the mode of the level path and per-series parameters with the
@@ -124,6 +127,10 @@ class CountForecaster(ForecastPredictMixin, LaplaceForecastMixin, ForecastStateM
         The seasons used.
     likelihood_ : str
         The name of the family used (``"auto"`` resolved), or ``"log_gaussian"``.
+    likelihood_evidence_ : dict
+        Laplace log evidence (up to a constant of the data) of each count law fitted, by
+        name, summed over the series weighed: both laws where ``"auto"`` weighed two, the
+        law fitted otherwise; empty for SVI and NUTS.
     scale_ : float
         Exposure of the count law (the mean count, at least 1).
     n_features_in_ : int
@@ -257,12 +264,15 @@ class CountForecaster(ForecastPredictMixin, LaplaceForecastMixin, ForecastStateM
         data = self._tensor(np.log1p(values) if self._log else values)[:, None]
         covariates = self._design(self._covariates_train, 0)
         self.inference_ = self._resolve_inference(family)
+        self.likelihood_evidence_ = {}
         if self.inference_ == "laplace":
             if self.season_lengths_ and len(values) < max(self.season_lengths_):
                 raise ValueError(f"y has {n} steps, fewer than the season of "
                                  f"{max(self.season_lengths_):g}: lower season_lengths")
             self._hierarchy = {}
-            self._fit_laplace(single_panel(values, info, self._covariates_train), family)
+            family = self._fit_laplace(single_panel(values, info, self._covariates_train),
+                                       family)
+            self.likelihood_ = likelihood_name(family)
             return self
         self.model_ = self._make_model(values, family)
         num_steps = 1000 if self.num_steps is None else self.num_steps

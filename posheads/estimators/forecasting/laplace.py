@@ -88,6 +88,10 @@ class LaplaceFit:
     state_cov : Tensor (G, S, 1 + K, 1 + K) or None
         Joint posterior covariance of the last level and the weights (None: weights at
         their mode, the last level with variance ``last_var``).
+    log_evidence : Tensor (S,) or None
+        Each series' Laplace log evidence, ``log sum_g p(y | sigma_g) p(sigma_g)`` under the
+        grid's prior (the estimated one where it is pooled), up to a constant that depends
+        on the data only: what compares count laws fitted to the same series.
     """
 
     sigma: torch.Tensor
@@ -99,11 +103,12 @@ class LaplaceFit:
     gates: torch.Tensor
     losses: list
     state_cov: torch.Tensor | None = None
+    log_evidence: torch.Tensor | None = None
 
     def arrays(self) -> dict:
         """Every tensor as a CPU tensor (what a saved forecaster stores)."""
         keys = ("sigma", "log_post", "level", "last_var", "weight", "log_shapes", "gates",
-                "state_cov")
+                "state_cov", "log_evidence")
         return {k: getattr(self, k).detach().cpu() for k in keys
                 if getattr(self, k) is not None}
 
@@ -310,8 +315,9 @@ def state_cholesky(cov):
 
 
 def _pool(log_marginal, log_prior):
-    """Per-series log posterior over the grid; the grid's prior estimated from all series
-    (empirical Bayes, EM with a pseudo-count of the fixed prior) when there are enough."""
+    """Per-series log posterior over the grid ``(G, S)`` and log evidence ``(S,)``; the
+    grid's prior estimated from all series (empirical Bayes, EM with a pseudo-count of the
+    fixed prior) when there are enough."""
     n_series = log_marginal.shape[1]
     prior = log_prior
     if n_series >= _POOL_MIN_SERIES:
@@ -320,7 +326,9 @@ def _pool(log_marginal, log_prior):
             post = torch.softmax(log_marginal + prior[:, None], dim=0)
             pi = (post.sum(1) + _POOL_SMOOTHING * fixed) / (n_series + _POOL_SMOOTHING)
             prior = pi.log()
-    return torch.log_softmax(log_marginal + prior[:, None], dim=0)
+    joint = log_marginal + prior[:, None]
+    evidence = torch.logsumexp(joint, dim=0)
+    return joint - evidence, evidence
 
 
 def fit_panel_laplace(model: LocalLevelPanel, data: PanelData, sigma_grid, *, max_iter: int = 500,
@@ -369,13 +377,13 @@ def _fit(model, data, sigma, max_iter, verbose):
     log_marginal = joint.double() - 0.5 * logdet - n_steps * sigma.double().log()[:, None]
     log_prior = -0.5 * ((sigma.double().log() - _PRIOR_LOC) / _PRIOR_SD) ** 2
     log_prior = torch.log_softmax(log_prior, 0)
-    log_post = _pool(log_marginal, log_prior).to(sigma.dtype)
+    log_post, log_evidence = _pool(log_marginal, log_prior)
     state_cov = state_covariance(model, w, data.features, sigma, walk).to(sigma.dtype)
-    return LaplaceFit(sigma=sigma, log_post=log_post, level=level,
+    return LaplaceFit(sigma=sigma, log_post=log_post.to(sigma.dtype), level=level,
                       last_var=last_var.to(sigma.dtype), weight=params.weight.detach(),
                       log_shapes=model.floored(params.log_shapes.detach()),
                       gates=params.gates.detach(),
-                      losses=losses, state_cov=state_cov)
+                      losses=losses, state_cov=state_cov, log_evidence=log_evidence)
 
 
 def draw_states(fit: LaplaceFit, n: int):

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from .baseline import derived_seed
 from .engine import isolated
 from .laplace import LaplaceFit, default_sigma_grid, fit_panel_laplace, forecast_draws
+from .likelihood import by_evidence, rival_family
 from .panel import (
     Panel,
     check_future,
@@ -41,6 +42,9 @@ _LAPLACE_ITERATIONS = 200  # Newton iterations (at most, per batch) when num_ste
 # otherwise, so that a break in the level (a new law, a lost customer) is one rare step and
 # does not inflate every step's size; the forecast's steps are drawn from the same law.
 _LEVEL_JUMPS = (0.05, 5.0)
+# likelihood="auto" weighs its two laws on at most this many series of a panel (spread over
+# it): a law suits a panel as a whole, and the weighing then costs two fits of this size.
+_EVIDENCE_SERIES = 20
 
 
 def single_panel(values, info, covariates) -> Panel:
@@ -80,12 +84,28 @@ class LaplaceForecastMixin:
         return np.concatenate([seasonal, scaled], axis=1)
 
     def _fit_laplace(self, panel: Panel, family):
-        """Fit the panel model; sets ``panel_``, ``model_``, ``laplace_``, ``losses_``."""
-        from posheads.models.forecast_panel import LocalLevelPanel, PanelData
-
-        from .forecaster import unit_bias
-
+        """Fit the panel model; sets ``panel_``, ``model_``, ``laplace_``, ``losses_``,
+        ``scales_`` and ``likelihood_evidence_``. Returns the family fitted: ``family``, or
+        under ``likelihood="auto"`` its rival where the evidence calls for it
+        (:func:`.likelihood.by_evidence`)."""
         self.panel_ = panel
+        data, self.scales_ = self._panel_data(panel)
+        rival = rival_family(self.likelihood, family)
+        fits = {}
+        if rival is not None:
+            family = self._weigh_laws(data, family, rival, fits)
+        self.model_, self.laplace_ = fits.get(family.name) or self._laplace(data, family)
+        if rival is None:
+            self.likelihood_evidence_ = {
+                family.name: float(self.laplace_.log_evidence.sum())}
+        self.losses_ = list(self.laplace_.losses)
+        return family
+
+    def _panel_data(self, panel: Panel):
+        """The padded :class:`~posheads.models.forecast_panel.PanelData` of ``panel`` and
+        the series' exposures (their mean counts, NumPy)."""
+        from posheads.models.forecast_panel import PanelData
+
         lengths = [len(v) for v in panel.values]
         n_steps = max(lengths)
         k = self._features(0, panel.covariates[0]).shape[1]
@@ -95,15 +115,46 @@ class LaplaceForecastMixin:
             y[s, n_steps - n:], mask[s, n_steps - n:] = panel.values[s], 1.0
             feats[s, n_steps - n:] = self._features(s, panel.covariates[s])
         scale = np.array([max(v.mean(), 1e-2) if v.any() else 1.0 for v in panel.values])
-        data = PanelData(self._tensor(y), self._tensor(mask), self._tensor(feats),
-                         self._tensor(scale))
-        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta),
-                                      level_jumps=self._level_jumps())
+        return PanelData(self._tensor(y), self._tensor(mask), self._tensor(feats),
+                         self._tensor(scale)), scale
+
+    def _panel_model(self, family):
+        """The :class:`~posheads.models.forecast_panel.LocalLevelPanel` of ``family``."""
+        from posheads.models.forecast_panel import LocalLevelPanel
+
+        from .forecaster import unit_bias
+
+        return LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta),
+                               level_jumps=self._level_jumps())
+
+    def _laplace(self, data, family):
+        """``(model, fit)``: the Laplace fit of ``family`` to ``data``."""
+        model = self._panel_model(family)
         with isolated(derived_seed(self.random_state), verbose=self.verbose):
-            self.laplace_ = fit_panel_laplace(self.model_, data, default_sigma_grid(),
-                                        max_iter=self._iterations(), verbose=self.verbose)
-        self.scales_ = scale
-        self.losses_ = list(self.laplace_.losses)
+            fit = fit_panel_laplace(model, data, default_sigma_grid(),
+                                    max_iter=self._iterations(), verbose=self.verbose)
+        return model, fit
+
+    def _weigh_laws(self, data, family, rival, fits):
+        """The law of ``family`` and ``rival`` that the evidence prefers; sets
+        ``likelihood_evidence_``. A panel of more than ``_EVIDENCE_SERIES`` series is
+        weighed on that many, spread over it; a smaller one's fits are kept in ``fits``."""
+        from .laplace_newton import subset
+
+        n_series = data.y.shape[0]
+        sample = data
+        if n_series > _EVIDENCE_SERIES:
+            rows = np.unique(np.linspace(0, n_series - 1, _EVIDENCE_SERIES).round())
+            sample = subset(data, torch.as_tensor(rows, dtype=torch.long,
+                                                  device=data.y.device))
+        evidence = {}
+        for law in (family, rival):
+            model, fit = self._laplace(sample, law)
+            evidence[law.name] = float(fit.log_evidence.sum())
+            if sample is data:
+                fits[law.name] = (model, fit)
+        self.likelihood_evidence_ = evidence
+        return by_evidence(family, rival, evidence)
 
     def _level_jumps(self):
         """``LocalLevelPanel``'s ``level_jumps`` for ``level_steps``."""
@@ -111,13 +162,8 @@ class LaplaceForecastMixin:
 
     def _restore_laplace(self, panel, family, arrays, scales):
         """Rebuild a fitted Laplace engine from saved arrays, without refitting."""
-        from posheads.models.forecast_panel import LocalLevelPanel
-
-        from .forecaster import unit_bias
-
         self.panel_, self.scales_ = panel, np.asarray(scales, dtype=np.float64)
-        self.model_ = LocalLevelPanel(family, bias=unit_bias(self.beta), beta=float(self.beta),
-                                      level_jumps=self._level_jumps())
+        self.model_ = self._panel_model(family)
         self.laplace_ = LaplaceFit.from_arrays(arrays, self._tensor(np.zeros(1)))
 
     # ------------------------------------------------------------ forecasts
@@ -179,8 +225,7 @@ class LaplaceForecastMixin:
         values = np.concatenate(panel.values)
         family = family_for(values)
         self.inference_ = "laplace"
-        self._fit_laplace(panel, family)
-        return family
+        return self._fit_laplace(panel, family)
 
     @staticmethod
     def _info_of(panel, s):

@@ -43,6 +43,8 @@ class ForecastStateMixin:
             "fourier_terms_": list(self.fourier_terms_),
             "scale_": float(self.scale_),
             "likelihood_": self.likelihood_,
+            "likelihood_evidence_": {str(k): float(v) for k, v in
+                                     getattr(self, "likelihood_evidence_", {}).items()},
             "n_features_in_": int(self.n_features_in_),
             "losses_": np.asarray(self.losses_, dtype=np.float64),
             "history_": self.history_,
@@ -82,6 +84,8 @@ class ForecastStateMixin:
         self.fourier_terms_ = tuple(int(k) for k in state["fourier_terms_"])
         self.scale_, self.n_features_in_ = float(state["scale_"]), int(state["n_features_in_"])
         self.likelihood_ = str(state["likelihood_"])
+        self.likelihood_evidence_ = {str(k): float(v) for k, v in
+                                     state.get("likelihood_evidence_", {}).items()}
         if "feature_names_in_" in state:
             self.feature_names_in_ = np.asarray(state["feature_names_in_"], dtype=object)
         self.losses_ = [float(v) for v in np.asarray(state["losses_"]).ravel()]
