@@ -38,7 +38,9 @@ from dataclasses import dataclass
 import torch
 
 from posheads import ops
+from posheads.families.logistic_derivatives import discretized_logistic_derivatives
 from posheads.families import (
+    DISCRETIZED_LOGISTIC,
     HURDLE_NEGATIVE_BINOMIAL,
     HURDLE_POISSON,
     NEGATIVE_BINOMIAL,
@@ -61,7 +63,8 @@ _SHAPE_SD = 1.0  # spread of series' log-shapes around their shared mean
 _GATE_SD = 1.5  # spread of series' gate logits around their shared mean
 _GATE_MEAN_SD = 3.0
 _WEIGHT_PRECISION_FLOOR = 1e-2  # a weight the data never informs: sd 10 on eta
-# Laws whose derivatives in (eta, log-shapes, gate logits) have closed forms here: whether
+# Laws whose derivatives in (eta, log-shapes, gate logits) have closed forms here (and the
+# discretized logistic, in posheads.families.logistic_derivatives): whether
 # the count part is a negative binomial, and whether a hurdle (a zero part, then the
 # zero-truncated count) wraps it.
 _CLOSED_FORMS = ((POISSON, False, False), (NEGATIVE_BINOMIAL, True, False),
@@ -348,6 +351,8 @@ class LocalLevelPanel(FamilyNames):
             ones in ``eta`` and ``ab``, and the Hessian in ``ab``; None for a law without
             a closed form here (use autograd).
         """
+        if self.family is DISCRETIZED_LOGISTIC:
+            return self._logistic_derivatives(eta, params, data)
         kind = [form[1:] for form in _CLOSED_FORMS if form[0] is self.family]
         if not kind:
             return None
@@ -407,3 +412,17 @@ class LocalLevelPanel(FamilyNames):
             h_ab = torch.diag_embed(torch.stack(h_ab, -1)) if n else \
                 eta.new_zeros((*eta.shape[:-1], 0, 0))
         return g_eta, g_ab, h_eta, cross, h_ab
+
+    def _logistic_derivatives(self, eta, params: PanelParams, data: PanelData):
+        """:meth:`likelihood_derivatives` of the discretized logistic
+        (:func:`~posheads.families.logistic_derivatives.discretized_logistic_derivatives`);
+        a log dispersion held at its floor has no derivatives."""
+        rho = params.log_shapes[..., :1]
+        floor = _SHAPE_FLOORS["dispersion"]
+        free = (rho > floor).to(eta.dtype)
+        f_e, f_r, f_ee, f_er, f_rr = discretized_logistic_derivatives(
+            data.y, eta, rho.clamp_min(floor), data.scale[:, None], self.beta)
+        mask = data.mask
+        g_ab = (mask * f_r).sum(-1, keepdim=True) * free
+        h_ab = ((mask * f_rr).sum(-1, keepdim=True) * free)[..., None]
+        return mask * f_e, g_ab, mask * f_ee, (mask * f_er * free)[..., None], h_ab
