@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import torch
 
 from posheads import ops
-from posheads.families.logistic_derivatives import discretized_logistic_derivatives
 from posheads.families import (
     DISCRETIZED_LOGISTIC,
     HURDLE_NEGATIVE_BINOMIAL,
@@ -47,6 +46,7 @@ from posheads.families import (
     POISSON,
     Family,
 )
+from posheads.families.logistic_derivatives import discretized_logistic_derivatives
 
 __all__ = ["FamilyNames", "LocalLevelPanel", "PanelData", "PanelParams"]
 

@@ -45,7 +45,7 @@ def discretized_logistic_derivatives(y, eta, rho, exposure=None, beta: float = 1
         the derivatives of ``log P(y)`` (not of its negative).
     """
     with torch.no_grad():
-        sp, log_sp, sig, dlog = ops.softplus_derivatives(eta, beta, ops.linear_switch(eta.dtype))
+        _, log_sp, sig, dlog = ops.softplus_derivatives(eta, beta, ops.linear_switch(eta.dtype))
         log_mu = log_sp if exposure is None else log_sp + torch.log(exposure)
         mu = log_mu.exp()
         l1 = dlog  # d log mu / d eta
