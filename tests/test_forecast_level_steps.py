@@ -195,3 +195,36 @@ def test_grid_values_the_evidence_rules_out_stop_early_without_changing_the_fit(
     np.testing.assert_allclose(early.level[carried], full.level[carried], atol=1e-5)
     np.testing.assert_allclose(early.state_cov[carried], full.state_cov[carried], rtol=1e-4,
                                atol=1e-7)
+
+
+def test_shared_means_settle_only_where_the_evidence_leaves_weight(monkeypatch):
+    # the discretized logistic at the largest level steps follows the counts with its
+    # dispersion at the floor, hundreds of nats below the best step: the passes over the
+    # shared means no longer wait for those grid values to settle. The posterior over the
+    # grid, and the modes that carry it, are those of a full solve
+    from posheads.datasets import load_nyc_departures
+    from posheads.estimators.forecasting import CountForecaster, laplace_newton
+
+    b = load_nyc_departures("D", origin="EWR", as_frame=True, fill_missing=True)
+    y, X = b.target.iloc[:300], b.data[["holiday", "precip", "wind_speed", "visib"]].iloc[:300]
+    calls = []
+    step = laplace_newton._newton_step
+
+    def counted(*args):
+        calls.append(1)
+        return step(*args)
+
+    monkeypatch.setattr(laplace_newton, "_newton_step", counted)
+    law = "discretized_logistic"
+    early = CountForecaster(likelihood=law, random_state=0).fit(y, X).laplace_
+    n_early = len(calls)
+    calls.clear()
+    monkeypatch.setattr(laplace_newton, "_OUTWEIGHED", math.inf)
+    full = CountForecaster(likelihood=law, random_state=0).fit(y, X).laplace_
+    assert n_early < 0.6 * len(calls), (n_early, len(calls))
+    weight_early, weight_full = early.log_post.exp(), full.log_post.exp()
+    np.testing.assert_allclose(weight_early, weight_full, atol=1e-5)
+    carried = weight_full > 1e-3
+    np.testing.assert_allclose(early.level[carried], full.level[carried], atol=1e-5)
+    np.testing.assert_allclose(early.state_cov[carried], full.state_cov[carried], rtol=1e-4,
+                               atol=1e-7)

@@ -274,6 +274,7 @@ def _iterate(model, state, part, sigma):
     done = done | (-slope < _DECREMENT_TOL) | ~torch.isfinite(slope)
     if bool(done.all()):
         part.done = done
+        part.evidence = _evidence(f, logdet, sigma, x.shape[-1] - 1)
         return cov
     dx, dw, dab = (torch.where(done[..., None], 0.0, d) for d in (dx, dw, dab))
     # a trust region on the log-shapes and gate logits: at most a factor e**2 a step
@@ -298,6 +299,7 @@ def _iterate(model, state, part, sigma):
     evidence = _evidence(f, logdet, sigma, x.shape[-1] - 1)
     far = evidence < evidence.amax(0, keepdim=True) - _OUTWEIGHED
     part.done |= far & ((start - f) < _SLOW_DECREASE)
+    part.evidence = evidence
     return cov
 
 
@@ -322,12 +324,15 @@ def _evidence(f, logdet, sigma, n_steps: int):
 
 def _newton_batch(model, state, data, rows, sigma, max_iter):
     """Newton iterations on the series ``rows`` (shared means fixed); updates ``state``.
-    Returns the objective per ``(G, S_batch)`` and the iterations run."""
+    Returns the objective per ``(G, S_batch)``, the iterations run, the series' response
+    to the shared means and their Laplace evidence per ``(G, S_batch)`` (:func:`_evidence`,
+    at their last iterate)."""
     x, w, ab = state.x[:, rows], state.w[:, rows], state.ab[:, rows]
     prior = _prior_hessian(model, state, x, w, ab, sigma)
     f = _objective(model, state, data, x, w, ab, sigma)
     done = torch.zeros_like(f, dtype=torch.bool)
     cov, compacted = None, False
+    evidence = torch.full_like(f, -torch.inf)
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         # only the series with a grid value still moving take a step (a converged one
@@ -338,6 +343,7 @@ def _newton_batch(model, state, data, rows, sigma, max_iter):
         if cov is None:
             cov = out.new_zeros((*f.shape, out.shape[-1], out.shape[-1]))
         cov[:, act] = out
+        evidence[:, act] = part.evidence
         x[:, act], w[:, act], ab[:, act] = part.x, part.w, part.ab
         done[:, act] = part.done
         if act.numel() == f.shape[1]:
@@ -353,12 +359,15 @@ def _newton_batch(model, state, data, rows, sigma, max_iter):
     # precision L, for the profile Newton step of the shared means): sum_s L cov_s L
     prec = torch.cat([prior[0], prior[1]], -1)  # (G, S, P)
     response = (prec[..., :, None] * cov * prec[..., None, :]).sum(1)
-    return f, it, response
+    return f, it, response, evidence
 
 
-def _update_shared(model, state, response, rows=slice(None)):
+def _update_shared(model, state, response, rows=slice(None), relevant=None):
     """One Newton step of the shared means on the profile of the log joint (every
-    series at its mode given them); returns the largest move.
+    series at its mode given them); returns the largest move at the grid values
+    ``relevant`` (``(G,)`` bool; None: all). A grid value whose evidence is more than
+    ``_OUTWEIGHED`` nats below the best for every series carries no posterior weight
+    (:func:`_evidence`): its means still take the step, but need not settle.
 
     At the series' modes, the gradient in the shared means is that of their prior terms;
     the profile's curvature is their prior's minus ``response`` (``sum_s L cov_s L``:
@@ -382,6 +391,8 @@ def _update_shared(model, state, response, rows=slice(None)):
     step = (_inverse(curv, floor_ratio=1e-10) @ grad[..., None]).squeeze(-1)
     sizes = [v.shape[-1] for v in state.shared]
     state.shared = [v + d for v, d in zip(state.shared, step.split(sizes, -1), strict=True)]
+    if relevant is not None:
+        step = step[relevant]
     return float(step.abs().max()) if step.numel() else 0.0
 
 
@@ -426,14 +437,17 @@ def _passes(model, state, data, batches, sigma, max_iter, bar, rows):
     n_obs = float(data.mask.sum().clamp_min(1)) * state.x.shape[0]
     losses = []
     for _ in range(_MAX_PASSES):
-        total, response = 0.0, 0.0
+        total, response, relevant = 0.0, 0.0, None
         for b in batches:
             part = b if rows == slice(None) else slice(None)
-            f, _, resp = _newton_batch(model, state, subset(data, part), b, sigma, max_iter)
+            f, _, resp, evidence = _newton_batch(model, state, subset(data, part), b, sigma,
+                                                 max_iter)
             total, response = total + float(f.sum()), response + resp
+            here = (evidence >= evidence.amax(0, keepdim=True) - _OUTWEIGHED).any(1)
+            relevant = here if relevant is None else relevant | here
             if bar is not None:
                 bar.update(1)
         losses.append(total / n_obs)
-        if _update_shared(model, state, response, rows) < _SHARED_TOL:
+        if _update_shared(model, state, response, rows, relevant) < _SHARED_TOL:
             break
     return losses
