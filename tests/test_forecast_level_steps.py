@@ -164,17 +164,12 @@ def test_heavy_tailed_steps_keep_the_step_size_after_a_break(seed):
 
 
 
-def test_grid_values_the_evidence_rules_out_stop_early_without_changing_the_fit(monkeypatch):
-    # with two-scale steps Newton crawls at step sizes the data rule out; stopping those
-    # grid values (> 30 nats below the series' best, barely moving) leaves the posterior
-    # over the grid, and the modes that carry its weight, as a full solve finds them (a
-    # stopped series still informs the shared means of its grid value: the other series'
-    # modes at that value move by up to 2e-3 on the eta scale, where their weight is 5e-4)
-    from posheads.datasets import make_intermittent_panel
-    from posheads.estimators.forecasting import CountForecaster, laplace_newton
+def _early_and_full(monkeypatch, fit, max_ratio):
+    """Fit with the early stops and with none (``_OUTWEIGHED`` infinite); check that the
+    early fit took fewer than ``max_ratio`` of the Newton steps and found the same posterior
+    over the grid, and the same modes where that posterior has weight."""
+    from posheads.estimators.forecasting import laplace_newton
 
-    frame, _ = make_intermittent_panel(12, 365, random_state=0)
-    frame["y"] = frame.y.astype(float)
     calls = []
     step = laplace_newton._newton_step
 
@@ -183,18 +178,33 @@ def test_grid_values_the_evidence_rules_out_stop_early_without_changing_the_fit(
         return step(*args)
 
     monkeypatch.setattr(laplace_newton, "_newton_step", counted)
-    early = CountForecaster(random_state=0, level_steps="jumps").fit(frame).laplace_
+    early = fit().laplace_
     n_early = len(calls)
     calls.clear()
     monkeypatch.setattr(laplace_newton, "_OUTWEIGHED", math.inf)
-    full = CountForecaster(random_state=0, level_steps="jumps").fit(frame).laplace_
-    assert n_early < 0.5 * len(calls), (n_early, len(calls))
+    full = fit().laplace_
+    assert n_early < max_ratio * len(calls), (n_early, len(calls))
     weight_early, weight_full = early.log_post.exp(), full.log_post.exp()
     np.testing.assert_allclose(weight_early, weight_full, atol=1e-5)
     carried = weight_full > 1e-3
     np.testing.assert_allclose(early.level[carried], full.level[carried], atol=1e-5)
     np.testing.assert_allclose(early.state_cov[carried], full.state_cov[carried], rtol=1e-4,
                                atol=1e-7)
+
+
+def test_grid_values_the_evidence_rules_out_stop_early_without_changing_the_fit(monkeypatch):
+    # with two-scale steps Newton crawls at step sizes the data rule out; stopping those
+    # grid values (> 30 nats below the series' best, barely moving) leaves the posterior
+    # over the grid, and the modes that carry its weight, as a full solve finds them (a
+    # stopped series still informs the shared means of its grid value: the other series'
+    # modes at that value move by up to 2e-3 on the eta scale, where their weight is 5e-4)
+    from posheads.datasets import make_intermittent_panel
+    from posheads.estimators.forecasting import CountForecaster
+
+    frame, _ = make_intermittent_panel(12, 365, random_state=0)
+    frame["y"] = frame.y.astype(float)
+    _early_and_full(monkeypatch, lambda: CountForecaster(random_state=0, level_steps="jumps")
+                    .fit(frame), 0.5)
 
 
 def test_shared_means_settle_only_where_the_evidence_leaves_weight(monkeypatch):
@@ -203,28 +213,9 @@ def test_shared_means_settle_only_where_the_evidence_leaves_weight(monkeypatch):
     # shared means no longer wait for those grid values to settle. The posterior over the
     # grid, and the modes that carry it, are those of a full solve
     from posheads.datasets import load_nyc_departures
-    from posheads.estimators.forecasting import CountForecaster, laplace_newton
+    from posheads.estimators.forecasting import CountForecaster
 
     b = load_nyc_departures("D", origin="EWR", as_frame=True, fill_missing=True)
     y, X = b.target.iloc[:300], b.data[["holiday", "precip", "wind_speed", "visib"]].iloc[:300]
-    calls = []
-    step = laplace_newton._newton_step
-
-    def counted(*args):
-        calls.append(1)
-        return step(*args)
-
-    monkeypatch.setattr(laplace_newton, "_newton_step", counted)
-    law = "discretized_logistic"
-    early = CountForecaster(likelihood=law, random_state=0).fit(y, X).laplace_
-    n_early = len(calls)
-    calls.clear()
-    monkeypatch.setattr(laplace_newton, "_OUTWEIGHED", math.inf)
-    full = CountForecaster(likelihood=law, random_state=0).fit(y, X).laplace_
-    assert n_early < 0.6 * len(calls), (n_early, len(calls))
-    weight_early, weight_full = early.log_post.exp(), full.log_post.exp()
-    np.testing.assert_allclose(weight_early, weight_full, atol=1e-5)
-    carried = weight_full > 1e-3
-    np.testing.assert_allclose(early.level[carried], full.level[carried], atol=1e-5)
-    np.testing.assert_allclose(early.state_cov[carried], full.state_cov[carried], rtol=1e-4,
-                               atol=1e-7)
+    _early_and_full(monkeypatch, lambda: CountForecaster(
+        likelihood="discretized_logistic", random_state=0).fit(y, X), 0.6)
